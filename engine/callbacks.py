@@ -1,0 +1,198 @@
+"""The Trainer callback that connects a transformers/TRL trainer to the run directory.
+
+It turns logs into events, moves each checkpoint into place atomically, obeys control files between
+steps (stop, pause, resume, save, eval), stops early on a stalled eval loss, and keeps the time spent
+outside training steps (pauses, evaluation, saving) out of `train_wall_s`.
+Heavy module (transformers).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .runs import META, Run
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file of a finished checkpoint to disk before it is renamed into place.
+
+    Cost: one fsync per file (seconds for multi-GB full checkpoints); it is what makes a renamed
+    checkpoint complete after a power loss, not only after a process kill.
+    """
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class RunCallback(TrainerCallback):
+    """Writes the run's events and status; one per engine process (rank 0 only when distributed)."""
+
+    METRIC_KEYS = {"loss", "grad_norm", "learning_rate", "epoch", "num_tokens", "mean_token_accuracy", "entropy"}
+
+    def __init__(self, run: Run, events, cfg: dict, job: dict, stop_flag):
+        self.run, self.events, self.cfg, self.job = run, events, cfg, job
+        self.stop_flag = stop_flag  # a threading.Event set by SIGTERM/SIGINT handlers
+        self.stopped = False
+        self.excluded_s = 0.0  # pause + eval + save time inside trainer.train()
+        self._mark = time.perf_counter()
+        self._last_tokens = None
+        self._last_status = 0.0
+        self.num_tokens = 0
+        self.last_loss = None
+        self.last_eval = None
+        self.best_eval = None
+        self.bad_evals = 0
+        self.has_eval = False  # known once the method has built its datasets (on_train_begin)
+        self.save_dir = Path(job["trainer_dir"])
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _status(self, tstate, force=False, **extra):
+        now = time.monotonic()
+        if force or now - self._last_status > 2.0:  # status.json is fsynced: at most every 2 s
+            self._last_status = now
+            self.run.write_status(step=tstate.global_step, max_steps=tstate.max_steps, last_loss=self.last_loss,
+                                  last_eval_loss=self.last_eval, **extra)
+
+    def _set_state(self, name: str, state, **extra):
+        self.events.write("state", state=name, step=state.global_step, **extra)
+        self._status(state, force=True, state=name)
+
+    # -- trainer hooks ---------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kw):
+        self.has_eval = bool(self.job.get("eval_rows"))
+        self._set_state("running", state)
+        self._mark = time.perf_counter()
+        self._t_tokens = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        now = time.perf_counter()
+        m = {k: logs[k] for k in self.METRIC_KEYS if k in logs}
+        if "num_tokens" in logs:
+            n = int(logs["num_tokens"])
+            if self._last_tokens is not None and now > self._t_tokens:
+                m["tokens_per_s"] = round((n - self._last_tokens) / (now - self._t_tokens), 1)
+            self._last_tokens, self._t_tokens = n, now
+            self.num_tokens = n
+        self.last_loss = logs["loss"]
+        extra = {k: v for k, v in logs.items() if k not in m and not k.startswith("eval_") and isinstance(v, (int, float))}
+        self.events.write("metrics", step=state.global_step, **m, **extra)
+
+    def on_step_end(self, args, state, control, **kw):
+        for cmd in self.run.take_controls():
+            self._handle(cmd, state, control)
+        if self.stop_flag.is_set() and not self.stopped:
+            self._handle("stop", state, control)
+        if state.global_step >= state.max_steps:  # last step: evaluate (when there is eval data) and save
+            control.should_save = True
+            if self.has_eval and not self.cfg["training"]["eval_steps"]:
+                control.should_evaluate = True
+        self._status(state, state="stopping" if self.stopped else "running")
+        self._mark = time.perf_counter()
+
+    def _handle(self, cmd: str, state, control):
+        if cmd == "stop":
+            self.stopped = True
+            control.should_save = True
+            control.should_training_stop = True
+            self._set_state("stopping", state)
+        elif cmd == "save":
+            control.should_save = True
+            self.events.write("log", level="info", message=f"save requested at step {state.global_step}")
+        elif cmd == "eval":
+            if self.has_eval:
+                control.should_evaluate = True
+            else:
+                self.events.write("log", level="warning", message="evaluate requested, but the run has no eval data")
+        elif cmd == "pause":
+            self._pause(state, control)
+
+    def _pause(self, state, control):
+        t0 = time.perf_counter()
+        self._set_state("paused", state)
+        while True:
+            cmds = self.run.take_controls()
+            if self.stop_flag.is_set():
+                cmds.append("stop")
+            if "stop" in cmds:
+                self.excluded_s += time.perf_counter() - t0
+                self._handle("stop", state, control)
+                return
+            for c in cmds:
+                if c in ("save", "eval"):
+                    self._handle(c, state, control)
+            if "resume" in cmds:
+                break
+            time.sleep(0.2)
+        self.excluded_s += time.perf_counter() - t0
+        self._set_state("running", state)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        now = time.perf_counter()
+        self.excluded_s += now - self._mark
+        self._mark = now
+        metrics = dict(metrics or {})
+        self.last_eval = metrics.get("eval_loss")
+        self.events.write("eval", step=state.global_step,
+                          **{k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, (int, float))})
+        patience = self.cfg["training"]["early_stopping_patience"]
+        if self.last_eval is not None:
+            if self.best_eval is None or self.last_eval < self.best_eval:
+                self.best_eval, self.bad_evals = self.last_eval, 0
+            else:
+                self.bad_evals += 1
+                if patience and self.bad_evals >= patience:
+                    self.events.write("log", level="info", message=(
+                        f"early stopping at step {state.global_step}: eval loss has not improved on "
+                        f"{self.best_eval:.4f} for {self.bad_evals} evaluations"))
+                    control.should_training_stop = True
+                    control.should_save = True
+        self._status(state, force=True)
+
+    def on_save(self, args, state, control, **kw):
+        step = state.global_step
+        staged = self.save_dir / f"checkpoint-{step}"
+        final = self.run.checkpoints_dir / f"checkpoint-{step}"
+        if staged.exists():
+            meta = {"step": step, "time": time.time(), "run_id": self.run.id, "method": self.cfg["method"],
+                    "base_model": self.cfg["model"]["name_or_path"], "adapter": self.cfg["adapter"]["kind"],
+                    "quantization": self.cfg["model"]["quantization"], "config_hash": self.job["config_hash"],
+                    "loss": self.last_loss, "eval_loss": self.last_eval, "max_steps": state.max_steps}
+            (staged / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            fsync_tree(staged)
+            if final.exists():  # the same step saved twice (save-now at the last step): keep the newest
+                shutil.rmtree(final)
+            os.replace(staged, final)  # the atomic step: a checkpoint is complete once it has this name
+            size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
+            self.events.write("checkpoint", step=step, path=str(final), size_bytes=size,
+                              loss=self.last_loss, eval_loss=self.last_eval)
+            self.run.write_status(last_checkpoint=final.name, last_checkpoint_step=step)
+            self._rotate()
+        now = time.perf_counter()
+        self.excluded_s += now - self._mark
+        self._mark = now
+
+    def _rotate(self):
+        limit = self.cfg["training"]["save_total_limit"]
+        cps = self.run.checkpoints()
+        if not limit or len(cps) <= limit:
+            return
+        scored = [c for c in cps if c.meta.get("eval_loss") is not None]
+        best = min(scored, key=lambda c: c.meta["eval_loss"]) if scored else None
+        keep = {c.path for c in cps[-limit:]} | ({best.path} if best else set())
+        for c in cps:
+            if c.path not in keep:
+                trash = c.path.with_name(f".deleting-{c.name}")
+                os.replace(c.path, trash)  # no longer a checkpoint the moment it is renamed
+                shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Datasets: reading the files users bring, detecting their format, converting rows for a method."""

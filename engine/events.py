@@ -1,0 +1,119 @@
+"""The append-only event log (events.jsonl): one writer, many readers that tail it by byte offset.
+
+Light module. Every event is one JSON object on one line: {"seq", "time", "kind", ...}. The writer
+appends each line with a single write() on an O_APPEND descriptor, so a reader sees whole lines or a
+torn last line, never interleaved ones; readers keep an incomplete last line back until it is finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+KINDS = ("metrics", "eval", "telemetry", "checkpoint", "log", "state", "summary", "data", "sample")
+
+
+def _repair_tail(path: Path) -> int:
+    """Cut a torn last line (a crash mid-write) so appends start on a fresh line; return the last seq."""
+    last_seq = -1
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return last_seq
+    if size == 0:
+        return last_seq
+    with open(path, "rb+") as f:
+        # Read back far enough to find the last complete line; events are small (< 64 KiB).
+        chunk = min(size, 1 << 16)
+        f.seek(size - chunk)
+        tail = f.read(chunk)
+        if not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            new_size = size - chunk + cut + 1 if cut >= 0 else (0 if chunk == size else size - chunk)
+            f.truncate(new_size)
+            tail = tail[: cut + 1] if cut >= 0 else b""
+        for line in reversed(tail.splitlines()):
+            try:
+                last_seq = int(json.loads(line)["seq"])
+                break
+            except (ValueError, KeyError, TypeError):
+                continue
+    return last_seq
+
+
+class EventWriter:
+    """Appends events to events.jsonl; safe to call from the training loop and the telemetry thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._seq = _repair_tail(self.path) + 1
+        self._lock = threading.Lock()
+        # O_APPEND: each os.write lands at the end in one piece. Cost: one syscall per event, no fsync
+        # (a lost tail on power failure is acceptable; status.json is the durable record).
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(self, kind: str, **fields) -> dict:
+        with self._lock:
+            event = {"seq": self._seq, "time": round(time.time(), 3), "kind": kind, **fields}
+            line = json.dumps(event, separators=(",", ":"), default=_jsonable) + "\n"
+            os.write(self._fd, line.encode("utf-8"))
+            self._seq += 1
+        return event
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _jsonable(obj):
+    for attr in ("item", "tolist"):  # numpy / torch scalars and arrays
+        if hasattr(obj, attr):
+            try:
+                return getattr(obj, attr)()
+            except Exception:  # noqa: BLE001 - fall through to str
+                pass
+    return str(obj)
+
+
+class EventTail:
+    """Reads new complete events since the last call, by byte offset; tolerates a torn last line."""
+
+    def __init__(self, path: str | Path, offset: int = 0):
+        self.path = Path(path)
+        self.offset = offset
+        self.bad_lines = 0  # complete lines that did not parse (should stay 0; counted, never raised)
+
+    def read(self, max_bytes: int | None = None) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < self.offset:  # file replaced or truncated by a repair: start over
+                    self.offset = 0
+                f.seek(self.offset)
+                data = f.read(max_bytes) if max_bytes else f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        complete = data[: end + 1]
+        self.offset += len(complete)
+        events = []
+        for line in complete.splitlines():
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                self.bad_lines += 1
+        return events
+
+
+def read_events(path: str | Path, kinds: tuple[str, ...] | None = None) -> list[dict]:
+    """Every complete event in the file (optionally only some kinds)."""
+    events = EventTail(path).read()
+    return [e for e in events if kinds is None or e.get("kind") in kinds]

@@ -1,0 +1,162 @@
+"""The engine process: `python -m engine.worker RUN_DIR [--resume]` trains one run and records it.
+
+Started detached (its own session) by engine/launch.py, with stdout/stderr going to engine.log. It
+ignores SIGHUP (a lost terminal), turns SIGTERM/SIGINT into a graceful stop, and ends every run in
+completed, stopped or failed with the reason in status.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+import psutil
+
+from . import config as cfgmod
+from .events import EventWriter
+from .runs import Run
+from .telemetry import Probe, Sampler
+
+METHOD_MODULES = {"sft": "engine.methods.sft"}
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def oom_message(cfg: dict, step: int, resolved: dict) -> str:
+    import torch
+
+    t, d = cfg["training"], cfg["data"]
+    used = total = peak = None
+    try:
+        free, total = torch.cuda.mem_get_info()
+        used, peak = total - free, torch.cuda.max_memory_allocated()
+    except Exception:  # noqa: BLE001
+        pass
+    gib = lambda b: f"{b / 2**30:.1f} GiB" if b is not None else "N/A"  # noqa: E731
+    tips = [f"training.batch_size {t['batch_size']} -> {max(1, t['batch_size'] // 2)} "
+            f"(and training.grad_accum {t['grad_accum']} -> {t['grad_accum'] * 2} to keep the effective batch)",
+            f"data.max_length {d['max_length']} -> {max(64, d['max_length'] // 2)}"]
+    if not resolved.get("gradient_checkpointing"):
+        tips.append("training.gradient_checkpointing: true")
+    if cfg["model"]["quantization"] != "4bit":
+        tips.append("model.quantization: 4bit with adapter.kind: lora (QLoRA)")
+    return (f"CUDA out of memory at step {step}: {gib(used)} of {gib(total)} in use, torch peak {gib(peak)}. "
+            f"To fit, change one of: {'; '.join(tips)}. Check `tunebench estimate` before relaunching.")
+
+
+def error_message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 600:
+        text = text[:600] + "..."
+    return f"{type(exc).__name__}: {text} (traceback in engine.log)"
+
+
+def peak_memory() -> dict:
+    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+        out["peak_cuda_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    return out
+
+
+def run_engine(run: Run, resume: bool = False) -> int:
+    stop_flag = threading.Event()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal going away is not a reason to stop
+    signal.signal(signal.SIGTERM, lambda *_: stop_flag.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_flag.set())
+    me = psutil.Process()
+    events = EventWriter(run.events_path)
+    run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
+                     started=time.time(), ended=None, error=None, resumed=resume)
+    events.write("state", state="starting", pid=os.getpid(), resume=resume)
+    probe = Probe()
+    sampler = Sampler(lambda: events.write("telemetry", **probe.sample()), interval=1.0).start()
+    step, resolved, cfg = 0, {}, None
+    try:
+        cfg = cfgmod.load_config(base=run.config())
+        t_import = time.perf_counter()
+        import torch  # noqa: F401 - 7-9 s; timed so the summary can say where start-up went
+
+        from .callbacks import RunCallback
+        from . import modeling
+
+        resolved = modeling.resolve(cfg)
+        events.write("log", level="info", message=f"imported the ML stack in {time.perf_counter() - t_import:.1f} s")
+        events.write("state", state="starting", resolved=resolved)
+        run.write_status(resolved=resolved)
+        job = {"trainer_dir": str(run.path / ".trainer"),
+               "config_hash": hashlib.sha256(cfgmod.dump(cfg).encode()).hexdigest()[:16]}
+        callback = RunCallback(run, events, cfg, job, stop_flag)
+        method = importlib.import_module(METHOD_MODULES[cfg["method"]])
+        trainer = method.build(cfg, resolved, job, [callback])
+        for note in job.get("notes", []):
+            events.write("log", level="warning", message=note)
+        events.write("data", **{k: v for k, v in job.items() if k in ("format", "train_rows", "eval_rows")})
+        events.write("log", level="info", message="model ready", **modeling.trainable_parameters(trainer.model))
+        resume_from = None
+        if resume:
+            last = run.last_checkpoint()
+            resume_from = str(last.path) if last else None
+            events.write("log", level="info", message=f"resuming from {last.name if last else 'the start (no complete checkpoint)'}")
+        if stop_flag.is_set():
+            raise KeyboardInterrupt
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume_from)
+        wall = time.perf_counter() - t0
+        step = trainer.state.global_step
+        train_wall = max(1e-9, wall - callback.excluded_s)
+        final = "stopped" if callback.stopped else "completed"
+        summary = {"step": step, "max_steps": trainer.state.max_steps, "train_wall_s": round(train_wall, 3),
+                   "wall_s": round(wall, 3), "num_tokens": callback.num_tokens,
+                   "tokens_per_s": round(callback.num_tokens / train_wall, 1), "final_loss": callback.last_loss,
+                   "final_eval_loss": callback.last_eval, "best_eval_loss": callback.best_eval, **peak_memory(),
+                   **modeling.trainable_parameters(trainer.model)}
+        events.write("summary", **summary)
+        last = run.last_checkpoint()
+        events.write("state", state=final, step=step)
+        run.write_status(state=final, step=step, ended=time.time(), summary=summary,
+                         final_checkpoint=last.name if last else None)
+        return 0
+    except KeyboardInterrupt:
+        events.write("state", state="stopped", step=step)
+        run.write_status(state="stopped", ended=time.time())
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure ends the run as failed, with its reason
+        traceback.print_exc()
+        torch = sys.modules.get("torch")
+        oom = torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())) 
+        step = run.status().get("step", 0)
+        msg = oom_message(cfg, step, resolved) if oom and cfg else error_message(exc)
+        if isinstance(exc, cfgmod.ConfigError):
+            msg = "invalid config: " + "; ".join(exc.problems)
+        events.write("state", state="failed", step=step, error=msg, oom=bool(oom), **peak_memory())
+        run.write_status(state="failed", ended=time.time(), error=msg, oom=bool(oom))
+        return 1
+    finally:
+        sampler.stop()
+        events.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.worker")
+    p.add_argument("run_dir")
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args(argv)
+    return run_engine(Run(a.run_dir), resume=a.resume)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny Llama-style model built once per session, small datasets, a runs dir."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def shared_file(rel: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason."""
+    p = SHARED / "data" / rel
+    if not p.exists():
+        pytest.skip(f"../shared/data/{rel} is absent (the real-data tests need ../shared beside the project)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer Llama with a BPE tokenizer trained here, saved with save_pretrained."""
+    from engine.tinymodel import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def chat_jsonl(tmp_path_factory) -> Path:
+    """64 chat rows with a pattern a tiny model can learn (repeat the word)."""
+    p = tmp_path_factory.mktemp("data") / "chat.jsonl"
+    words = ["apple", "river", "stone", "cloud", "green", "seven", "light", "table"]
+    with open(p, "w") as f:
+        for i in range(64):
+            w = words[i % len(words)]
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"say {w}"},
+                                             {"role": "assistant", "content": f"{w} {w}"}]}) + "\n")
+    return p
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "runs"
+    monkeypatch.setenv("TUNEBENCH_RUNS_DIR", str(d))
+    return d
+
+
+def write_config(path: Path, model: Path, data: Path, **sections) -> Path:
+    """A YAML config for a quick CPU run; `sections` override, e.g. training={"max_steps": 4}."""
+    import yaml
+
+    cfg = {"model": {"name_or_path": str(model)},
+           "data": {"train": str(data), "max_length": 64},
+           "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3}}
+    for k, v in sections.items():
+        if isinstance(v, dict):
+            cfg.setdefault(k, {}).update(v)
+        else:
+            cfg[k] = v
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def tunebench(*args, runs_dir: Path | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m engine.cli`) and capture its output."""
+    env = dict(os.environ)
+    if runs_dir is not None:
+        env["TUNEBENCH_RUNS_DIR"] = str(runs_dir)
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env, **kw)
