@@ -51,12 +51,12 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     return d
 
 
-def write_config(path: Path, model: Path, data: Path, **sections) -> Path:
+def write_config(path: Path, model_dir: Path, data_path: Path, **sections) -> Path:
     """A YAML config for a quick CPU run; `sections` override, e.g. training={"max_steps": 4}."""
     import yaml
 
-    cfg = {"model": {"name_or_path": str(model)},
-           "data": {"train": str(data), "max_length": 64},
+    cfg = {"model": {"name_or_path": str(model_dir)},
+           "data": {"train": str(data_path), "max_length": 64},
            "training": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3}}
     for k, v in sections.items():
         if isinstance(v, dict):
