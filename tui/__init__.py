@@ -1,0 +1,1 @@
+"""tunebench's Textual workbench: imports only the engine's light modules (no torch)."""

@@ -1,0 +1,162 @@
+"""The workbench app: mounts the panes listed in PANES into tabs, routes cross-pane messages, owns the helper.
+
+Thin on purpose: each pane lives in tui/panes/<name>.py. To add a pane, append a PaneSpec to PANES
+(key, tab title, "module:Class", key binding); the class is a Widget built as `Class(id=key)`.
+A pane that shows a run defines `open_run(path)`; the app routes RunSelected to it.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from engine.runs import runs_dir_from
+
+from .helper_client import HelperClient, HelperError
+from .messages import RunSelected, ShowPane
+from .widgets.spinner import Spinner
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    key: str       # tab id and pane widget id
+    title: str     # tab label
+    target: str    # "module:Class"
+    binding: str   # key that shows the pane
+
+
+PANES: list[PaneSpec] = [
+    PaneSpec("runs", "Runs", "tui.panes.runs:RunsPane", "1"),
+    PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2"),
+    PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3"),
+]
+# The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
+HEADER = "tui.widgets.header:SystemHeader"
+# Which pane gets RunSelected first (the first pane with open_run() otherwise).
+RUN_PANE = "monitor"
+
+
+def load(target: str) -> type:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class TuneBench(App):
+    """The tunebench workbench."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "tunebench"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark,f1", "help", "Help"),
+        *[Binding(p.binding, f"show_pane('{p.key}')", p.title, show=False) for p in PANES],
+    ]
+
+    def __init__(self, runs_dir: str | Path | None = None, workdir: str | Path | None = None,
+                 preset: str | None = None, **kw):
+        super().__init__(**kw)
+        self.runs_dir = Path(runs_dir) if runs_dir else runs_dir_from()
+        self.workdir = Path(workdir) if workdir else Path.cwd()
+        self.initial_preset = preset  # a preset path the Hyperparameters pane opens with (the demo's)
+        self.helper = HelperClient()
+
+    # -- layout -----------------------------------------------------------------------------------
+    def system_header(self):
+        """A fresh header widget for a screen (every screen composes one at its top)."""
+        return load(HEADER)(runs_dir=str(self.runs_dir), id="system-header")
+
+    def compose(self) -> ComposeResult:
+        yield self.system_header()
+        with TabbedContent(id="panes", initial=PANES[0].key):
+            for spec in PANES:
+                with TabPane(f"{spec.title} [{spec.binding}]", id=spec.key):
+                    yield load(spec.target)(id=f"pane-{spec.key}")
+        with Horizontal(id="statusbar"):
+            yield Static("", id="status")
+            yield Spinner(id="spinner")
+        yield Footer()
+
+    def pane(self, key: str):
+        return self.query_one(f"#pane-{key}")
+
+    # -- actions and commands ---------------------------------------------------------------------
+    def action_show_pane(self, key: str) -> None:
+        self.query_one("#panes", TabbedContent).active = key
+        try:
+            self.pane(key).focus_first()
+        except Exception:  # noqa: BLE001 - a pane without focus_first keeps Textual's default focus
+            pass
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        for spec in PANES:
+            yield SystemCommand(f"Show {spec.title}", f"Switch to the {spec.title} pane ({spec.binding})",
+                                lambda k=spec.key: self.action_show_pane(k))
+        yield SystemCommand("Help", "Keys and panes", self.action_help)
+        for spec in PANES:
+            pane = self.query(f"#pane-{spec.key}")
+            if pane and hasattr(pane.first(), "commands"):
+                for title, help_, cb in pane.first().commands():
+                    yield SystemCommand(title, help_, cb)
+
+    # -- status line and helper -------------------------------------------------------------------
+    def set_status(self, text: str) -> None:
+        self.query_one("#status", Static).update(text)
+
+    async def helper_request(self, label: str, op: str, **args: Any) -> Any:
+        """Run a helper op with the spinner on; errors become HelperError (the caller shows them)."""
+        spinner = self.query_one(Spinner)
+        spinner.start(label)
+        try:
+            return await self.helper.request(op, **args)
+        finally:
+            spinner.stop(label)
+
+    async def helper_stream(self, label: str, op: str, **args: Any):
+        spinner = self.query_one(Spinner)
+        spinner.start(label)
+        try:
+            async for msg in self.helper.stream(op, **args):
+                yield msg
+        finally:
+            spinner.stop(label)
+
+    # -- routing ----------------------------------------------------------------------------------
+    def on_show_pane(self, message: ShowPane) -> None:
+        self.action_show_pane(message.key)
+
+    def on_run_selected(self, message: RunSelected) -> None:
+        keys = [RUN_PANE] + [p.key for p in PANES]
+        for key in keys:
+            found = self.query(f"#pane-{key}")
+            if found and hasattr(found.first(), "open_run"):
+                found.first().open_run(Path(message.run_path))
+                self.action_show_pane(key)
+                return
+        from .screens.run_status import RunStatusScreen  # until a Monitor pane exists
+
+        self.push_screen(RunStatusScreen(Path(message.run_path)))
+
+    async def on_unmount(self) -> None:
+        await self.helper.close()
+
+
+__all__ = ["TuneBench", "PANES", "PaneSpec", "HEADER", "main", "HelperError"]
+
+
+def main(args=None) -> int:
+    """`tunebench` with no command: open the workbench on the runs directory."""
+    runs_dir = getattr(args, "runs_dir", None)
+    TuneBench(runs_dir=runs_dir, preset=getattr(args, "preset", None)).run()
+    return 0

@@ -1,0 +1,140 @@
+"""The TUI's side of the helper process: started lazily on the first request, kept, restarted if it dies.
+
+Runs on the app's asyncio loop (an asyncio subprocess), so waiting never blocks the UI:
+
+    result = await client.request("tokenize", tokenizer=path, texts=[...])
+    async for msg in client.stream("generate", ...):   # data messages, then the loop ends
+        ...
+
+A failed request raises HelperError with the helper's one-line message.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+ROOT = Path(__file__).resolve().parent.parent
+_END = object()
+
+
+class HelperError(Exception):
+    """The helper answered an error (or died); args[0] is one line for the user."""
+
+
+class HelperClient:
+    """One helper process per app; requests carry ids, replies are routed to per-request queues."""
+
+    def __init__(self, command: list[str] | None = None):
+        self.command = command or [sys.executable, "-m", "engine.helper"]
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ids = itertools.count(1)
+        self.queues: dict[int, asyncio.Queue] = {}
+        self.ops: list[str] = []
+        self._reader: asyncio.Task | None = None
+        self._starting: asyncio.Lock | None = None
+        self._ready: asyncio.Future | None = None
+        self.busy = 0  # requests in flight, for the spinner
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self.running:
+                return
+            env = dict(os.environ)
+            env.setdefault("TOKENIZERS_PARALLELISM", "false")
+            env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            # stderr goes nowhere visible: library warnings would paint over the TUI.
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, env=env, limit=64 * 1024 * 1024)
+            self._ready = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.create_task(self._read(self.proc))
+            await self._ready
+
+    async def _read(self, proc) -> None:
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("type") == "ready":
+                self.ops = msg.get("ops", [])
+                if self._ready and not self._ready.done():
+                    self._ready.set_result(msg)
+                continue
+            q = self.queues.get(msg.get("id"))
+            if q is not None:
+                q.put_nowait(msg)
+        # The process ended: fail everything still waiting.
+        if self._ready and not self._ready.done():
+            self._ready.set_exception(HelperError("the helper process exited at start"))
+        for q in self.queues.values():
+            q.put_nowait({"type": "error", "error": "the helper process exited"})
+
+    async def _send(self, msg: dict) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def stream(self, op: str, **args: Any) -> AsyncIterator[dict]:
+        """Yield the op's data messages; return at done (result in the last message as `result`)."""
+        await self.start()
+        rid = next(self.ids)
+        q: asyncio.Queue = asyncio.Queue()
+        self.queues[rid] = q
+        self.busy += 1
+        finished = False
+        try:
+            await self._send({"id": rid, "op": op, "args": args})
+            while True:
+                msg = await q.get()
+                kind = msg.get("type")
+                if kind == "data":
+                    yield msg
+                elif kind == "done":
+                    finished = True
+                    yield {"type": "done", "result": msg.get("result")}
+                    return
+                else:
+                    finished = True
+                    raise HelperError(msg.get("error") or "helper error")
+        finally:
+            self.busy -= 1
+            self.queues.pop(rid, None)
+            if not finished and self.running:  # the caller stopped listening: stop the op too
+                try:
+                    await self._send({"id": next(self.ids), "op": "cancel", "args": {"target": rid}})
+                except (ConnectionError, RuntimeError):
+                    pass
+
+    async def request(self, op: str, **args: Any) -> Any:
+        """The op's final result (data messages are dropped)."""
+        result = None
+        async for msg in self.stream(op, **args):
+            if msg.get("type") == "done":
+                result = msg.get("result")
+        return result
+
+    async def close(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            try:
+                self.proc.stdin.close()
+                await asyncio.wait_for(self.proc.wait(), 2)
+            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                self.proc.kill()
+        self.proc = None

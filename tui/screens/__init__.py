@@ -1,0 +1,1 @@
+"""Screens pushed over the workbench: help, a run's status, file pickers."""

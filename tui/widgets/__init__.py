@@ -1,0 +1,1 @@
+"""Small reusable widgets: the system header, the spinner."""
