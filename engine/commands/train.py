@@ -27,13 +27,17 @@ def add_parser(sub):
 
 
 def preflight(cfg: dict) -> dict:
-    """Checks that need no ML stack, before a run directory exists: the data must read and convert."""
-    from ..data.prepare import prepare_sft
+    """Checks that need no ML stack, before a run directory exists: every data row must read and convert.
 
-    if cfg["method"] == "sft":
-        _, _, info = prepare_sft(cfg)
-        return info
-    return {}
+    Invalid rows raise InvalidRows (a DataError: exit 2 with counts by reason and the first rows of each)
+    unless data.skip_invalid is set; the engine repeats the check with the tokenizer (rows too long to train).
+    """
+    from ..data.prepare import prepare
+
+    _, _, info = prepare(cfg)
+    for warning in info.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    return info
 
 
 def run(args) -> int:

@@ -1,15 +1,25 @@
-"""Read data files into rows (dicts), each remembering where it came from (file and line or index).
+"""Read data files into rows (dicts), each remembering where it came from (file and line, index or row).
 
-Light module: plain json/csv, no `datasets` import. Supported here: .jsonl, .json (array or object of
-arrays), .csv, .tsv, .txt; several files or a glob.
+Light module: plain json/csv at import; pyarrow (parquet, save_to_disk directories) and `datasets` (hub ids)
+are imported only when such a source is read. Sources: .jsonl/.ndjson, .json (array or object of arrays),
+.csv, .tsv, .parquet, .txt, a `save_to_disk` directory, several files, a glob, or a hub dataset id.
+
+A row that cannot be read (invalid JSON, invalid UTF-8, not an object) is kept as a Row with `error` set,
+so validation can report every bad row with its location instead of stopping at the first.
 """
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+FILE_TYPES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
+# Lone surrogates are what errors="surrogateescape" leaves where bytes were not UTF-8.
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 class DataError(Exception):
@@ -18,89 +28,236 @@ class DataError(Exception):
 
 @dataclass
 class Row:
-    data: dict
+    data: dict | None
     location: str  # "file.jsonl:12" (line) or "file.json[3]" (index) or "file.csv row 4"
+    error: str | None = None  # "kind: detail" when the row cannot be used
+
+
+def bad_utf8(value) -> bool:
+    """True when a decoded value (str, or lists/dicts of them) holds bytes that were not UTF-8."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(bad_utf8(k) or bad_utf8(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(bad_utf8(v) for v in value)
+    return False
+
+
+def is_hub_id(spec: str) -> bool:
+    """`owner/name` (or `name`) that is no local path and has no file suffix: a dataset on the hub."""
+    if Path(spec).exists() or any(c in spec for c in "*?[\\") or spec.startswith((".", "/", "~")):
+        return False
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec)) and Path(spec).suffix.lower() not in FILE_TYPES
 
 
 def expand(spec) -> list[Path]:
-    """A path, a glob, or a list of them -> existing files, in a stable order."""
-    specs = [spec] if isinstance(spec, str) else list(spec or [])
+    """A path, a glob, a directory or a list of them -> existing files or save_to_disk dirs, in a stable order."""
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec or [])
     files: list[Path] = []
-    for s in specs:
+    for s in map(str, specs):
         if any(c in s for c in "*?["):
             hits = sorted(glob.glob(s, recursive=True))
             if not hits:
                 raise DataError(f"{s}: the glob matches no file")
-            files += [Path(h) for h in hits if Path(h).is_file()]
+            files += [Path(h) for h in hits if Path(h).is_file() and Path(h).suffix.lower() in FILE_TYPES]
         else:
-            p = Path(s)
+            p = Path(s).expanduser()
             if not p.exists():
-                raise DataError(f"{s}: no such file (check data.train / data.eval)")
-            files.append(p)
+                raise DataError(f"{s}: no such file or directory (check data.train / data.eval)")
+            if p.is_dir() and not is_saved_dataset(p):
+                inner = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FILE_TYPES[:-1])
+                if not inner:
+                    raise DataError(f"{s}: the directory holds no data file ({', '.join(FILE_TYPES[:-1])}) "
+                                    "and is not a datasets save_to_disk directory")
+                files += inner
+            else:
+                files.append(p)
     if not files:
         raise DataError("data.train: no data file given")
     return files
 
 
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
+def is_saved_dataset(p: Path) -> bool:
+    return p.is_dir() and any((p / n).exists() for n in ("state.json", "dataset_dict.json", "dataset_info.json"))
+
+
+def _decode(raw: bytes, name: str) -> str:
+    if not raw.strip():
+        raise DataError(f"{name}: the file is empty")
+    head = raw[:8192]
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{name}: this is a binary file, not text (NUL bytes near the start); "
+                        "give a .jsonl, .json, .csv, .tsv, .parquet or .txt file")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    # surrogateescape keeps going past bytes that are not UTF-8; the rows holding them are reported one by one.
+    return raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+
+
+def split_lines(text: str):
+    """(line number, line) on \\n only: str.splitlines() also splits at U+2028 etc., valid inside JSON strings."""
+    for i, line in enumerate(text.split("\n"), 1):
+        yield i, line.removesuffix("\r")
+
+
+def parse_json_line(line: str, where: str) -> Row:
+    if bad_utf8(line):
+        return Row(None, where, "invalid UTF-8: the line holds bytes that are not UTF-8; re-save the file as UTF-8")
     try:
-        text = raw.decode("utf-8-sig")  # tolerate a byte-order mark
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: invalid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
-    return text
+        obj = json.loads(line)
+    except ValueError as e:
+        return Row(None, where, f"invalid JSON: {e.msg} (column {e.colno})")
+    if not isinstance(obj, dict):
+        return Row(None, where, f"not an object: expected a JSON object per line, got {type(obj).__name__}")
+    return Row(obj, where)
 
 
-def read_file(path: Path) -> list[Row]:
+def _json_rows(name: str, text: str) -> list[Row]:
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise DataError(f"{name}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno}); the whole file is one JSON "
+                        "document, so nothing in it can be read") from None
+    if isinstance(obj, dict):  # an object of arrays: {"train": [...]} or column-wise {"a": [..], "b": [..]}
+        lists = {k: v for k, v in obj.items() if isinstance(v, list)}
+        if len(lists) == 1:
+            obj = next(iter(lists.values()))
+        elif lists and len({len(v) for v in lists.values()}) == 1 and len(lists) == len(obj):
+            keys = list(lists)
+            obj = [dict(zip(keys, vals)) for vals in zip(*lists.values())]
+        elif "train" in lists:
+            obj = lists["train"]
+        else:
+            raise DataError(f"{name}: expected a JSON array of rows, or an object holding one array "
+                            f"(found keys {sorted(obj)[:8]})")
+    if not isinstance(obj, list):
+        raise DataError(f"{name}: expected a JSON array of rows, got {type(obj).__name__}")
+    rows = []
+    for i, r in enumerate(obj):
+        where = f"{name}[{i}]"
+        if not isinstance(r, dict):
+            rows.append(Row(None, where, f"not an object: expected an object, got {type(r).__name__}"))
+        elif bad_utf8(r):
+            rows.append(Row(None, where, "invalid UTF-8: the row holds bytes that are not UTF-8"))
+        else:
+            rows.append(Row(r, where))
+    return rows
+
+
+def _csv_rows(name: str, text: str, delimiter: str) -> list[Row]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # csv itself handles CRLF and quoted newlines
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{name}: the file is empty") from None
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header) or not all(header):
+        raise DataError(f"{name}: line 1 must be a header of distinct, non-empty column names; got {header}")
+    rows = []
+    for i, values in enumerate(reader, 1):
+        if not values or not any(v.strip() for v in values):
+            continue
+        where = f"{name} row {i} (line {reader.line_num})"
+        if len(values) != len(header):
+            rows.append(Row(None, where, f"wrong number of fields: {len(values)} fields, the header has "
+                                         f"{len(header)} (an unquoted {delimiter!r} in a value?)"))
+        elif bad_utf8(values):
+            rows.append(Row(None, where, "invalid UTF-8: the row holds bytes that are not UTF-8"))
+        else:
+            rows.append(Row(dict(zip(header, values)), where))
+    return rows
+
+
+def _arrow_rows(name: str, tables) -> list[Row]:
+    rows, i = [], 0
+    for table in tables:
+        for r in table.to_pylist():
+            rows.append(Row(r, f"{name} row {i}"))
+            i += 1
+    return rows
+
+
+def read_parquet(path: Path) -> list[Row]:
+    try:
+        import pyarrow.parquet as pq
+
+        return _arrow_rows(str(path), [pq.read_table(path)])
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable Parquet file: {e}") from None
+
+
+def read_saved(path: Path, split: str | None = None) -> list[Row]:
+    """A `datasets.save_to_disk` directory (a Dataset, or a DatasetDict whose `split` is taken)."""
+    import pyarrow as pa
+
+    if (path / "dataset_dict.json").exists():
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        pick = split or ("train" if "train" in splits else (splits[0] if splits else ""))
+        if pick not in splits:
+            raise DataError(f"{path}: a DatasetDict with splits {splits}; set data.split to one of them")
+        path = path / pick
+    shards = sorted(path.glob("*.arrow"))
+    if not shards:
+        raise DataError(f"{path}: no .arrow files; not a save_to_disk directory")
+    tables = []
+    for shard in shards:  # save_to_disk writes the Arrow streaming format
+        with pa.memory_map(str(shard)) as src:
+            tables.append(pa.ipc.open_stream(src).read_all())
+    return _arrow_rows(str(path), tables)
+
+
+def read_file(path: Path, split: str | None = None) -> list[Row]:
+    if path.is_dir():
+        return read_saved(path, split)
     suffix = path.suffix.lower()
-    text = _read_text(path)
+    if suffix == ".parquet":
+        return read_parquet(path)
+    if suffix == ".arrow":
+        return read_saved(path.parent, split)
     name = str(path)
+    text = _decode(path.read_bytes(), name)
     if suffix in (".jsonl", ".ndjson") or (suffix == ".json" and not text.lstrip().startswith(("[", "{"))):
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise DataError(f"{name}:{i}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{name}:{i}: expected a JSON object per line, got {type(obj).__name__}")
-            rows.append(Row(obj, f"{name}:{i}"))
-        return rows
+        return [parse_json_line(line, f"{name}:{i}") for i, line in split_lines(text) if line.strip()]
     if suffix == ".json":
-        try:
-            obj = json.loads(text)
-        except ValueError as e:
-            raise DataError(f"{name}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-        if isinstance(obj, dict):  # an object of arrays: {"train": [...]} or column-wise {"a": [..], "b": [..]}
-            lists = {k: v for k, v in obj.items() if isinstance(v, list)}
-            if len(lists) == 1:
-                obj = next(iter(lists.values()))
-            elif lists and len({len(v) for v in lists.values()}) == 1:
-                keys = list(lists)
-                obj = [dict(zip(keys, vals)) for vals in zip(*lists.values())]
-            else:
-                raise DataError(f"{name}: expected a JSON array of rows or an object holding one")
-        rows = []
-        for i, r in enumerate(obj):
-            if not isinstance(r, dict):
-                raise DataError(f"{name}[{i}]: expected an object, got {type(r).__name__}")
-            rows.append(Row(r, f"{name}[{i}]"))
-        return rows
+        stripped = text.lstrip()
+        # A .json file that is really JSON lines: the first line alone is a complete object.
+        first = stripped.split("\n", 1)[0].strip()
+        if stripped.startswith("{") and "\n" in stripped.strip() and first.endswith("}"):
+            try:
+                json.loads(first)
+                return [parse_json_line(line, f"{name}:{i}") for i, line in split_lines(text) if line.strip()]
+            except ValueError:
+                pass
+        return _json_rows(name, text)
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
-        return [Row(dict(r), f"{name} row {i}") for i, r in enumerate(reader, 1)]
+        return _csv_rows(name, text, "\t" if suffix == ".tsv" else ",")
     if suffix == ".txt":
-        return [Row({"text": line}, f"{name}:{i}") for i, line in enumerate(text.splitlines(), 1) if line.strip()]
-    raise DataError(f"{name}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv or .txt")
+        return [Row(None, f"{name}:{i}", "invalid UTF-8: the line holds bytes that are not UTF-8") if bad_utf8(line)
+                else Row({"text": line}, f"{name}:{i}") for i, line in split_lines(text) if line.strip()]
+    raise DataError(f"{name}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, .txt "
+                    "or a datasets save_to_disk directory")
+
+
+def load(spec, split: str | None = None, subset: str | None = None) -> list[Row]:
+    """Every row of a data spec (files, globs, directories or one hub id), bad rows included with `error` set."""
+    if isinstance(spec, str) and spec and is_hub_id(spec):
+        from .hub import load_hub
+
+        rows = load_hub(spec, split=split or "train", subset=subset)
+    else:
+        rows = []
+        for f in expand(spec):
+            rows += read_file(f, split)
+    if not rows:
+        raise DataError(f"{spec}: the data holds no rows")
+    return rows
 
 
 def read_rows(spec) -> list[Row]:
-    rows: list[Row] = []
-    for f in expand(spec):
-        rows += read_file(f)
-    if not rows:
-        raise DataError(f"{spec}: the data holds no rows")
+    """Rows of a spec; raises DataError naming the first unreadable row (strict, for callers without validation)."""
+    rows = load(spec)
+    for r in rows:
+        if r.error:
+            raise DataError(f"{r.location}: {r.error}")
     return rows

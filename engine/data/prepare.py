@@ -1,32 +1,222 @@
-"""From the config's data section to train/eval rows in the method's shape, with a report of what was done."""
+"""From the config's data section to train/eval rows in the method's shape, with a report of what was done.
+
+Light module (no `datasets`/torch unless a hub id or a tokenizer is given). `prepare(cfg)` is the one entry
+point for every method; invalid rows stop it with a summary (InvalidRows) unless data.skip_invalid is set,
+in which case they are dropped and counted in info["dropped"]: nothing is dropped silently.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from collections import Counter
+from dataclasses import dataclass
 
-from . import formats
-from .load import read_rows
+from . import convert, formats
+from .formats import Invalid
+from .load import DataError, Row, load
+
+SHOW_PER_REASON = 3
 
 
-def split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """Hold out `fraction` of rows for eval, chosen by a seeded shuffle (the same every time)."""
+@dataclass
+class Problem:
+    location: str
+    kind: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"location": self.location, "reason": f"{self.kind}: {self.detail}", "kind": self.kind}
+
+
+def summarize(problems: list[Problem], total: int | None = None, show: int = SHOW_PER_REASON) -> str:
+    """Counts by reason and the first rows of each, one line each."""
+    by = Counter(p.kind for p in problems)
+    of = f" of {total}" if total else ""
+    lines = [f"{len(problems)} invalid row(s){of}:"]
+    for kind, n in by.most_common():
+        lines.append(f"  {kind}: {n}")
+        for p in [p for p in problems if p.kind == kind][:show]:
+            lines.append(f"    {p.location}: {p.detail}")
+    return "\n".join(lines)
+
+
+class InvalidRows(DataError):
+    """The data has invalid rows and data.skip_invalid is off; str() is the summary for the user."""
+
+    def __init__(self, problems: list[Problem], total: int):
+        self.problems, self.total = problems, total
+        super().__init__(summarize(problems, total) + "\n  fix these rows, or set data.skip_invalid: true to drop "
+                                                      "them (the run records how many and why)")
+
+
+def dropped_info(problems: list[Problem]) -> dict:
+    return {"count": len(problems), "by_reason": dict(Counter(p.kind for p in problems)),
+            "first": [p.as_dict() for p in problems[:10]]}
+
+
+def collect(raw: list[Row], fmt: str, method: str, columns: dict) -> tuple[list[tuple[str, dict]], list[Problem]]:
+    """Normalise and convert every row; returns ((location, method row) pairs, problems)."""
+    out, problems = [], []
+    for r in raw:
+        if r.error:
+            kind, _, detail = r.error.partition(": ")
+            problems.append(Problem(r.location, kind, detail))
+            continue
+        try:
+            ex = formats.normalize(formats.remap(r.data, columns), fmt, method)
+            out += [(r.location, row) for row in convert.for_method(ex, fmt, method)]
+        except Invalid as e:
+            problems.append(Problem(r.location, e.kind, e.detail))
+    return out, problems
+
+
+def label_names(pairs: list[tuple[str, dict]], given: list[str]) -> list[str]:
+    """The label set in id order: data.labels when given, else the integers 0..max or the sorted names seen."""
+    if given:
+        return list(given)
+    values = [row["label"] for _, row in pairs]
+    if values and all(isinstance(v, int) for v in values):
+        return [str(i) for i in range(max(values) + 1)] if min(values) >= 0 else sorted({str(v) for v in values})
+    return sorted({str(v) for v in values})
+
+
+def encode_labels(pairs: list[tuple[str, dict]], names: list[str]) -> tuple[list[tuple[str, dict]], list[Problem]]:
+    """Labels -> integer ids in `names`; a label outside the set is a problem naming the row."""
+    index = {n: i for i, n in enumerate(names)}
+    numeric = all(n == str(i) for i, n in enumerate(names))
+    out, problems = [], []
+    for loc, row in pairs:
+        v = row["label"]
+        if isinstance(v, int) and (numeric or str(v) not in index):
+            ok = 0 <= v < len(names)
+            ident = v
+        else:
+            ident = index.get(str(v))
+            ok = ident is not None
+        if not ok:
+            problems.append(Problem(loc, "label not in label set", f"label {v!r} is not one of {names[:20]}"))
+            continue
+        out.append((loc, {**row, "label": ident}))
+    return out, problems
+
+
+def split(rows: list, fraction: float, seed: int, strata=None) -> tuple[list, list]:
+    """Hold out `fraction` of rows for eval by a seeded shuffle; `strata(row)` keeps each class's share."""
     if fraction <= 0:
         return rows, []
-    idx = list(range(len(rows)))
-    random.Random(seed).shuffle(idx)
-    n_eval = max(1, round(len(rows) * fraction))
-    held = set(idx[:n_eval])
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(strata(r) if strata else 0, []).append(i)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for key in sorted(groups, key=str):
+        idx = groups[key]
+        rng.shuffle(idx)
+        held.update(idx[:round(len(idx) * fraction)])
+    if not held:
+        held = {rng.randrange(len(rows))}
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-def prepare_sft(cfg: dict) -> tuple[list[dict], list[dict], dict]:
+def _key(row: dict) -> str:
+    return hashlib.blake2b(json.dumps(row, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
+
+
+def overlap(train: list[dict], evals: list[dict]) -> int:
+    """How many eval rows also appear, identical, in train (a leak that flatters the eval loss)."""
+    seen = {_key(r) for r in train}
+    return sum(_key(r) in seen for r in evals)
+
+
+def load_pairs(spec, d: dict, method: str, fmt: str | None = None):
+    """Read and convert one data spec; returns (pairs, problems, format, raw row count)."""
+    raw = load(spec, split=d.get("split"), subset=d.get("subset"))
+    columns = formats.parse_columns(d.get("columns"))
+    if fmt is None:
+        fmt = d.get("format", "auto")
+        if fmt == "auto":
+            fmt = formats.detect([Row(formats.remap(r.data, columns), r.location) if r.data else r
+                                  for r in raw[:400]], method)
+    convert.check_fit(fmt, method, d.get("train_on_chosen", False))
+    pairs, problems = collect(raw, fmt, method, columns)
+    return pairs, problems, fmt, len(raw)
+
+
+def data_options(cfg: dict) -> dict:
+    """cfg["data"], with the classification section's column names folded into data.columns."""
+    d = dict(cfg["data"])
+    c = cfg.get("classification") or {}
+    if cfg["method"] == "classification" and c:
+        columns = formats.parse_columns(d.get("columns"))
+        if c.get("text_column") not in (None, "", "auto"):
+            columns.setdefault("text", c["text_column"])
+        if c.get("text_pair_column"):
+            columns.setdefault("text_pair", c["text_pair_column"])
+        if c.get("label_column") not in (None, "", "label"):
+            columns.setdefault("label", c["label_column"])
+        d["columns"] = [f"{k}={v}" for k, v in columns.items()]
+        d["labels"] = c.get("labels") or []
+    return d
+
+
+def prepare_pairs(cfg: dict, tokenizer=None):
+    """Like prepare() but keeps each row's location: ([(location, row)], [(location, row)], info, problems)."""
+    d, method = data_options(cfg), cfg["method"]
+    train, problems, fmt, n_raw = load_pairs(d["train"], d, method)
+    evals: list = []
+    if d.get("eval"):
+        evals, eval_problems, _, n_eval_raw = load_pairs(d["eval"], d, method, fmt=fmt if d.get("format", "auto") != "auto" else None)
+        problems += eval_problems
+        n_raw += n_eval_raw
+    info: dict = {"format": fmt, "method": method, "source_rows": n_raw}
+    if method == "classification":
+        names = label_names(train, d.get("labels") or [])
+        train, p1 = encode_labels(train, names)
+        evals, p2 = encode_labels(evals, names)
+        problems += p1 + p2
+        info["labels"] = names
+    if tokenizer is not None:
+        from .tokens import length_problems
+
+        too_long = length_problems(train + evals, tokenizer, d["max_length"], method)
+        problems += too_long
+        bad = {p.location for p in too_long}
+        train = [p for p in train if p[0] not in bad]
+        evals = [p for p in evals if p[0] not in bad]
+    if not d.get("eval") and d.get("eval_fraction", 0) > 0:
+        strata = (lambda p: p[1]["label"]) if method == "classification" else None
+        train, evals = split(train, d["eval_fraction"], cfg["training"]["seed"], strata)
+    return train, evals, info, problems
+
+
+def prepare(cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+    """Train rows, eval rows and info for cfg["method"]; raises InvalidRows unless data.skip_invalid.
+
+    With a tokenizer, rows whose prompt alone reaches data.max_length (so truncation would cut every trained
+    token) are invalid too. info: format, method, train_rows, eval_rows, source_rows, labels (classification),
+    dropped ({count, by_reason, first}) and warnings (e.g. eval rows that also appear in train).
+    """
+    train, evals, info, problems = prepare_pairs(cfg, tokenizer)
     d = cfg["data"]
-    rows = read_rows(d["train"])
-    fmt = d["format"] if d["format"] != "auto" else formats.detect(rows)
-    train = [formats.to_sft(r, fmt) for r in rows]
-    if d["eval"]:
-        eval_rows = read_rows(d["eval"])
-        eval_fmt = d["format"] if d["format"] != "auto" else formats.detect(eval_rows)
-        evals = [formats.to_sft(r, eval_fmt) for r in eval_rows]
-    else:
-        train, evals = split(train, d["eval_fraction"], cfg["training"]["seed"])
-    return train, evals, {"format": fmt, "train_rows": len(train), "eval_rows": len(evals)}
+    if problems and not d.get("skip_invalid"):
+        raise InvalidRows(problems, info["source_rows"])
+    if not train:
+        raise DataError(f"{d['train']}: no usable training row" + (f"\n{summarize(problems)}" if problems else ""))
+    train_rows, eval_rows = [r for _, r in train], [r for _, r in evals]
+    info.update(train_rows=len(train_rows), eval_rows=len(eval_rows), warnings=[])
+    if problems:
+        info["dropped"] = dropped_info(problems)
+        info["warnings"].append(f"data.skip_invalid: dropped {len(problems)} invalid row(s): "
+                                + ", ".join(f"{k} {n}" for k, n in info["dropped"]["by_reason"].items()))
+    shared = overlap(train_rows, eval_rows) if eval_rows else 0
+    if shared:
+        where = "data.eval" if d.get("eval") else "data.eval_fraction"
+        info["warnings"].append(f"{where}: {shared} of {len(eval_rows)} eval rows also appear in train (duplicates); "
+                                "the eval loss will look better than it is")
+    return train_rows, eval_rows, info
+
+
+def prepare_sft(cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+    """The sft rows (kept for callers written before prepare() covered every method)."""
+    return prepare({**cfg, "method": "sft"}, tokenizer)

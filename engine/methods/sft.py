@@ -1,7 +1,7 @@
 """method: sft: supervised fine-tuning with TRL's SFTTrainer (full, LoRA, QLoRA)."""
 from __future__ import annotations
 
-from ..data.prepare import prepare_sft
+from ..data.prepare import prepare
 from .. import modeling
 from .common import to_dataset, training_kwargs
 
@@ -43,10 +43,11 @@ def completion_only_plan(tok, rows: list[dict], loss_on: str) -> tuple[dict, lis
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     from trl import SFTConfig, SFTTrainer
 
-    train_rows, eval_rows, info = prepare_sft(cfg)
-    job.update(info, eval_rows=len(eval_rows))
     tok = modeling.load_tokenizer(cfg)
+    train_rows, eval_rows, info = prepare(cfg, tok)  # with the tokenizer: rows too long to train are invalid too
+    job.update(info, eval_rows=len(eval_rows))
     loss_kw, notes, train_rows = completion_only_plan(tok, train_rows, cfg["data"]["loss_on"])
+    notes = info.get("warnings", []) + notes
     if eval_rows:
         _, _, eval_rows = completion_only_plan(tok, eval_rows, cfg["data"]["loss_on"])
     job["notes"] = notes

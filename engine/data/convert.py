@@ -1,0 +1,131 @@
+"""Canonical examples (formats.normalize) -> rows in the shape each method's trainer reads.
+
+Light module. Shapes (TRL 1.16 / transformers):
+  sft             {"messages"} | {"prompt", "completion"} | {"text"}
+  dpo, reward     {"prompt", "chosen", "rejected"} (strings, or message lists: conversational); reward also
+                  takes {"chosen", "rejected"} with the prompt implicit
+  kto             {"prompt", "completion", "label": bool}; preference pairs are unpaired (chosen -> true)
+  grpo, rloo      {"prompt", ...}: the other columns are passed to reward functions; a reference answer
+                  found in the data (alpaca output, completion, last assistant turn) goes in "reference"
+  classification  {"text", "label": int} or {"text", "text_pair", "label"}; label names in info["labels"]
+"""
+from __future__ import annotations
+
+from .formats import KIND
+from .load import DataError
+
+ACCEPTS = {
+    "sft": ("chat", "completion", "text"),
+    "dpo": ("preference",),
+    "reward": ("preference",),
+    "kto": ("kto", "preference"),
+    "grpo": ("prompt", "chat", "completion", "preference", "kto"),
+    "rloo": ("prompt", "chat", "completion", "preference", "kto"),
+    "classification": ("classify",),
+}
+WHY = {
+    "sft": "sft trains on complete examples (messages, sharegpt, alpaca, prompt_completion or text)",
+    "dpo": "dpo learns from pairs of a chosen and a rejected answer (format preference)",
+    "reward": "a reward model learns from pairs of a chosen and a rejected answer (format preference)",
+    "kto": "kto needs completions labelled desirable or not (format kto), or preference pairs to unpair",
+    "grpo": "grpo needs prompts to generate from (format prompt, or any format with a prompt)",
+    "rloo": "rloo needs prompts to generate from (format prompt, or any format with a prompt)",
+    "classification": "classification needs a text column and a label column (format classification)",
+}
+SUGGEST = {"preference": "dpo or reward", "kto": "kto", "classify": "classification", "prompt": "grpo or rloo",
+           "text": "sft", "chat": "sft", "completion": "sft"}
+
+
+def check_fit(fmt: str, method: str, train_on_chosen: bool = False) -> None:
+    """Refuse a format that does not fit the method, with the reason and what to do instead."""
+    kind = KIND[fmt]
+    if kind in ACCEPTS[method] or (method == "sft" and kind == "preference" and train_on_chosen):
+        return
+    extra = ""
+    if method == "sft" and kind == "preference":
+        extra = "; or keep sft and train on the chosen answers with data.train_on_chosen: true"
+    raise DataError(f"data: {fmt} data does not fit method {method}: {WHY[method]}. "
+                    f"Use method {SUGGEST[kind]} for {fmt} data{extra}, or set data.format if the format was "
+                    "detected wrongly")
+
+
+def _as_messages(prompt, completion) -> list[dict]:
+    p = prompt if isinstance(prompt, list) else ([{"role": "user", "content": prompt}] if prompt else [])
+    c = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    return p + c
+
+
+def _last_assistant(msgs: list[dict]) -> int | None:
+    return max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+
+
+def for_method(ex: dict, fmt: str, method: str) -> list[dict]:
+    """One canonical example -> the method's rows (a list: kto unpairs a preference pair into two rows)."""
+    kind = KIND[fmt]
+    extra = ex.get("_extra") or {}
+    if method == "sft":
+        if kind == "chat":
+            return [{"messages": ex["messages"]}]
+        if kind == "completion":
+            return [{"prompt": ex["prompt"], "completion": ex["completion"]}]
+        if kind == "text":
+            return [{"text": ex["text"]}]
+        if kind == "preference":  # data.train_on_chosen: the prompt and the chosen answer
+            if ex["prompt"] is None:
+                return [{"messages": ex["chosen"]}] if isinstance(ex["chosen"], list) else [{"text": ex["chosen"]}]
+            if isinstance(ex["prompt"], list):
+                return [{"messages": ex["prompt"] + ex["chosen"]}]
+            return [{"prompt": ex["prompt"], "completion": ex["chosen"]}]
+    if method in ("dpo", "reward"):
+        if ex["prompt"] is None:
+            if method == "reward":
+                return [{"chosen": ex["chosen"], "rejected": ex["rejected"]}]
+            raise _no_prompt()
+        return [{"prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"]}]
+    if method == "kto":
+        if kind == "kto":
+            return [{"prompt": ex["prompt"], "completion": ex["completion"], "label": ex["label"]}]
+        if ex["prompt"] is None:
+            raise _no_prompt()
+        return [{"prompt": ex["prompt"], "completion": ex["chosen"], "label": True},
+                {"prompt": ex["prompt"], "completion": ex["rejected"], "label": False}]
+    if method in ("grpo", "rloo"):
+        return [_prompt_row(ex, kind, extra)]
+    if method == "classification":
+        return [{k: ex[k] for k in ("text", "text_pair", "label") if k in ex}]
+    raise DataError(f"method: {method!r} has no data conversion")
+
+
+def _no_prompt():
+    from .formats import Invalid
+
+    return Invalid("missing field", "no prompt: give a 'prompt' column, or chosen/rejected conversations that "
+                                    "share their first turns")
+
+
+def _prompt_row(ex: dict, kind: str, extra: dict) -> dict:
+    from .formats import Invalid
+
+    row = {k: v for k, v in extra.items() if k not in ("prompt", "reference")}
+    if kind == "chat":
+        msgs = ex["messages"]
+        last = _last_assistant(msgs)
+        if last is not None and last == len(msgs) - 1:  # a finished conversation: its answer is the reference
+            row.update(prompt=msgs[:last], reference=msgs[last]["content"])
+        else:
+            row["prompt"] = msgs
+        if not row["prompt"] or row["prompt"][-1]["role"] not in ("user", "tool"):
+            raise Invalid("no prompt", "the conversation has no user turn to answer")
+        return row
+    if kind in ("completion", "kto", "preference"):
+        if ex.get("prompt") is None:
+            raise _no_prompt()
+        answer = ex.get("completion", ex.get("chosen"))
+        if kind == "kto" and not ex["label"]:
+            answer = None  # an undesirable completion is no reference answer
+        row["prompt"] = ex["prompt"]
+        if answer is not None:
+            row["reference"] = answer if isinstance(answer, str) else answer[-1]["content"]
+        return row
+    row["prompt"] = ex["prompt"]
+    return row
