@@ -27,7 +27,10 @@ class Field:
 
 
 METHODS = ("sft", "dpo", "kto", "reward", "grpo", "rloo", "classification")
-ADAPTERS = ("none", "lora")
+ADAPTERS = ("none", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
+# Adapter kinds each method can train (peft task types differ: prompt/prefix tuning need a causal LM).
+METHOD_ADAPTERS = {"sft": ADAPTERS, "dpo": ADAPTERS[:4], "kto": ADAPTERS[:4], "reward": ADAPTERS[:4],
+                   "grpo": ADAPTERS[:4], "rloo": ADAPTERS[:4], "classification": ADAPTERS}
 
 # section -> key -> Field. `method` is a top-level scalar, kept in its own pseudo-section "".
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -50,6 +53,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "adapter": {
         "kind": Field("str", "lora", "none = full fine-tuning; lora trains low-rank adapters (QLoRA with 4bit weights).",
                       choices=ADAPTERS),
+        "use_rslora": Field("bool", False, "Rank-stabilised LoRA: scale by alpha/sqrt(r), so higher ranks keep learning (lora, dora)."),
+        "num_virtual_tokens": Field("int", 20, "Learned virtual tokens for prompt_tuning and prefix_tuning.", min=1, max=4096),
         "r": Field("int", 16, "LoRA rank: the adapter's inner dimension; more capacity, more memory.", min=1, max=4096),
         "alpha": Field("float", 32.0, "LoRA scaling numerator (the update is scaled by alpha/r).", min=0),
         "dropout": Field("float", 0.05, "Dropout on the adapter's input during training.", min=0, max=1),
@@ -71,6 +76,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "subset": Field("str?", None, "Subset (configuration) of a hub dataset."),
         "max_length": Field("int", 1024, "Longest sequence in tokens; longer rows are truncated.", min=8),
         "packing": Field("bool", False, "Pack several short rows into one sequence of max_length (SFT only)."),
+        "general_eval": Field("str?", None, "Forgetting watch: general text whose loss is tracked beside the task's eval loss."),
         "loss_on": Field("str", "completion", "Which tokens train: completion (assistant/completion tokens) or all.",
                          choices=("completion", "all")),
     },
@@ -101,7 +107,33 @@ SCHEMA: dict[str, dict[str, Field]] = {
                                   min=0),
         "early_stopping_patience": Field("int", 0, "Evaluations without a better eval loss before stopping; 0 never stops early.",
                                          min=0),
+        "freeze": Field("strlist", [], "Parameter-name patterns (fnmatch, e.g. '*embeddings*', '*layer.0.*') kept frozen."),
+        "unfreeze_every": Field("int", 0, "Gradual unfreezing: every this many steps the frozen layer nearest the output trains again; 0 = never.",
+                                min=0),
         "report_to": Field("strlist", "none", "Extra trackers: none, tensorboard, wandb, trackio, mlflow (when installed)."),
+    },
+    "preference": {
+        "beta": Field("float", 0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer).", min=0),
+        "loss_type": Field("strlist", "sigmoid", "DPO loss, or a list combined: sigmoid, ipo, hinge, robust, apo_zero, sppo_hard, ... (KTO: kto, apo_zero_unpaired)."),
+        "desirable_weight": Field("float", 1.0, "KTO: weight of desirable (label true) rows, to balance unequal counts.", min=0),
+        "undesirable_weight": Field("float", 1.0, "KTO: weight of undesirable (label false) rows.", min=0),
+    },
+    "rl": {
+        "reward_model": Field("str?", None, "GRPO/RLOO: a reward model directory (e.g. a tunebench reward run's checkpoint)."),
+        "reward_file": Field("str?", None, "GRPO/RLOO: a Python file with reward functions `def reward(completions, **columns) -> list[float]`."),
+        "reward_functions": Field("strlist", "reward", "Names of the functions in reward_file to use (summed with equal weights)."),
+        "num_generations": Field("int", 4, "Completions sampled per prompt; advantages compare them (batch_size must be a multiple).",
+                                 min=2),
+        "max_completion_length": Field("int", 64, "Longest sampled completion in tokens.", min=1),
+        "temperature": Field("float", 1.0, "Sampling temperature for the completions.", min=0),
+        "beta": Field("float", 0.0, "KL penalty towards the reference model (0 = none and no reference copy in memory).", min=0),
+        "samples_per_log": Field("int", 4, "Sample completions with their rewards written to the events at each log step.", min=0),
+    },
+    "classification": {
+        "text_column": Field("str", "auto", "Column with the text (auto: text, sentence, content or review)."),
+        "text_pair_column": Field("str?", None, "Optional second text column for pair tasks (e.g. NLI premise/hypothesis)."),
+        "label_column": Field("str", "label", "Column with the label: a name or an integer index."),
+        "labels": Field("strlist", [], "Label names in index order; empty = taken from the data (sorted)."),
     },
     "hardware": {
         "device": Field("str", "auto", "Where to train: auto = cuda when a GPU is visible, else cpu.",
@@ -276,6 +308,10 @@ def validate(cfg: dict) -> tuple[dict, list[str]]:
         return out, problems
     m, a, d, t, h = out["model"], out["adapter"], out["data"], out["training"], out["hardware"]
     if not m["name_or_path"]:
+    if str(out.get("method")).lower() == "ppo":  # where a user looks for PPO: say what replaced it
+        problems = [p for p in problems if not p.startswith("method:")] + [
+            "method: ppo is not available: TRL 1.x has no PPOTrainer; use method: grpo or rloo "
+            "(RL from a reward model via rl.reward_model, or reward functions via rl.reward_file)"]
         problems.append("model.name_or_path: required; give a local model directory or a hub id")
     if m["quantization"] != "none" and a["kind"] == "none":
         problems.append(f"model.quantization: {m['quantization']} weights cannot be fully fine-tuned; "
@@ -301,9 +337,49 @@ def validate(cfg: dict) -> tuple[dict, list[str]]:
 
 
 def load_yaml(path: str | Path) -> dict:
+    problems += validate_methods(out)
     """Read one YAML mapping with the safe loader; errors name the file and line."""
     p = Path(path)
     try:
+def validate_methods(cfg: dict) -> list[str]:
+    """Cross-field rules of the methods beyond SFT, adapter kinds and the forgetting watch."""
+    problems: list[str] = []
+    method, a, d, t, rl = cfg["method"], cfg["adapter"], cfg["data"], cfg["training"], cfg["rl"]
+    allowed = METHOD_ADAPTERS.get(method, ADAPTERS)
+    if a["kind"] not in allowed:
+        problems.append(f"adapter.kind: {a['kind']} is not available for method {method}; use one of {', '.join(allowed)}")
+    if a["kind"] not in ("lora", "dora") and cfg["model"]["quantization"] != "none":
+        problems.append(f"model.quantization: quantized weights train through lora or dora adapters, not {a['kind']}")
+    if a["use_rslora"] and a["kind"] not in ("lora", "dora"):
+        problems.append(f"adapter.use_rslora: only for adapter.kind lora or dora, not {a['kind']}")
+    if method in ("grpo", "rloo"):
+        if not rl["reward_model"] and not rl["reward_file"]:
+            problems.append(f"rl.reward_model / rl.reward_file: method {method} needs a reward; give a reward model "
+                            "directory, a Python file of reward functions, or both")
+        if rl["reward_file"] and not Path(rl["reward_file"]).is_file():
+            problems.append(f"rl.reward_file: {rl['reward_file']} is not a file")
+        if rl["reward_model"] and not Path(rl["reward_model"]).exists() and Path(rl["reward_model"]).is_absolute():
+            problems.append(f"rl.reward_model: {rl['reward_model']} does not exist")
+        if t["batch_size"] * t["grad_accum"] % rl["num_generations"]:
+            problems.append(f"rl.num_generations: {rl['num_generations']} must divide training.batch_size x grad_accum "
+                            f"({t['batch_size']} x {t['grad_accum']}); each prompt's completions share a batch")
+    if d["general_eval"] and method in ("reward", "classification"):
+        problems.append(f"data.general_eval: the forgetting watch needs a language model; not for method {method}")
+    if (t["freeze"] or t["unfreeze_every"]) and a["kind"] != "none":
+        problems.append("training.freeze: freezing layers is for full fine-tuning (adapter.kind: none); "
+                        "an adapter already keeps the base weights frozen")
+    if t["unfreeze_every"] and not t["freeze"]:
+        problems.append("training.unfreeze_every: needs training.freeze patterns naming what starts frozen")
+    if t["unfreeze_every"] and cfg["hardware"]["num_processes"] > 1:
+        problems.append("training.unfreeze_every: gradual unfreezing is single-process only (DDP fixes the trained "
+                        "set at start); set hardware.num_processes: 1 or drop it")
+    if isinstance(cfg["preference"]["loss_type"], str):
+        cfg["preference"]["loss_type"] = [cfg["preference"]["loss_type"]]
+    if method == "kto" and len(cfg["preference"]["loss_type"]) > 1:
+        problems.append("preference.loss_type: KTO takes one loss type (kto or apo_zero_unpaired)")
+    return problems
+
+
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{p}: config file not found"]) from None

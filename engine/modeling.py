@@ -106,10 +106,24 @@ def peft_config(cfg: dict, task_type: str = "CAUSAL_LM"):
     a = cfg["adapter"]
     if a["kind"] == "none":
         return None
-    from peft import LoraConfig
+    import peft
 
-    return LoraConfig(r=a["r"], lora_alpha=a["alpha"], lora_dropout=a["dropout"],
-                      target_modules=a["target_modules"], task_type=task_type)
+    kind = a["kind"]
+    if kind in ("lora", "dora"):
+        return peft.LoraConfig(r=a["r"], lora_alpha=a["alpha"], lora_dropout=a["dropout"], use_dora=kind == "dora",
+                               use_rslora=a.get("use_rslora", False), target_modules=a["target_modules"],
+                               task_type=task_type)
+    if kind == "ia3":
+        # IA3 scales activations; without explicit targets peft picks the architecture's known k/v/ffn modules.
+        targets = None if a["target_modules"] == "all-linear" else a["target_modules"]
+        return peft.IA3Config(target_modules=targets, feedforward_modules=[] if targets else None,
+                              task_type=task_type)
+    n = a.get("num_virtual_tokens", 20)
+    if kind == "prompt_tuning":
+        return peft.PromptTuningConfig(num_virtual_tokens=n, task_type=task_type)
+    if kind == "prefix_tuning":
+        return peft.PrefixTuningConfig(num_virtual_tokens=n, task_type=task_type)
+    raise ValueError(f"adapter.kind: {kind!r} is not supported")
 
 
 def trainable_parameters(model) -> dict:

@@ -25,7 +25,9 @@ from .events import EventWriter
 from .runs import Run
 from .telemetry import Probe, Sampler
 
-METHOD_MODULES = {"sft": "engine.methods.sft"}
+METHOD_MODULES = {"sft": "engine.methods.sft", "dpo": "engine.methods.dpo", "kto": "engine.methods.kto",
+                  "reward": "engine.methods.reward", "grpo": "engine.methods.grpo", "rloo": "engine.methods.rloo",
+                  "classification": "engine.methods.classification"}
 
 
 def rank() -> int:
@@ -121,7 +123,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
                    "wall_s": round(wall, 3), "num_tokens": callback.num_tokens,
                    "tokens_per_s": round(callback.num_tokens / train_wall, 1), "final_loss": callback.last_loss,
                    "final_eval_loss": callback.last_eval, "best_eval_loss": callback.best_eval, **peak_memory(),
-                   **modeling.trainable_parameters(trainer.model)}
+                   **modeling.trainable_parameters(trainer.model), **job.get("summary_extra", {})}
         events.write("summary", **summary)
         last = run.last_checkpoint()
         events.write("state", state=final, step=step)
