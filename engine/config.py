@@ -304,14 +304,14 @@ def validate(cfg: dict) -> tuple[dict, list[str]]:
             holder[key] = value
             if problem:
                 problems.append(problem)
-    if problems:
-        return out, problems
-    m, a, d, t, h = out["model"], out["adapter"], out["data"], out["training"], out["hardware"]
-    if not m["name_or_path"]:
     if str(out.get("method")).lower() == "ppo":  # where a user looks for PPO: say what replaced it
         problems = [p for p in problems if not p.startswith("method:")] + [
             "method: ppo is not available: TRL 1.x has no PPOTrainer; use method: grpo or rloo "
             "(RL from a reward model via rl.reward_model, or reward functions via rl.reward_file)"]
+    if problems:
+        return out, problems
+    m, a, d, t, h = out["model"], out["adapter"], out["data"], out["training"], out["hardware"]
+    if not m["name_or_path"]:
         problems.append("model.name_or_path: required; give a local model directory or a hub id")
     if m["quantization"] != "none" and a["kind"] == "none":
         problems.append(f"model.quantization: {m['quantization']} weights cannot be fully fine-tuned; "
@@ -333,14 +333,10 @@ def validate(cfg: dict) -> tuple[dict, list[str]]:
         problems.append(f"data.packing: only for method sft, not {out['method']}")
     if h["num_processes"] > 1 and h["device"] == "cpu":
         pass  # allowed: gloo through torchrun (see engine/launch.py)
+    problems += validate_methods(out)
     return out, problems
 
 
-def load_yaml(path: str | Path) -> dict:
-    problems += validate_methods(out)
-    """Read one YAML mapping with the safe loader; errors name the file and line."""
-    p = Path(path)
-    try:
 def validate_methods(cfg: dict) -> list[str]:
     """Cross-field rules of the methods beyond SFT, adapter kinds and the forgetting watch."""
     problems: list[str] = []
@@ -380,6 +376,10 @@ def validate_methods(cfg: dict) -> list[str]:
     return problems
 
 
+def load_yaml(path: str | Path) -> dict:
+    """Read one YAML mapping with the safe loader; errors name the file and line."""
+    p = Path(path)
+    try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{p}: config file not found"]) from None
