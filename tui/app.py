@@ -35,9 +35,10 @@ PANES: list[PaneSpec] = [
     PaneSpec("runs", "Runs", "tui.panes.runs:RunsPane", "1"),
     PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2"),
     PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3"),
+    PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
 ]
 # The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
-HEADER = "tui.widgets.header:SystemHeader"
+HEADER = "tui.widgets.sysheader:SystemHeader"
 # Which pane gets RunSelected first (the first pane with open_run() otherwise).
 RUN_PANE = "monitor"
 
@@ -59,8 +60,9 @@ class TuneBench(App):
     ]
 
     def __init__(self, runs_dir: str | Path | None = None, workdir: str | Path | None = None,
-                 preset: str | None = None, **kw):
+                 preset: str | None = None, run: str | Path | None = None, **kw):
         super().__init__(**kw)
+        self.initial_run = Path(run) if run else None  # `tunebench attach RUN`: opened in Monitor at start
         self.runs_dir = Path(runs_dir) if runs_dir else runs_dir_from()
         self.workdir = Path(workdir) if workdir else Path.cwd()
         self.initial_preset = preset  # a preset path the Hyperparameters pane opens with (the demo's)
@@ -133,6 +135,10 @@ class TuneBench(App):
             spinner.stop(label)
 
     # -- routing ----------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.initial_run is not None:
+            self.post_message(RunSelected(self.initial_run))
+
     def on_show_pane(self, message: ShowPane) -> None:
         self.action_show_pane(message.key)
 
@@ -158,5 +164,5 @@ __all__ = ["TuneBench", "PANES", "PaneSpec", "HEADER", "main", "HelperError"]
 def main(args=None) -> int:
     """`tunebench` with no command: open the workbench on the runs directory."""
     runs_dir = getattr(args, "runs_dir", None)
-    TuneBench(runs_dir=runs_dir, preset=getattr(args, "preset", None)).run()
+    TuneBench(runs_dir=runs_dir, preset=getattr(args, "preset", None), run=getattr(args, "run_path", None)).run()
     return 0

@@ -1,0 +1,394 @@
+"""The Monitor pane: one run's live loss, learning rate, grad norm, throughput and memory, with controls.
+
+A thread worker tails the run's events.jsonl into a bounded RunData (tui.series) and posts Updated
+messages at most 4 times a second (a newer one replaces one still queued), so a run logging 20 steps/s
+costs the UI a few redraws a second, and attaching to a 200k-event history parses it once, off the UI
+thread. Controls go through engine.runs.Run.send; stop, which ends the run, asks first.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Button, Static
+from textual.worker import get_current_worker
+
+from engine.runs import ACTIVE, Run
+from ..series import Follower, RunData, fmt_bytes, fmt_duration
+from ..widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
+
+POLL = 0.25          # seconds between reads of events.jsonl while following: the redraw rate bound
+STATUS_EVERY = 1.0   # seconds between reads of status.json (state, error, liveness of the engine)
+SMOOTHING = (0.0, 0.6, 0.9, 0.97)
+GIB = 1 << 30
+STATE_CLASS = {"running": "ok", "starting": "ok", "completed": "ok", "paused": "warn", "stopping": "warn",
+               "stopped": "warn", "failed": "error", "lost": "error"}
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes/no before a control that loses work."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 72; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
+    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
+    ConfirmScreen Button { margin-right: 2; }
+    """
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question)
+            with Horizontal():
+                yield Button("Yes [y]", id="yes", variant="warning")
+                yield Button("No [n]", id="no", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+def config_line(cfg: dict, status: dict) -> str:
+    """The run's config at a glance: method, adapter, model, data, schedule, precision."""
+    if not cfg:
+        return "config: not readable"
+    m, a, d, t = cfg.get("model", {}), cfg.get("adapter", {}), cfg.get("data", {}), cfg.get("training", {})
+    res = status.get("resolved") or {}
+    kind = a.get("kind", "?")
+    adapter = f"{kind} r={a.get('r')} α={a.get('alpha')}" if kind in ("lora", "dora") else kind
+    if m.get("quantization") not in (None, "none"):
+        adapter += f" on {m['quantization']}"
+    steps = t.get("max_steps") or f"{t.get('epochs')} epoch(s)"
+    return (f"{cfg.get('method', '?')} · {adapter} · model {Path(str(m.get('name_or_path', '?'))).name} · "
+            f"data {Path(str(d.get('train') or '?')).name} (max_len {d.get('max_length')}) · "
+            f"lr {t.get('learning_rate')} {t.get('lr_scheduler', '')} warmup {t.get('warmup_steps')} · "
+            f"batch {t.get('batch_size')}×{t.get('grad_accum')} · steps {steps} · "
+            f"{res.get('precision', t.get('precision'))} on {res.get('device', '?')}")
+
+
+def progress_bar(frac: float, width: int = 24) -> str:
+    frac = max(0.0, min(1.0, frac))
+    full = frac * width
+    n = int(full)
+    return "━" * n + ("╸" if full - n >= 0.5 and n < width else "") + "─" * (width - n - (1 if full - n >= 0.5 and n < width else 0))
+
+
+class MonitorPane(Widget):
+    """Live view of one run; `open_run(path)` attaches (whole history first, then live)."""
+
+    BINDINGS = [
+        Binding("x", "stop", "Stop run"), Binding("p", "pause", "Pause/resume"),
+        Binding("s", "save", "Save now"), Binding("e", "eval", "Eval now"),
+        Binding("m", "smoothing", "Smoothing"),
+    ]
+    DEFAULT_CSS = """
+    MonitorPane { height: 1fr; }
+    MonitorPane #mon-scroll { height: 1fr; }
+    MonitorPane #mon-error { display: none; color: $error; border: round $error; padding: 0 1; height: auto; }
+    MonitorPane #mon-error.-show { display: block; }
+    MonitorPane #mon-head, MonitorPane #mon-config, MonitorPane #mon-numbers { height: auto; }
+    MonitorPane #mon-config { color: $text-muted; }
+    MonitorPane #train-box { height: 24; }
+    MonitorPane #chart-loss { width: 2fr; height: 1fr; }
+    MonitorPane #side { width: 1fr; }
+    MonitorPane #side LineChart { height: 1fr; }
+    MonitorPane #chart-pref { display: none; height: 12; }
+    MonitorPane #chart-pref.-show { display: block; }
+    MonitorPane #chart-mem { height: 12; }
+    MonitorPane #mon-gpu, MonitorPane #mon-log { height: auto; color: $text-muted; }
+    """
+
+    @dataclass
+    class Updated(Message):
+        """New events or a new status for the run at `run_path`; a newer one replaces one still queued."""
+
+        run_path: Path
+        status: dict
+        state: str
+        attach_s: float | None = None
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, MonitorPane.Updated) and message.run_path == self.run_path
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.run: Run | None = None
+        self.data = RunData()
+        self.status: dict = {}
+        self.state: str = ""
+        self.cfg: dict = {}
+        self.attach_s: float | None = None
+        self.smoothing = 1
+        self.redraws = 0
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="mon-scroll"):
+            yield Static("", id="mon-error")
+            yield Static("No run open. Choose one in Runs [1] and press Enter, or start the workbench with "
+                         "`tunebench attach RUN`.", id="mon-head")
+            yield Static("", id="mon-config")
+            yield Static("", id="mon-numbers")
+            with Horizontal(id="train-box"):
+                yield LineChart(id="chart-loss")
+                with Vertical(id="side"):
+                    yield LineChart(id="chart-lr")
+                    yield LineChart(id="chart-grad")
+                    yield LineChart(id="chart-tps")
+            yield LineChart(id="chart-pref")
+            with Vertical(id="mem-box"):
+                yield LineChart(id="chart-mem")
+                yield Static("", id="mon-gpu")
+            yield Static("", id="mon-log")
+
+    def focus_first(self) -> None:
+        self.query_one("#mon-scroll").focus()
+
+    # -- attaching and following --------------------------------------------------------------------
+    def open_run(self, path: Path) -> None:
+        """Show the run at `path`: read its whole history in a worker, then follow it live."""
+        self.run = Run(Path(path))
+        self.data = RunData()
+        self.status, self.state, self.attach_s = self.run.status(), "", None
+        try:
+            self.cfg = self.run.config()
+        except Exception:  # noqa: BLE001 - a missing or broken config.yaml still lets the run be watched
+            self.cfg = {}
+        self.query_one("#mon-head", Static).update(f"attaching to {self.run.id}…")
+        self.follow(self.run, self.data)
+
+    @work(thread=True, exclusive=True, group="monitor-follow", exit_on_error=False)
+    def follow(self, run: Run, data: RunData) -> None:
+        worker = get_current_worker()
+        follower = Follower(run.events_path, data)
+        t0 = time.perf_counter()
+        follower.catch_up()
+        status = run.status()
+        attach_s = time.perf_counter() - t0
+        self.post_message(self.Updated(run.path, status, run.state(status), attach_s))
+        last_status = time.monotonic()
+        while not worker.is_cancelled:
+            n = follower.poll()
+            now = time.monotonic()
+            fresh = now - last_status >= STATUS_EVERY
+            if fresh:
+                status, last_status = run.status(), now
+            if n or fresh:
+                self.post_message(self.Updated(run.path, status, run.state(status)))
+            if n < 1000:  # a backlog (the run wrote faster than one poll reads) is read at once
+                time.sleep(POLL)
+
+    def on_monitor_pane_updated(self, message: Updated) -> None:
+        message.stop()
+        if self.run is None or message.run_path != self.run.path:
+            return  # a late message from the run shown before
+        self.status, self.state = message.status, message.state
+        if message.attach_s is not None:
+            self.attach_s = message.attach_s
+        self.redraw()
+
+    # -- drawing ------------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        self.redraws += 1
+        d, st = self.data, self.status
+        with d.lock:
+            step = max(d.step, int(st.get("step") or 0))
+            rate = d.step_rate()
+            last_m = dict(d.last_metrics)
+            last_t = dict(d.last_telemetry)
+            ckpts = list(d.checkpoints)
+            eval_loss = d.eval.get("loss")
+            eval_pts = eval_loss.points() if eval_loss is not None else []
+            logs = list(d.logs)[-3:]
+            pref = d.pref_keys()
+            gpus = list(d.gpu_indices)
+            events = d.events
+        self._head(step, rate, events)
+        self._numbers(last_m, eval_pts)
+        self._error()
+        self._train_charts(ckpts, eval_pts, pref)
+        self._memory(gpus, last_t)
+        warn = [m for m in logs if m[1] in ("warning", "error")] or logs[-1:]
+        self.query_one("#mon-log", Static).update(
+            Text("\n".join(f"{time.strftime('%H:%M:%S', time.localtime(t or 0))} {lvl}: {msg}"
+                           for t, lvl, msg in warn)))
+
+    def _head(self, step: int, rate: float | None, events: int) -> None:
+        st, state = self.status, self.state
+        max_steps = st.get("max_steps") or (self.cfg.get("training", {}).get("max_steps") or None)
+        started, ended = st.get("started"), st.get("ended")
+        elapsed = ((ended or time.time()) - started) if started else None
+        t = Text()
+        t.append(f"{self.run.id}  ", "bold")
+        t.append(f"{state}{' (crashed: engine process gone)' if state == 'lost' else ''}",
+                 {"ok": "bold green", "warn": "bold yellow", "error": "bold red"}.get(STATE_CLASS.get(state, ""), ""))
+        t.append(f"   step {step}" + (f" / {max_steps}" if max_steps else ""))
+        if max_steps:
+            frac = step / max_steps
+            t.append(f"  {progress_bar(frac)} {frac * 100:.1f}%")
+        t.append(f"   elapsed {fmt_duration(elapsed)}")
+        if state in ("running", "starting") and max_steps and rate:
+            t.append(f"   ETA {fmt_duration((max_steps - step) / rate)}   {rate:.2f} steps/s")
+        t.append(f"   {events} events" + (f", attached in {self.attach_s:.2f} s" if self.attach_s is not None else ""),
+                 "dim")
+        self.query_one("#mon-head", Static).update(t)
+        self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
+
+    def _numbers(self, m: dict, eval_pts: list) -> None:
+        parts = []
+        for key, label in (("loss", "loss"), ("learning_rate", "lr"), ("grad_norm", "grad norm"),
+                           ("tokens_per_s", "tokens/s"), ("num_tokens", "tokens"), ("mean_token_accuracy", "token acc"),
+                           ("epoch", "epoch")):
+            if isinstance(m.get(key), (int, float)):
+                parts.append(f"{label} {fmt_num(m[key])}")
+        if eval_pts:
+            parts.insert(1, f"eval loss {fmt_num(eval_pts[-1][1])} @ step {eval_pts[-1][0]:.0f}")
+        smooth = SMOOTHING[self.smoothing]
+        parts.append(f"smoothing {smooth:g} [m]" if smooth else "smoothing off [m]")
+        self.query_one("#mon-numbers", Static).update("  ·  ".join(parts))
+
+    def _error(self) -> None:
+        box = self.query_one("#mon-error", Static)
+        st, state = self.status, self.state
+        if state in ("failed", "lost"):
+            msg = st.get("error") or ("the engine process is gone while the run said it was running; "
+                                      "`tunebench logs RUN` shows its last output, `tunebench train --resume RUN` "
+                                      "continues from the last checkpoint")
+            head = "OUT OF MEMORY" if st.get("oom") else ("FAILED" if state == "failed" else "LOST")
+            box.update(Text(f"{head}: {msg}"))
+            box.add_class("-show")
+            if st.get("oom"):  # the memory timeline up to the failure goes right under the error
+                scroll = self.query_one("#mon-scroll")
+                mem = self.query_one("#mem-box")
+                if scroll.children.index(mem) > 2:
+                    scroll.move_child(mem, after=box)
+        else:
+            box.remove_class("-show")
+
+    def _train_charts(self, ckpts: list, eval_pts: list, pref: list[str]) -> None:
+        d, lock = self.data, self.data.lock
+        markers = [Marker(s, "▲", "ckpt") for s in ckpts] + [Marker(x, "◆", "eval") for x, _ in eval_pts]
+        loss = [Trace("train", d.train["loss"], 0, smooth=SMOOTHING[self.smoothing], lock=lock)] if "loss" in d.train else []
+        if eval_pts:
+            loss.append(Trace("eval", eval_pts, 1, points=True))
+        x_range = None
+        if "loss" in d.train:
+            with lock:
+                x_range = d.train["loss"].x_range()
+        self.query_one("#chart-loss", LineChart).update_data(ChartData(
+            "loss by step  (▲ checkpoint ◆ eval)", loss, markers, x_range=x_range,
+            empty="waiting for the first logged step"))
+        for cid, key, title, color in (("#chart-lr", "learning_rate", "learning rate", 3),
+                                       ("#chart-grad", "grad_norm", "grad norm", 2),
+                                       ("#chart-tps", "tokens_per_s", "tokens/s", 5)):
+            traces = [Trace(key.replace("_", " "), d.train[key], color, lock=lock)] if key in d.train else []
+            self.query_one(cid, LineChart).update_data(ChartData(title, traces, markers, x_range=x_range))
+        chart = self.query_one("#chart-pref", LineChart)
+        chart.set_class(bool(pref), "-show")
+        if pref:
+            traces = [Trace(k, d.train[k], i, lock=lock) for i, k in enumerate(pref[:6])]
+            chart.update_data(ChartData("rewards and preference metrics", traces, markers, x_range=x_range))
+
+    def _memory(self, gpus: list, last_t: dict) -> None:
+        d, lock = self.data, self.data.lock
+        chart, info = self.query_one("#chart-mem", LineChart), self.query_one("#mon-gpu", Static)
+        gib = lambda v: f"{v / GIB:.1f}G"  # noqa: E731
+        if not gpus:
+            traces = [Trace(label, d.tele[k], c, lock=lock, fmt=gib) for k, label, c in
+                      (("ram_used", "host RAM used", 0), ("rss", "run process RSS", 2)) if k in d.tele]
+            total = last_t.get("ram_total")
+            chart.update_data(ChartData("memory over time (s); no GPU telemetry: host RAM and the run's RSS",
+                                        traces, y_range=(0, total) if total else None, y_fmt=gib,
+                                        x_fmt=fmt_duration, empty="no telemetry yet"))
+            info.update(f"CPU {fmt_num(last_t.get('cpu_percent'))}% · RSS {fmt_bytes(last_t.get('rss'))} · "
+                        f"RAM {fmt_bytes(last_t.get('ram_used'))} of {fmt_bytes(last_t.get('ram_total'))}"
+                        if last_t else "")
+            return
+        mine = [i for i in gpus if f"gpu{i}.proc_mem" in d.tele] or gpus
+        g = mine[0]
+        traces = [Trace(label, d.tele[k], c, lock=lock, fmt=gib) for k, label, c in (
+            (f"gpu{g}.mem_used", f"GPU{g} used (NVML)", 0), (f"gpu{g}.proc_mem", "run process", 2),
+            ("torch_reserved", "torch reserved", 5), ("torch_allocated", "torch allocated", 3)) if k in d.tele]
+        total = next((x.get("mem_total") for x in last_t.get("gpus") or [] if x.get("index") == g), None)
+        chart.update_data(ChartData(f"GPU{g} memory over time (s)", traces, y_range=(0, total) if total else None,
+                                    y_fmt=gib, x_fmt=fmt_duration))
+        parts = []
+        for x in last_t.get("gpus") or []:
+            if x.get("index") in mine:
+                parts.append(f"GPU{x['index']} {x.get('name') or ''}: {fmt_bytes(x.get('mem_used'))} of "
+                             f"{fmt_bytes(x.get('mem_total'))}, run {fmt_bytes(x.get('proc_mem'))}, util "
+                             f"{x.get('util', 'N/A')}%, {fmt_num(x.get('power_w'))} W, {x.get('temp_c', 'N/A')}°C")
+        peak = last_t.get("torch_peak")
+        parts.append(f"torch peak so far {fmt_bytes(peak)}" if peak is not None else "torch peak N/A")
+        info.update("  ·  ".join(parts))
+
+    # -- controls -----------------------------------------------------------------------------------
+    def _live(self, what: str) -> bool:
+        if self.run is None:
+            self.notify("No run open.", severity="warning")
+            return False
+        state = self.run.state()
+        if state not in ACTIVE:
+            self.notify(f"{self.run.id} is {state}: {what} only reaches a live run.", severity="warning")
+            return False
+        return True
+
+    def _send(self, command: str, note: str) -> None:
+        self.run.send(command)
+        self.notify(f"{note} sent to {self.run.id}; the engine acts on it after the current step.")
+
+    def action_stop(self) -> None:
+        if not self._live("stop"):
+            return
+        step = max(self.data.step, int(self.status.get("step") or 0))
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._send("stop", "stop")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop {self.run.id} at step {step}?\n\nThe engine saves a checkpoint and ends the run; the steps "
+            f"it would still have trained are lost unless you continue it with `tunebench train --resume`."),
+            answered)
+
+    def action_pause(self) -> None:
+        if self._live("pause/resume"):
+            paused = self.run.state() == "paused"
+            self._send("resume" if paused else "pause", "resume" if paused else "pause")
+
+    def action_save(self) -> None:
+        if self._live("save now"):
+            self._send("save", "save now")
+
+    def action_eval(self) -> None:
+        if self._live("evaluate now"):
+            if self.data.data_info.get("eval_rows") == 0:
+                self.notify("This run has no eval data (data.eval or data.eval_fraction); nothing to evaluate.",
+                            severity="warning")
+                return
+            self._send("eval", "evaluate now")
+
+    def action_smoothing(self) -> None:
+        self.smoothing = (self.smoothing + 1) % len(SMOOTHING)
+        if self.run is not None:
+            self.redraw()
+
+    def commands(self):
+        return [("Monitor: stop run", "Stop the run shown in Monitor (asks first)", self.action_stop),
+                ("Monitor: pause or resume", "Pause or resume the run shown in Monitor", self.action_pause),
+                ("Monitor: save checkpoint now", "Ask the engine to save now", self.action_save),
+                ("Monitor: evaluate now", "Ask the engine to evaluate now", self.action_eval)]

@@ -1,0 +1,185 @@
+"""The system header on every screen, like nvitop's: each GPU, its memory, utilisation and who holds it.
+
+A thread worker samples NVML (engine.telemetry.Nvml) and psutil at 1 Hz on a fixed schedule and posts
+the snapshot; the UI thread only formats it, so a slow NVML call never blocks a keystroke. GPU
+processes are matched to tunebench runs through the pids in the runs' status.json files (and their
+parents, for ranks started by accelerate/torchrun). Without a GPU the header is one line: CPU and RAM.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+from rich.text import Text
+from textual import work
+from textual.message import Message
+from textual.widgets import Static
+
+from engine.runs import ACTIVE, list_runs
+from engine.telemetry import Nvml, process_info
+
+GIB = 1 << 30
+RUN_MAP_EVERY = 5.0  # seconds between re-reads of the runs' status.json files (one small read per run)
+
+
+def run_pids(runs_dir) -> dict[int, str]:
+    """pid -> run id for every active run on this host (from status.json; no process lookups)."""
+    host = socket.gethostname()
+    out = {}
+    for run in list_runs(runs_dir):
+        st = run.status()
+        if st.get("state") in ACTIVE and st.get("pid") and st.get("host") in (None, host):
+            out[int(st["pid"])] = run.id
+    return out
+
+
+def owner_run(pid: int, pids: dict[int, str]) -> str | None:
+    """The run a GPU process belongs to: its own pid or an ancestor's (ranks under a launcher)."""
+    if pid in pids:
+        return pids[pid]
+    try:
+        for parent in psutil.Process(pid).parents()[:4]:
+            if parent.pid in pids:
+                return pids[parent.pid]
+    except (psutil.Error, OSError):
+        pass
+    return None
+
+
+def take_snapshot(nvml: Nvml | None, runs_dir, pids: dict[int, str]) -> dict:
+    """One sample of the machine: GPUs with their processes (owner, run), CPU, RAM, load."""
+    vm = psutil.virtual_memory()
+    snap = {"time": time.time(), "host": socket.gethostname(), "cpu_percent": psutil.cpu_percent(None),
+            "ncpu": psutil.cpu_count() or 1, "ram_used": vm.total - vm.available, "ram_total": vm.total,
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "gpus": [],
+            "nvml_error": None if nvml and nvml.available else (nvml.error if nvml else "not sampled")}
+    if nvml and nvml.available:
+        gpus = nvml.devices(with_processes=True)
+        for g in gpus:
+            procs = []
+            for p in g.get("processes") or []:
+                info = process_info(p["pid"])
+                procs.append({**p, "user": info.get("user"), "cmd": info.get("cmd"),
+                              "run": owner_run(p["pid"], pids)})
+            g["processes"] = sorted(procs, key=lambda p: -(p.get("mem") or 0))
+        snap["gpus"] = gpus
+    return snap
+
+
+def _gib(n) -> str:
+    return f"{n / GIB:.1f}" if n is not None else "N/A"
+
+
+def _bar(frac: float | None, width: int = 10) -> str:
+    if frac is None:
+        return "·" * width
+    full = int(round(max(0.0, min(1.0, frac)) * width))
+    return "█" * full + "░" * (width - full)
+
+
+def render_header(snap: dict | None, runs_dir: str = "", width: int = 200) -> Text:
+    """The header text for one snapshot; pure (tested without a terminal)."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("tunebench ", "bold")
+    if snap is None:
+        t.append(f"{socket.gethostname()}  sampling…  runs: {runs_dir}")
+        return t
+    t.append(f"{snap['host']}  ")
+    cpu = f"CPU {snap['cpu_percent']:.0f}% of {snap['ncpu']}"
+    ram = f"RAM {_gib(snap['ram_used'])}/{_gib(snap['ram_total'])} GiB"
+    load = f"load {snap['load']:.1f}" if snap.get("load") is not None else ""
+    if not snap["gpus"]:
+        reason = snap.get("nvml_error") or "no device"
+        t.append("no GPU", "bold")
+        t.append(f" (NVML: {reason})  ·  {cpu}  ·  {ram}  ·  {load}  ·  runs: {runs_dir}")
+        return t
+    t.append(f"{cpu}  ·  {ram}  ·  {load}  ·  runs: {runs_dir}")
+    for g in snap["gpus"]:
+        t.append("\n")
+        used, total = g.get("mem_used"), g.get("mem_total")
+        frac = used / total if used is not None and total else None
+        style = "bold red" if frac is not None and frac > 0.95 else ("yellow" if frac and frac > 0.8 else "green")
+        name = (g.get("name") or "GPU").replace("NVIDIA ", "")
+        t.append(f"GPU{g['index']} {name[:18]:18} ", "bold")
+        t.append(_bar(frac), style)
+        t.append(f" {_gib(used)}/{_gib(total)} GiB")
+        util = g.get("util")
+        t.append(f"  {util if util is not None else 'N/A':>3}%")
+        power, temp = g.get("power_w"), g.get("temp_c")
+        t.append(f"  {power:.0f} W" if power is not None else "  N/A W")
+        t.append(f"  {temp}°C" if temp is not None else "  N/A°C")
+        procs = g.get("processes") or []
+        if not procs:
+            t.append("  │ no processes", "dim")
+        for i, p in enumerate(procs[:4]):
+            t.append("  │ " if i == 0 else " · ", "dim")
+            who = p.get("user") or "?"
+            t.append(f"{p['pid']} {who} ")
+            if p.get("run"):
+                t.append(f"run {p['run']}", "bold cyan")
+            else:
+                t.append((p.get("cmd") or "(not visible here)").split(" ")[0].rsplit("/", 1)[-1][:20], "dim")
+            t.append(f" {_gib(p.get('mem'))}G")
+        if len(procs) > 4:
+            t.append(f" · +{len(procs) - 4} more", "dim")
+    return t
+
+
+class SystemHeader(Static):
+    """The header; a thread worker samples at 1 Hz on a fixed schedule and posts Sampled messages."""
+
+    DEFAULT_CLASSES = "system-header"
+    DEFAULT_CSS = "SystemHeader { height: auto; max-height: 9; }"
+    INTERVAL = 1.0
+
+    @dataclass
+    class Sampled(Message):
+        """A new machine snapshot; a newer one replaces one still queued."""
+
+        snapshot: dict
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, SystemHeader.Sampled)
+
+    def __init__(self, runs_dir: str = "", **kw):
+        super().__init__(**kw)
+        self.runs_dir = runs_dir
+        self.snapshot: dict | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+
+    def on_mount(self) -> None:
+        self.update(render_header(None, self.runs_dir))
+        self.sample_loop()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    @work(thread=True, exclusive=True, group="system-header", exit_on_error=False)
+    def sample_loop(self) -> None:
+        nvml = Nvml()  # NVML init can take a second on a busy server: here, not on the UI thread
+        psutil.cpu_percent(None)  # prime: the first system-wide reading is always 0
+        pids: dict[int, str] = {}
+        pids_at = 0.0
+        start, k = time.monotonic(), 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if nvml.available and now - pids_at > RUN_MAP_EVERY:
+                try:
+                    pids, pids_at = run_pids(self.runs_dir), now
+                except OSError:
+                    pass
+            snap = take_snapshot(nvml, self.runs_dir, pids)
+            self.post_message(self.Sampled(snap))
+            # Fixed schedule (start + k * interval): no drift, and an overrun skips ticks, never bunches.
+            k = max(k + 1, int((time.monotonic() - start) / self.INTERVAL) + 1)
+            self._stop.wait(max(0.0, start + k * self.INTERVAL - time.monotonic()))
+
+    def on_system_header_sampled(self, message: Sampled) -> None:
+        self.snapshot = message.snapshot
+        self.samples += 1
+        self.update(render_header(message.snapshot, self.runs_dir, self.size.width))
