@@ -87,7 +87,9 @@ class Measurer:
         ids, mask = enc["ids"], enc["mask"]
         first = next((i for i, v in enumerate(mask) if v), None)
         trained = sum(mask[:self.max_length])
-        last = max((i for i, v in enumerate(mask) if v), default=None)
+        # The last trained token that is not whitespace (templates often add a newline after end-of-turn).
+        last = next((i for i in range(len(ids) - 1, -1, -1) if mask[i] and (ids[i] in self.special
+                                                                          or self.tok.decode([ids[i]]).strip())), None)
         ends = None if last is None else (ids[last] in self.special or ids[last] == self.eos)
         return {"length": len(ids), "prompt_length": first if first is not None else len(ids), "trained": trained,
                 "has_target": first is not None, "ends_eot": ends}
