@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 OPS: dict[str, Callable[[dict, Callable], Any]] = {}
 # Modules whose import registers more ops (each calls `engine.helper.op`). Append yours here.
-OP_MODULES: list[str] = ["engine.helper_ops"]
+OP_MODULES: list[str] = ["engine.helper_ops", "engine.compare_ops"]
 # Loaded tokenizers/models shared between requests: key -> object. Guard with CACHE_LOCK when filling.
 CACHE: dict[Any, Any] = {}
 CACHE_LOCK = threading.Lock()
