@@ -36,6 +36,7 @@ PANES: list[PaneSpec] = [
     PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2"),
     PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3"),
     PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
+    PaneSpec("overlay", "Overlay", "tui.panes.overlay:OverlayPane", "6"),
 ]
 # The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
 HEADER = "tui.widgets.sysheader:SystemHeader"

@@ -331,11 +331,18 @@ class RunData:
         return sum(s.nbytes() for t in tables for s in t.values()) + self.loss_by_tokens.nbytes()
 
 
-def parse_lines(data: bytes) -> tuple[list[dict], int]:
-    """Parse complete JSON lines; returns (events, bad line count). NaN/Infinity go through json."""
+def parse_lines(data: bytes, kinds: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
+    """Parse complete JSON lines; returns (events, bad line count). NaN/Infinity go through json.
+
+    `kinds` skips other events before parsing, by the bytes `"kind":"<k>"` that EventWriter writes
+    (compact separators): the overlay reads loss curves without paying for telemetry lines."""
     out, bad = [], 0
     loads = _loads or json.loads
-    for line in data.splitlines():
+    lines = data.splitlines()
+    if kinds:
+        pats = [b'"kind":"%s"' % k.encode() for k in kinds]
+        lines = [ln for ln in lines if any(p in ln for p in pats)]
+    for line in lines:
         if not line:
             continue
         try:
@@ -351,6 +358,8 @@ def parse_lines(data: bytes) -> tuple[list[dict], int]:
 class FastTail(EventTail):
     """EventTail (offset, torn last line kept back, restart on truncation) with a faster line parser."""
 
+    kinds: tuple[str, ...] | None = None
+
     def read(self, max_bytes: int | None = None) -> list[dict]:
         try:
             with open(self.path, "rb") as f:
@@ -365,7 +374,7 @@ class FastTail(EventTail):
         if end < 0:
             return []
         self.offset += end + 1
-        events, bad = parse_lines(data[: end + 1])
+        events, bad = parse_lines(data[: end + 1], self.kinds)
         self.bad_lines += bad
         return events
 
@@ -373,8 +382,10 @@ class FastTail(EventTail):
 class Follower:
     """Feeds a RunData from a run's events.jsonl: `catch_up()` reads the history, `poll()` what is new."""
 
-    def __init__(self, events_path: str | Path, data: RunData | None = None, chunk: int = CHUNK):
+    def __init__(self, events_path: str | Path, data: RunData | None = None, chunk: int = CHUNK,
+                 kinds: tuple[str, ...] | None = None):
         self.tail = FastTail(events_path)
+        self.tail.kinds = kinds
         self.data = data or RunData()
         self.chunk = chunk
 
@@ -388,11 +399,11 @@ class Follower:
         """Read everything written so far, one chunk at a time; `progress(offset)` after each chunk."""
         total = 0
         while True:
-            n = self.poll()
-            total += n
+            before = self.tail.offset
+            total += self.poll()
             if progress is not None:
                 progress(self.tail.offset)
-            if n == 0:
+            if self.tail.offset == before:
                 return total
 
 
