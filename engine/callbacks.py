@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .distributed import barrier, rank, sync_commands
 from .runs import META, Run
 
 
@@ -90,7 +91,7 @@ class RunCallback(TrainerCallback):
         self.events.write("metrics", step=state.global_step, **m, **extra)
 
     def on_step_end(self, args, state, control, **kw):
-        for cmd in self.run.take_controls():
+        for cmd in sync_commands(self.run.take_controls(), self.stop_flag):  # rank 0's files reach every rank
             self._handle(cmd, state, control)
         if self.stop_flag.is_set() and not self.stopped:
             self._handle("stop", state, control)
@@ -122,7 +123,7 @@ class RunCallback(TrainerCallback):
         t0 = time.perf_counter()
         self._set_state("paused", state)
         while True:
-            cmds = self.run.take_controls()
+            cmds = sync_commands(self.run.take_controls(), self.stop_flag)  # every rank waits in this loop
             if self.stop_flag.is_set():
                 cmds.append("stop")
             if "stop" in cmds:
@@ -161,6 +162,9 @@ class RunCallback(TrainerCallback):
         self._status(state, force=True)
 
     def on_save(self, args, state, control, **kw):
+        barrier()  # every rank has finished writing its part of the checkpoint before rank 0 renames it
+        if rank() != 0:
+            return
         step = state.global_step
         staged = self.save_dir / f"checkpoint-{step}"
         final = self.run.checkpoints_dir / f"checkpoint-{step}"

@@ -48,7 +48,8 @@ def resolve(cfg: dict) -> dict:
     if optim == "auto":
         optim = "adamw_torch_fused"  # transformers' own default for torch >= 2.8, on CPU and GPU
     return {"device": device, "precision": precision, "dtype": dtype, "gradient_checkpointing": bool(gc),
-            "attn_implementation": attn, "optimizer": optim}
+            "attn_implementation": attn, "optimizer": optim,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}  # processes (ranks) of this run
 
 
 def load_tokenizer(cfg: dict):

@@ -21,6 +21,8 @@ import traceback
 import psutil
 
 from . import config as cfgmod
+from . import estimate
+from .distributed import for_rank
 from .events import EventWriter
 from .runs import Run
 from .telemetry import Probe, Sampler
@@ -78,7 +80,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop_flag.set())
     signal.signal(signal.SIGINT, lambda *_: stop_flag.set())
     me = psutil.Process()
-    events = EventWriter(run.events_path)
+    run, events = for_rank(run, EventWriter)  # rank 0 alone writes status, events and checkpoints
     run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
                      started=time.time(), ended=None, error=None, resumed=resume)
     events.write("state", state="starting", pid=os.getpid(), resume=resume)
@@ -102,6 +104,13 @@ def run_engine(run: Run, resume: bool = False) -> int:
         callback = RunCallback(run, events, cfg, job, stop_flag)
         method = importlib.import_module(METHOD_MODULES[cfg["method"]])
         trainer = method.build(cfg, resolved, job, [callback])
+        from .methods.extras import attach  # training.freeze, gradual unfreezing, data.general_eval
+
+        attach(trainer, cfg, callback)
+        from .faults import install as install_faults
+
+        if install_faults(trainer, callback):
+            events.write("log", level="warning", message="fault injection armed (TUNEBENCH_FAULTS)")
         for note in job.get("notes", []):
             events.write("log", level="warning", message=note)
         events.write("data", **{k: v for k, v in job.items() if k in ("format", "train_rows", "eval_rows", "source_rows", "labels", "dropped")})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import modeling
 from .common import to_dataset, training_kwargs
-from .rows import method_rows
+from .rows import take_rows
 
 
 def scores(pred, gold, n: int) -> dict:
@@ -35,10 +35,10 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainerCallback, \
         TrainingArguments
 
-    train_rows, eval_rows, info = method_rows(cfg)
+    train_rows, eval_rows, info = take_rows(cfg, job)
     labels = list(info.get("labels") or sorted({r["label"] for r in train_rows}))
     labels = [str(x) for x in labels]
-    job.update(info, eval_rows=len(eval_rows), labels=labels)
+    job["labels"] = labels
     tok = modeling.load_tokenizer(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token

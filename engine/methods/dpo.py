@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from .. import modeling
 from .common import to_dataset, training_kwargs
-from .rows import method_rows
+from .rows import take_rows
 
 
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     from trl import DPOConfig, DPOTrainer
 
-    train_rows, eval_rows, info = method_rows(cfg)
-    job.update(info, eval_rows=len(eval_rows))
+    train_rows, eval_rows, info = take_rows(cfg, job)
     tok = modeling.load_tokenizer(cfg)
     model = modeling.load_model(cfg, resolved)
     p = cfg["preference"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import modeling
 from .common import to_dataset, training_kwargs
 from .rewards import reward_sources, sample_callback
-from .rows import method_rows
+from .rows import take_rows
 
 
 def rl_kwargs(cfg: dict) -> dict:
@@ -20,8 +20,7 @@ def rl_kwargs(cfg: dict) -> dict:
 
 
 def build_online(cfg: dict, resolved: dict, job: dict, callbacks: list, trainer_cls, config_cls, extra: dict):
-    train_rows, eval_rows, info = method_rows(cfg)
-    job.update(info, eval_rows=len(eval_rows))
+    train_rows, eval_rows, info = take_rows(cfg, job)
     tok = modeling.load_tokenizer(cfg)
     tok.padding_side = "left"  # generation appends to the prompt's end
     model = modeling.load_model(cfg, resolved)

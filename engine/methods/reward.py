@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .. import modeling
 from .common import to_dataset, training_kwargs
-from .rows import method_rows
+from .rows import take_rows
 
 
 def pretokenize(rows: list[dict], tok, max_length: int) -> list[dict]:
@@ -40,8 +40,7 @@ def load_reward_backbone(cfg: dict, resolved: dict):
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     from trl import RewardConfig, RewardTrainer
 
-    train_rows, eval_rows, info = method_rows(cfg)
-    job.update(info, eval_rows=len(eval_rows))
+    train_rows, eval_rows, info = take_rows(cfg, job)
     tok = modeling.load_tokenizer(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token

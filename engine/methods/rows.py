@@ -15,10 +15,18 @@ NEEDS = {"dpo": ("chosen", "rejected"), "reward": ("chosen", "rejected"), "kto":
 TEXT_COLUMNS = ("text", "sentence", "content", "review")
 
 
-def method_rows(cfg: dict) -> tuple[list[dict], list[dict], dict]:
+def take_rows(cfg: dict, job: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+    """method_rows, recording the data report in the engine's job (and its warnings as notes for the events)."""
+    train, evals, info = method_rows(cfg, tokenizer)
+    job.update({k: v for k, v in info.items() if k != "warnings"}, eval_rows=len(evals))
+    job.setdefault("notes", []).extend(info.get("warnings") or [])
+    return train, evals, info
+
+
+def method_rows(cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
     """(train rows, eval rows, info) for cfg["method"]; info may carry "labels" (classification)."""
     if hasattr(prep, "prepare"):
-        return prep.prepare(cfg)
+        return prep.prepare(cfg, tokenizer)
     d = cfg["data"]
     train = read_rows(d["train"])
     evals = read_rows(d["eval"]) if d["eval"] else []
