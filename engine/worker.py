@@ -21,7 +21,6 @@ import traceback
 import psutil
 
 from . import config as cfgmod
-from . import estimate
 from .distributed import for_rank
 from .events import EventWriter
 from .runs import Run
@@ -107,10 +106,6 @@ def run_engine(run: Run, resume: bool = False) -> int:
         from .methods.extras import attach  # training.freeze, gradual unfreezing, data.general_eval
 
         attach(trainer, cfg, callback)
-        from .faults import install as install_faults
-
-        if install_faults(trainer, callback):
-            events.write("log", level="warning", message="fault injection armed (TUNEBENCH_FAULTS)")
         for note in job.get("notes", []):
             events.write("log", level="warning", message=note)
         events.write("data", **{k: v for k, v in job.items() if k in ("format", "train_rows", "eval_rows", "source_rows", "labels", "dropped")})
