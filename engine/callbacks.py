@@ -54,6 +54,7 @@ class RunCallback(TrainerCallback):
         self.bad_evals = 0
         self.has_eval = False  # known once the method has built its datasets (on_train_begin)
         self.save_dir = Path(job["trainer_dir"])
+        self.before_rename = None  # a fault-injection hook (engine/faults.py); None in normal runs
 
     # -- helpers ---------------------------------------------------------------------------------
     def _status(self, tstate, force=False, **extra):
@@ -175,6 +176,8 @@ class RunCallback(TrainerCallback):
                     "loss": self.last_loss, "eval_loss": self.last_eval, "max_steps": state.max_steps}
             (staged / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             fsync_tree(staged)
+            if self.before_rename:
+                self.before_rename(step)
             if final.exists():  # the same step saved twice (save-now at the last step): keep the newest
                 shutil.rmtree(final)
             os.replace(staged, final)  # the atomic step: a checkpoint is complete once it has this name

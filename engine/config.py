@@ -51,7 +51,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "revision": Field("str?", None, "Hub revision (branch, tag or commit) when name_or_path is a hub id."),
     },
     "adapter": {
-        "kind": Field("str", "lora", "none = full fine-tuning; lora trains low-rank adapters (QLoRA with 4bit weights).",
+        "kind": Field("str", "lora", "none = full fine-tuning; lora (QLoRA with 4bit weights), dora, ia3, prompt_tuning, prefix_tuning.",
                       choices=ADAPTERS),
         "use_rslora": Field("bool", False, "Rank-stabilised LoRA: scale by alpha/sqrt(r), so higher ranks keep learning (lora, dora)."),
         "num_virtual_tokens": Field("int", 20, "Learned virtual tokens for prompt_tuning and prefix_tuning.", min=1, max=4096),
@@ -96,8 +96,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                            choices=("auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd")),
         "precision": Field("str", "auto", "Compute precision: auto = bf16 on GPUs that support it, fp32 on a CPU.",
                            choices=("auto", "fp32", "bf16", "fp16")),
-        "gradient_checkpointing": Field("str", "auto", "Recompute activations to save memory; auto = off on a CPU, on for 4bit.",
+        "gradient_checkpointing": Field("str", "auto", "Recompute activations to save memory; auto = on only when the estimate says the GPU needs it.",
                                         choices=("auto", "true", "false")),
+        "liger_kernel": Field("str", "auto", "Liger's Triton kernels (RMSNorm, SwiGLU, RoPE): auto = on with CUDA when liger-kernel is installed.",
+                              choices=("auto", "true", "false")),
         "seed": Field("int", 0, "Seed for weights init, dropout and data order.", min=0),
         "logging_steps": Field("int", 1, "Write a metrics event every this many steps.", min=1),
         "eval_steps": Field("int", 0, "Evaluate every this many steps; 0 evaluates only at the end (when there is eval data).",
@@ -140,6 +142,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
                         choices=("auto", "cpu", "cuda")),
         "num_processes": Field("int", 1, "Processes (GPUs) to train on; more than 1 launches through accelerate.", min=1),
         "accelerate_config": Field("str?", None, "An accelerate config file (FSDP, DeepSpeed) for multi-process runs."),
+        "gpu": Field("str", "auto", "GPU that `tunebench estimate` plans for: auto = the visible one; a name (H100, A100-80GB, L4, RTX4090) for one not here."),
     },
 }
 
@@ -174,9 +177,18 @@ def all_keys() -> list[str]:
     return [f"{s}.{k}" if s else k for s, fields in SCHEMA.items() for k in fields]
 
 
+def _name(key) -> str:
+    """A key as it appears in a message: plain when it reads as a name, quoted when it is odd (blank, 12, 'a b')."""
+    return key if isinstance(key, str) and key.replace("_", "a").replace("-", "a").isalnum() else repr(key)
+
+
 def _closest(name: str, options) -> str:
     match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f" (did you mean {match[0]}?)" if match else ""
+
+
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
+               "str?": "a string", "strlist": "a string or a list of strings"}
 
 
 def coerce(path: str, f: Field, value: Any) -> tuple[Any, str | None]:
@@ -228,7 +240,7 @@ def coerce(path: str, f: Field, value: Any) -> tuple[Any, str | None]:
             else:
                 bad = f"expected a string or a list of strings, got {value!r}"
     except (TypeError, ValueError):
-        bad = f"expected {t.rstrip('?')}, got {value!r}"
+        bad = f"expected {_TYPE_WORDS.get(t, t)}, got {value!r}"
     if bad:
         return value, f"{path}: {bad}"
     if f.choices and value not in f.choices and not (t == "str?" and value is None):
@@ -268,9 +280,9 @@ def merge(base: dict, overlay: dict, problems: list[str], source: str = "") -> d
                 if sub in SCHEMA[key]:
                     out[key][sub] = v
                 else:
-                    problems.append(f"{key}.{sub}: unknown key{where}{_closest(sub, SCHEMA[key])}")
+                    problems.append(f"{key}.{_name(sub)}: unknown key{where}{_closest(str(sub), SCHEMA[key])}")
         else:
-            problems.append(f"{key}: unknown section{where}{_closest(key, SECTIONS + list(SCHEMA['']))}")
+            problems.append(f"{_name(key)}: unknown section{where}{_closest(str(key), SECTIONS + list(SCHEMA['']))}")
     return out
 
 

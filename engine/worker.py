@@ -7,10 +7,12 @@ completed, stopped or failed with the reason in status.json.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import importlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -21,6 +23,7 @@ import traceback
 import psutil
 
 from . import config as cfgmod
+from . import estimate
 from .distributed import for_rank
 from .events import EventWriter
 from .runs import Run
@@ -64,6 +67,22 @@ def error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text} (traceback in engine.log)"
 
 
+def disk_full_message(run: Run, step: int) -> str:
+    usage = shutil.disk_usage(run.path)
+    cps = run.checkpoints()
+    kept = f"checkpoints up to step {cps[-1].step} are intact" if cps else "no earlier checkpoint was complete"
+    return (f"Disk full while writing at step {step}: {usage.free / 2**20:.0f} MiB free of "
+            f"{usage.total / 2**30:.1f} GiB on the filesystem of {run.path}. The partial save was removed; {kept}. "
+            f"Free space (old runs' checkpoints, caches) or lower training.save_total_limit, then "
+            f"`tunebench train --resume {run.id}`.")
+
+
+def clear_partial_saves(run: Run) -> None:
+    """Remove saves that never completed (staging dirs, half-deleted checkpoints): they are never resumed from."""
+    for d in [run.path / ".trainer", *run.checkpoints_dir.glob(".deleting-*")]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def peak_memory() -> dict:
     out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     torch = sys.modules.get("torch")
@@ -83,6 +102,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
     run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
                      started=time.time(), ended=None, error=None, resumed=resume)
     events.write("state", state="starting", pid=os.getpid(), resume=resume)
+    clear_partial_saves(run)
     probe = Probe()
     sampler = Sampler(lambda: events.write("telemetry", **probe.sample()), interval=1.0).start()
     step, resolved, cfg = 0, {}, None
@@ -95,9 +115,13 @@ def run_engine(run: Run, resume: bool = False) -> int:
         from . import modeling
 
         resolved = modeling.resolve(cfg)
+        if cfg["model"]["trust_remote_code"]:
+            events.write("log", level="warning", message="model.trust_remote_code is on: the model's own Python "
+                         "code runs in this engine; only for models you trust")
         events.write("log", level="info", message=f"imported the ML stack in {time.perf_counter() - t_import:.1f} s")
-        events.write("state", state="starting", resolved=resolved)
-        run.write_status(resolved=resolved)
+        predicted = estimate.for_run(cfg, resolved)  # predicted_peak_bytes etc.; {} for a model it cannot read
+        events.write("state", state="starting", resolved=resolved, **predicted)
+        run.write_status(resolved=resolved, **predicted)
         job = {"trainer_dir": str(run.path / ".trainer"),
                "config_hash": hashlib.sha256(cfgmod.dump(cfg).encode()).hexdigest()[:16]}
         callback = RunCallback(run, events, cfg, job, stop_flag)
@@ -106,6 +130,10 @@ def run_engine(run: Run, resume: bool = False) -> int:
         from .methods.extras import attach  # training.freeze, gradual unfreezing, data.general_eval
 
         attach(trainer, cfg, callback)
+        from .faults import install as install_faults
+
+        if install_faults(trainer, callback):
+            events.write("log", level="warning", message="fault injection armed (TUNEBENCH_FAULTS)")
         for note in job.get("notes", []):
             events.write("log", level="warning", message=note)
         events.write("data", **{k: v for k, v in job.items() if k in ("format", "train_rows", "eval_rows", "source_rows", "labels", "dropped")})
@@ -127,8 +155,13 @@ def run_engine(run: Run, resume: bool = False) -> int:
                    "wall_s": round(wall, 3), "num_tokens": callback.num_tokens,
                    "tokens_per_s": round(callback.num_tokens / train_wall, 1), "final_loss": callback.last_loss,
                    "final_eval_loss": callback.last_eval, "best_eval_loss": callback.best_eval, **peak_memory(),
-                   **modeling.trainable_parameters(trainer.model), **job.get("summary_extra", {})}
+                   **modeling.trainable_parameters(trainer.model), **job.get("summary_extra", {}),
+                   **{k: v for k, v in predicted.items() if k != "predicted_parts"}}
         events.write("summary", **summary)
+        try:
+            estimate.record_run(cfg, resolved, summary)  # measured speed teaches later estimates on this device
+        except Exception as e:  # noqa: BLE001 - a cache we cannot write must not fail a finished run
+            events.write("log", level="warning", message=f"speed not recorded for estimates: {e}")
         last = run.last_checkpoint()
         events.write("state", state=final, step=step)
         run.write_status(state=final, step=step, ended=time.time(), summary=summary,
@@ -141,13 +174,21 @@ def run_engine(run: Run, resume: bool = False) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure ends the run as failed, with its reason
         traceback.print_exc()
         torch = sys.modules.get("torch")
-        oom = torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())) 
+        oom = torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))
+        sampler.stop()  # no telemetry writes racing the final ones (they may be failing on a full disk)
         step = run.status().get("step", 0)
         msg = oom_message(cfg, step, resolved) if oom and cfg else error_message(exc)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            clear_partial_saves(run)  # frees the space the failed save took, so the status below can be written
+            msg = disk_full_message(run, step)
         if isinstance(exc, cfgmod.ConfigError):
             msg = "invalid config: " + "; ".join(exc.problems)
-        events.write("state", state="failed", step=step, error=msg, oom=bool(oom), **peak_memory())
+        try:
+            events.write("state", state="failed", step=step, error=msg, oom=bool(oom), **peak_memory())
+        except OSError:
+            pass  # the event log is best effort here; status.json below is the record that must land
         run.write_status(state="failed", ended=time.time(), error=msg, oom=bool(oom))
+        print(f"run failed: {msg}", file=sys.stderr)
         return 1
     finally:
         sampler.stop()

@@ -67,9 +67,10 @@ def write_config(path: Path, model_dir: Path, data_path: Path, **sections) -> Pa
     return path
 
 
-def tunebench(*args, runs_dir: Path | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m engine.cli`) and capture its output."""
-    env = dict(os.environ)
+def tunebench(*args, runs_dir: Path | None = None, timeout: float = 300, env: dict | None = None,
+              **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m engine.cli`) and capture its output; `env` adds variables."""
+    env = {**os.environ, **(env or {})}
     if runs_dir is not None:
         env["TUNEBENCH_RUNS_DIR"] = str(runs_dir)
     return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,

@@ -60,6 +60,9 @@ def run(args) -> int:
         if not args.config:
             raise CliError("train: give a CONFIG file (see presets/) or --resume RUN")
         cfg = cfgmod.load_config(args.config, args.overrides)
+        if cfg["model"]["trust_remote_code"]:
+            print(f"warning: model.trust_remote_code is on: Python code shipped with {cfg['model']['name_or_path']} "
+                  "will run in the engine with your permissions; only for models you trust", file=sys.stderr)
         info = preflight(cfg)
         r = create_run(runs_dir, cfg)
         pid = launch.start(r)
