@@ -35,21 +35,47 @@ def resolve(cfg: dict) -> dict:
         # Frozen base weights (adapters) can sit in 16-bit; full fine-tuning keeps fp32 master weights.
         half = {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
         dtype = half if half and cfg["adapter"]["kind"] != "none" else "float32"
-    gc = t["gradient_checkpointing"]
-    if gc == "auto":
-        # Off on a CPU (TRL's default of on ran ~1.5x slower here); on for QLoRA, whose point is saving memory.
-        gc = device == "cuda" and m["quantization"] != "none"
-    else:
-        gc = gc == "true"
     attn = m["attn_implementation"]
     if attn == "auto":
         attn = "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
     optim = t["optimizer"]
     if optim == "auto":
         optim = "adamw_torch_fused"  # transformers' own default for torch >= 2.8, on CPU and GPU
-    return {"device": device, "precision": precision, "dtype": dtype, "gradient_checkpointing": bool(gc),
-            "attn_implementation": attn, "optimizer": optim,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}  # processes (ranks) of this run
+    out = {"device": device, "precision": precision, "dtype": dtype, "attn_implementation": attn, "optimizer": optim,
+           "world_size": int(os.environ.get("WORLD_SIZE", "1"))}  # processes (ranks) of this run
+    gc = t["gradient_checkpointing"]
+    if gc == "auto":
+        # Off on a CPU (TRL's default of on ran ~1.5x slower here); on a GPU only when the estimate says the run
+        # would not fit without it, since recomputing the forward costs about a third more compute.
+        gc = device == "cuda" and checkpointing_needed(cfg, out)
+    else:
+        gc = gc == "true"
+    liger = t.get("liger_kernel", "auto")
+    if liger == "auto":
+        liger = device == "cuda" and importlib.util.find_spec("liger_kernel") is not None
+    elif liger == "true" and device != "cuda":
+        raise RuntimeError("training.liger_kernel: true needs a CUDA GPU (Triton kernels); set it to auto or false")
+    else:
+        liger = liger == "true"
+    # TRL pads nothing when it packs (best-fit decreasing + position ids, exact with flash attention and with
+    # transformers' packed-sequence SDPA mask); without packing TRL 1.16 refuses padding_free with a max_length.
+    padding_free = cfg["method"] == "sft" and cfg["data"]["packing"]
+    return {**out, "gradient_checkpointing": bool(gc), "liger_kernel": bool(liger), "padding_free": padding_free}
+
+
+def checkpointing_needed(cfg: dict, resolved: dict) -> bool:
+    """Whether the estimate says this run needs gradient checkpointing to fit the GPU's free memory."""
+    import torch
+
+    from . import estimate
+
+    try:
+        free, _total = torch.cuda.mem_get_info()
+        est = estimate.estimate(cfg, gpu=torch.cuda.get_device_name(), free_bytes=free,
+                                resolved={**resolved, "gradient_checkpointing": False})
+        return est["peak_bytes"] > estimate.FIT * free
+    except (estimate.EstimateError, KeyError, ValueError):
+        return cfg["model"]["quantization"] != "none"  # an architecture the estimate cannot read: QLoRA's habit
 
 
 def load_tokenizer(cfg: dict):

@@ -33,6 +33,7 @@ def training_kwargs(cfg: dict, resolved: dict, trainer_dir: str, has_eval: bool)
         save_steps=t["save_steps"] or 500,
         report_to=report or "none",
         use_cpu=resolved["device"] == "cpu",
+        use_liger_kernel=resolved.get("liger_kernel", False),
         disable_tqdm=True,  # progress is the events' job; tqdm to engine.log costs a write per step
         dataloader_num_workers=0,
     )
