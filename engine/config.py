@@ -200,7 +200,9 @@ def coerce(path: str, f: Field, value: Any) -> tuple[Any, str | None]:
     try:
         if t in ("str", "str?"):
             if value is not None and not isinstance(value, str):
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if isinstance(value, bool) and "true" in f.choices:
+                    value = "true" if value else "false"  # YAML reads `true` as a bool; auto/true/false fields
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
                     value = str(value)
                 else:
                     bad = f"expected a string, got {type(value).__name__} {value!r}"
