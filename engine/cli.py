@@ -13,7 +13,7 @@ import sys
 from .config import ConfigError
 from .data.load import DataError
 
-COMMAND_MODULES = ["engine.commands.train", "engine.commands.runs", "engine.commands.attach", "engine.commands.inspect", "engine.commands.compare", "engine.commands.export", "engine.commands.estimate"]
+COMMAND_MODULES = ["engine.commands.train", "engine.commands.runs", "engine.commands.attach", "engine.commands.inspect", "engine.commands.compare", "engine.commands.export", "engine.commands.estimate", "engine.commands.demo"]
 # Commands that open the Textual app; imported by name so engine/ never imports tui/ statically.
 UI_COMMANDS = {}
 

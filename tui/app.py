@@ -36,6 +36,7 @@ PANES: list[PaneSpec] = [
     PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2"),
     PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3"),
     PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
+    PaneSpec("checkpoints", "Checkpoints", "tui.panes.checkpoints:CheckpointsPane", "5"),
     PaneSpec("overlay", "Overlay", "tui.panes.overlay:OverlayPane", "6"),
 ]
 # The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
@@ -67,6 +68,7 @@ class TuneBench(App):
         self.runs_dir = Path(runs_dir) if runs_dir else runs_dir_from()
         self.workdir = Path(workdir) if workdir else Path.cwd()
         self.initial_preset = preset  # a preset path the Hyperparameters pane opens with (the demo's)
+        self.initial_dataset = dataset  # a data file the Dataset pane opens with
         self.helper = HelperClient()
 
     # -- layout -----------------------------------------------------------------------------------
