@@ -300,7 +300,7 @@ def split_prompt(row: dict) -> dict | None:
 
 def run_comparison(a: ModelRef, b: ModelRef, prompts: list[dict] | None, dec, *, device: str = "cpu",
                    eval_rows: list[dict] | None = None, eval_source: str = "", max_eval: int = 200,
-                   metrics: bool = True, on_token=None, on_phase=None, should_stop=None) -> dict:
+                   metrics: bool = True, on_token=None, on_phase=None, should_stop=None, on_row=None) -> dict:
     """Load A and B, generate for every prompt (streaming through on_token), score both, unload.
 
     Returns {"prompts": [{prompt, a, b, ...}], "metrics": {...}, "models": {...}}. `eval_rows` default to
@@ -328,7 +328,7 @@ def run_comparison(a: ModelRef, b: ModelRef, prompts: list[dict] | None, dec, *,
         results = []
         if not classify:
             phase(f"generating for {len(prompts)} prompts")
-            results = generate.generate_pair(side_a, side_b, prompts, dec, on_token, should_stop)
+            results = generate.generate_pair(side_a, side_b, prompts, dec, on_token, should_stop, on_row)
             for name in ("a", "b"):
                 toks = sum(r[f"{name}_tokens"] for r in results)
                 secs = sum(r[f"{name}_seconds"] for r in results)

@@ -26,8 +26,8 @@ def _refs(args: dict):
 @op("compare")
 def _compare(args, emit):
     """args: a, b (refs), runs_dir, prompts (list of {messages}|{text}) or prompts_file, decoding {..},
-    device, metrics, max_eval. Streams {event: phase|token|row}; returns {prompts, metrics, models}."""
-    from .compare import read_prompts, run_comparison
+    device, metrics, max_eval, limit. Streams {event: phase|prompts|token|row}; returns {prompts, metrics, models}."""
+    from .compare import default_prompts, read_prompts, run_comparison
     from .data.load import DataError
     from .generate import Decoding
 
@@ -44,13 +44,18 @@ def _compare(args, emit):
     if not _ONE.acquire(timeout=0.5):
         raise OpError("a comparison is already running; wait for it or cancel it")
     try:
-        def on_token(i, side, text):
-            emit(event="token", i=i, side=side, text=text)
+        def on_token(i, side, text, full):
+            emit(event="token", i=i, side=side, text=text, **({"full": True} if full else {}))
 
         try:
+            if prompts is None and not ({a.method, b.method} & {"classification", "reward"}):
+                prompts, source = default_prompts(a, b, int(args.get("limit") or 8))
+                emit(event="phase", text=f"prompts: {source}")
+            emit(event="prompts", prompts=prompts or [])
             return run_comparison(a, b, prompts, dec, device=args.get("device", "cpu"),
                                   metrics=args.get("metrics", True), max_eval=int(args.get("max_eval", 200)),
-                                  on_token=on_token, on_phase=lambda text: emit(event="phase", text=text))
+                                  on_token=on_token, on_phase=lambda text: emit(event="phase", text=text),
+                                  on_row=lambda i, row: emit(event="row", i=i, row=row))
         except DataError as e:
             raise OpError(str(e)) from None
     finally:

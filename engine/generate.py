@@ -277,6 +277,7 @@ class Stream:
                 procs.append(TopPLogitsWarper(dec.top_p))
         self.procs = procs
         self.seconds = 0.0
+        self.rewrote = False
 
     def step(self) -> str:
         """Generate one token; return the text it adds ("" while a multi-byte character is incomplete)."""
@@ -284,6 +285,7 @@ class Stream:
 
         if self.done:
             return ""
+        self.rewrote = False
         t0 = time.perf_counter()
         self.side.activate()
         with torch.no_grad():
@@ -307,12 +309,16 @@ class Stream:
         text = self.side.tok.decode(self.out, skip_special_tokens=True)
         if text.endswith("\ufffd") and not self.done:
             return ""  # half a UTF-8 character: wait for the next token
-        delta, self.text = text[len(self.text):] if text.startswith(self.text) else text, text
+        if not text.startswith(self.text):
+            self.rewrote = True  # decoding changed earlier characters: the caller resends the whole text
+        delta, self.text = text[len(self.text):] if not self.rewrote else text, text
         return delta
 
 
-def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token=None, should_stop=None) -> list[dict]:
-    """Both sides on every prompt, a token each in turn; on_token(index, side, delta) as text arrives."""
+def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token=None, should_stop=None,
+                  on_row=None) -> list[dict]:
+    """Both sides on every prompt, a token each in turn; on_token(index, side, text, full) as text arrives
+    (full=True: `text` replaces what came before), on_row(index, row) when both answers of a prompt are done."""
     results = []
     for i, prompt in enumerate(prompts):
         streams = {s.name: Stream(s, encode_prompt(s.tok, prompt), dec, dec.seed + i) for s in (a, b)}
@@ -322,14 +328,16 @@ def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token
             for name, st in streams.items():
                 if not st.done:
                     delta = st.step()
-                    if delta and on_token is not None:
-                        on_token(i, name, delta)
+                    if (delta or st.rewrote) and on_token is not None:
+                        on_token(i, name, st.text if st.rewrote else delta, st.rewrote)
         row = {"prompt": prompt_text(prompt), **({"messages": prompt["messages"]} if "messages" in prompt else {})}
         for name, st in streams.items():
             row[name] = st.text
             row[f"{name}_tokens"] = len(st.out)
             row[f"{name}_seconds"] = round(st.seconds, 4)
         results.append(row)
+        if on_row is not None:
+            on_row(i, row)
     return results
 
 
