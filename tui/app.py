@@ -62,7 +62,7 @@ class TuneBench(App):
     ]
 
     def __init__(self, runs_dir: str | Path | None = None, workdir: str | Path | None = None,
-                 preset: str | None = None, run: str | Path | None = None, **kw):
+                 preset: str | None = None, run: str | Path | None = None, dataset: str | None = None, **kw):
         super().__init__(**kw)
         self.initial_run = Path(run) if run else None  # `tunebench attach RUN`: opened in Monitor at start
         self.runs_dir = Path(runs_dir) if runs_dir else runs_dir_from()
@@ -167,5 +167,6 @@ __all__ = ["TuneBench", "PANES", "PaneSpec", "HEADER", "main", "HelperError"]
 def main(args=None) -> int:
     """`tunebench` with no command: open the workbench on the runs directory."""
     runs_dir = getattr(args, "runs_dir", None)
-    TuneBench(runs_dir=runs_dir, preset=getattr(args, "preset", None), run=getattr(args, "run_path", None)).run()
+    TuneBench(runs_dir=runs_dir, preset=getattr(args, "preset", None), run=getattr(args, "run_path", None),
+              dataset=getattr(args, "dataset", None)).run()
     return 0
