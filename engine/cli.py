@@ -55,4 +55,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported engine.cli, not this __main__ copy: commands raise engine.cli.CliError, a different class
+    # from __main__.CliError, which main() here would not catch (a traceback and status 1 instead of 2).
+    sys.exit(importlib.import_module("engine.cli").main())

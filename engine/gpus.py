@@ -32,34 +32,35 @@ class Gpu:
         return {"bf16": self.bf16, "fp16": self.fp16, "fp32": self.fp32}.get(precision)
 
 
-# Most specific first: the first key whose pattern matches the (normalised) NVML name wins.
+# Most specific first: the first regex that matches the normalised name (lower-case words) wins.
 GPUS: list[tuple[str, Gpu]] = [
-    ("b200", Gpu("B200", 180 * GIB, 2250 * T, 2250 * T, 75 * T)),
-    ("h200", Gpu("H200", 141 * GIB, 989 * T, 989 * T, 67 * T)),
-    ("h100nvl", Gpu("H100-NVL", 94 * GIB, 835 * T, 835 * T, 60 * T)),
-    ("h100pcie", Gpu("H100-PCIe", 80 * GIB, 756 * T, 756 * T, 51 * T)),
-    ("h100", Gpu("H100", 80 * GIB, 989 * T, 989 * T, 67 * T)),
-    ("gh200", Gpu("GH200", 96 * GIB, 989 * T, 989 * T, 67 * T)),
-    ("a10080gb", Gpu("A100-80GB", 80 * GIB, 312 * T, 312 * T, 19.5 * T)),
-    ("a100", Gpu("A100-40GB", 40 * GIB, 312 * T, 312 * T, 19.5 * T)),
-    ("l40s", Gpu("L40S", 48 * GIB, 362 * T, 362 * T, 91.6 * T)),
-    ("l40", Gpu("L40", 48 * GIB, 181 * T, 181 * T, 90.5 * T)),
-    ("l4", Gpu("L4", 24 * GIB, 121 * T, 121 * T, 30.3 * T)),
-    ("a10g", Gpu("A10G", 24 * GIB, 70 * T, 70 * T, 31.2 * T)),
-    ("a10", Gpu("A10", 24 * GIB, 125 * T, 125 * T, 31.2 * T)),
-    ("rtx6000ada", Gpu("RTX6000-Ada", 48 * GIB, 364 * T, 364 * T, 91.1 * T)),
-    ("a6000", Gpu("A6000", 48 * GIB, 155 * T, 155 * T, 38.7 * T)),
-    ("5090", Gpu("RTX5090", 32 * GIB, 210 * T, 210 * T, 105 * T)),
-    ("4090", Gpu("RTX4090", 24 * GIB, 165 * T, 165 * T, 82.6 * T)),
-    ("3090", Gpu("RTX3090", 24 * GIB, 71 * T, 71 * T, 35.6 * T)),
-    ("v10032gb", Gpu("V100-32GB", 32 * GIB, None, 125 * T, 15.7 * T)),
-    ("v100", Gpu("V100-16GB", 16 * GIB, None, 125 * T, 15.7 * T)),
-    ("t4", Gpu("T4", 15 * GIB, None, 65 * T, 8.1 * T)),
+    (r"\bb200\b", Gpu("B200", 180 * GIB, 2250 * T, 2250 * T, 75 * T)),
+    (r"\bgh200\b", Gpu("GH200", 96 * GIB, 989 * T, 989 * T, 67 * T)),
+    (r"\bh200\b", Gpu("H200", 141 * GIB, 989 * T, 989 * T, 67 * T)),
+    (r"\bh100\b.*\bnvl\b", Gpu("H100-NVL", 94 * GIB, 835 * T, 835 * T, 60 * T)),
+    (r"\bh100\b.*\bpcie\b", Gpu("H100-PCIe", 80 * GIB, 756 * T, 756 * T, 51 * T)),
+    (r"\bh100\b", Gpu("H100", 80 * GIB, 989 * T, 989 * T, 67 * T)),
+    (r"\ba100\b.*\b80gb?\b", Gpu("A100-80GB", 80 * GIB, 312 * T, 312 * T, 19.5 * T)),
+    (r"\ba100\b", Gpu("A100-40GB", 40 * GIB, 312 * T, 312 * T, 19.5 * T)),
+    (r"\bl40s\b", Gpu("L40S", 48 * GIB, 362 * T, 362 * T, 91.6 * T)),
+    (r"\bl40\b", Gpu("L40", 48 * GIB, 181 * T, 181 * T, 90.5 * T)),
+    (r"\bl4\b", Gpu("L4", 24 * GIB, 121 * T, 121 * T, 30.3 * T)),
+    (r"\ba10g\b", Gpu("A10G", 24 * GIB, 70 * T, 70 * T, 31.2 * T)),
+    (r"\ba10\b", Gpu("A10", 24 * GIB, 125 * T, 125 * T, 31.2 * T)),
+    (r"\b6000 ada\b", Gpu("RTX6000-Ada", 48 * GIB, 364 * T, 364 * T, 91.1 * T)),
+    (r"\ba6000\b", Gpu("A6000", 48 * GIB, 155 * T, 155 * T, 38.7 * T)),
+    (r"\b(rtx )?5090\b", Gpu("RTX5090", 32 * GIB, 210 * T, 210 * T, 105 * T)),
+    (r"\b(rtx )?4090\b", Gpu("RTX4090", 24 * GIB, 165 * T, 165 * T, 82.6 * T)),
+    (r"\b(rtx )?3090\b", Gpu("RTX3090", 24 * GIB, 71 * T, 71 * T, 35.6 * T)),
+    (r"\bv100\b.*\b32gb?\b", Gpu("V100-32GB", 32 * GIB, None, 125 * T, 15.7 * T)),
+    (r"\bv100\b", Gpu("V100-16GB", 16 * GIB, None, 125 * T, 15.7 * T)),
+    (r"\bt4\b", Gpu("T4", 15 * GIB, None, 65 * T, 8.1 * T)),
 ]
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower().replace("nvidia", "").replace("geforce", ""))
+    """'NVIDIA A100-SXM4-80GB' -> 'nvidia a100 sxm4 80gb': words, so h100 never matches h1000."""
+    return " ".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 
 def find_gpu(name: str | None) -> Gpu | None:
@@ -68,7 +69,7 @@ def find_gpu(name: str | None) -> Gpu | None:
         return None
     n = _norm(name)
     for pattern, gpu in GPUS:
-        if n == _norm(gpu.key) or pattern in n:
+        if n == _norm(gpu.key) or n.replace(" ", "") == _norm(gpu.key).replace(" ", "") or re.search(pattern, n):
             return gpu
     return None
 
