@@ -55,6 +55,8 @@ class RunCallback(TrainerCallback):
         self.has_eval = False  # known once the method has built its datasets (on_train_begin)
         self.save_dir = Path(job["trainer_dir"])
         self.before_rename = None  # a fault-injection hook (engine/faults.py); None in normal runs
+        self._paused = False
+        self._pause_pending = False  # paused, but left the wait so the trainer could save or evaluate
 
     # -- helpers ---------------------------------------------------------------------------------
     def _status(self, tstate, force=False, **extra):
@@ -121,14 +123,19 @@ class RunCallback(TrainerCallback):
             self._pause(state, control)
 
     def _pause(self, state, control):
+        """Wait between steps until resume or stop. A save or eval asked for meanwhile leaves the loop so the
+        trainer can do it; on_evaluate/on_save then come back here (`_pause_pending`)."""
         t0 = time.perf_counter()
-        self._set_state("paused", state)
+        if not self._paused:
+            self._paused = True
+            self._set_state("paused", state)
         while True:
             cmds = sync_commands(self.run.take_controls(), self.stop_flag)  # every rank waits in this loop
             if self.stop_flag.is_set():
                 cmds.append("stop")
             if "stop" in cmds:
                 self.excluded_s += time.perf_counter() - t0
+                self._paused = False
                 self._handle("stop", state, control)
                 return
             for c in cmds:
@@ -136,9 +143,21 @@ class RunCallback(TrainerCallback):
                     self._handle(c, state, control)
             if "resume" in cmds:
                 break
+            if control.should_save or control.should_evaluate:
+                self._pause_pending = True
+                self.excluded_s += time.perf_counter() - t0
+                self._mark = time.perf_counter()
+                return
             time.sleep(0.2)
         self.excluded_s += time.perf_counter() - t0
+        self._mark = time.perf_counter()
+        self._paused = False
         self._set_state("running", state)
+
+    def _back_to_pause(self, state, control):
+        if self._pause_pending and not control.should_save:  # after the last of eval-then-save
+            self._pause_pending = False
+            self._pause(state, control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         now = time.perf_counter()
@@ -161,11 +180,19 @@ class RunCallback(TrainerCallback):
                     control.should_training_stop = True
                     control.should_save = True
         self._status(state, force=True)
+        self._back_to_pause(state, control)
 
     def on_save(self, args, state, control, **kw):
         barrier()  # every rank has finished writing its part of the checkpoint before rank 0 renames it
-        if rank() != 0:
-            return
+        if rank() == 0:
+            self._place_checkpoint(state)
+        now = time.perf_counter()
+        self.excluded_s += now - self._mark
+        self._mark = now
+        control.should_save = False  # done; lets a pending pause resume its wait
+        self._back_to_pause(state, control)
+
+    def _place_checkpoint(self, state):
         step = state.global_step
         staged = self.save_dir / f"checkpoint-{step}"
         final = self.run.checkpoints_dir / f"checkpoint-{step}"
@@ -186,9 +213,6 @@ class RunCallback(TrainerCallback):
                               loss=self.last_loss, eval_loss=self.last_eval)
             self.run.write_status(last_checkpoint=final.name, last_checkpoint_step=step)
             self._rotate()
-        now = time.perf_counter()
-        self.excluded_s += now - self._mark
-        self._mark = now
 
     def _rotate(self):
         limit = self.cfg["training"]["save_total_limit"]

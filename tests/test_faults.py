@@ -6,7 +6,6 @@ step on the same trajectory (per-step losses equal to an uninterrupted run's).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -16,6 +15,7 @@ import time
 import pytest
 
 from engine.runs import Run, list_runs
+from engine.verify import losses_by_step, verify_run
 from tests.conftest import tunebench, write_config
 from tests.test_engine_train import wait_for
 
@@ -23,32 +23,8 @@ STEPS = 12
 
 
 def check_invariants(run: Run) -> None:
-    from safetensors.torch import load_file
-
-    lines = run.events_path.read_bytes().split(b"\n")
-    for i, line in enumerate(lines[:-1]):
-        json.loads(line)  # every complete line parses
-    assert not lines[-1] or not lines[-1].endswith(b"}") or True  # a torn last line is allowed
-    for c in run.checkpoints():
-        assert (c.path / "adapter_model.safetensors").exists(), c.path
-        load_file(c.path / "adapter_model.safetensors")  # a complete checkpoint loads
-        assert c.meta["step"] == int(c.name.split("-")[1])
-    for d in run.checkpoints_dir.iterdir():  # nothing half-written carries a checkpoint's name
-        if d.name.startswith("checkpoint-"):
-            assert (d / "tunebench.json").exists(), d
-
-
-def losses_by_step(run: Run) -> dict[int, float]:
-    """The last recorded loss of each step (a resumed run re-runs the steps after its checkpoint)."""
-    out = {}
-    for line in run.events_path.read_text().splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if e["kind"] == "metrics":
-            out[e["step"]] = e["loss"]
-    return out
+    problems = verify_run(run)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,9 @@ def add_parser(sub):
     p.add_argument("run")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing as the log grows")
     p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("verify", help="check a run directory: events parse, every checkpoint is complete and loads")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_verify)
     for name, helptext in (("stop", "stop a run (saves a checkpoint first)"), ("pause", "pause a run between steps"),
                            ("resume", "resume a paused run"), ("save", "save a checkpoint now"),
                            ("eval", "evaluate now")):
@@ -106,3 +109,15 @@ def cmd_control(args) -> int:
     run.send(args.control)
     print(f"{args.control} sent to {run.id} ({state}); the engine acts on it after the current step")
     return 0
+
+
+def cmd_verify(args) -> int:
+    from ..verify import verify_run
+
+    run = resolve_run(runs_dir_from(None), args.run)
+    problems = verify_run(run)
+    for p in problems:
+        print(p)
+    n = len(run.checkpoints())
+    print(f"{run.id}: {'sound' if not problems else f'{len(problems)} problem(s)'}; {n} complete checkpoint(s)")
+    return 1 if problems else 0
