@@ -1,0 +1,88 @@
+"""What the Hyperparameters pane does outside the form: presets on disk, the model check, starting a run.
+
+Light: reads files and starts the engine process; never imports the ML stack.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import config as cfgmod
+from engine.helper_ops import model_check
+from engine.launch import start
+from engine.runs import Run, create_run
+
+PROJECT_PRESETS = Path(__file__).resolve().parent.parent / "presets"
+
+
+def list_presets(workdir: str | Path | None = None) -> list[Path]:
+    """The project's presets, then the workspace's own (./presets, where Save puts them)."""
+    dirs = [PROJECT_PRESETS]
+    if workdir is not None:
+        local = Path(workdir).resolve() / "presets"
+        if local != PROJECT_PRESETS:
+            dirs.append(local)
+    out: list[Path] = []
+    for d in dirs:
+        out += sorted(d.glob("*.yaml")) if d.is_dir() else []
+    return out
+
+
+def preset_text(cfg: dict, source: Path | None = None) -> str:
+    """The config's changes from the defaults as a preset, each key commented with its schema help."""
+    changed = cfgmod.diff(cfg)
+    lines = [f"# Saved from the tunebench workbench{f' (started from {source.name})' if source else ''}.",
+             "# Each comment is the key's description; say here why a value was chosen."]
+    for key, value in changed.items():
+        if not isinstance(value, dict):
+            lines.append(f"{cfgmod.dump({key: value}).strip()}  # {cfgmod.field_for(key).help}")
+    for section, fields in changed.items():
+        if isinstance(fields, dict):
+            lines.append(f"{section}:")
+            for key, value in fields.items():
+                text = cfgmod.dump({key: value}).strip().replace("\n", "\n  ")
+                lines.append(f"  {text}  # {cfgmod.field_for(f'{section}.{key}').help}")
+    return "\n".join(lines) + "\n"
+
+
+def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
+    """(launchable, one paragraph for the user): a local directory with config.json, or a hub id."""
+    if not name:
+        return False, "no model: set model.name_or_path to a local directory or a hub id"
+    info = model_check(name)
+    if info.get("problem"):
+        return False, info["problem"]
+    if not info["exists"]:
+        return True, f"{name}: not a local path; treated as a hub id (downloaded by the engine, needs network)"
+    arch = ", ".join(info.get("architectures") or []) or info.get("model_type") or "unknown architecture"
+    if info.get("needs_remote_code"):
+        if not trust_remote_code:
+            return False, (f"{name}: {arch} ships its own Python code (auto_map in config.json); set "
+                           "model.trust_remote_code: true if you trust it")
+        return True, f"{name}: {arch}; runs the model's own code (trust_remote_code is on)"
+    return True, f"{name}: {arch}; no remote code needed"
+
+
+def absolute_paths(cfg: dict, cwd: Path) -> dict:
+    """Local paths made absolute, so the run's config.yaml means the same from any directory."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+
+    def fix(value):
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, str) and value and not Path(value).is_absolute() and (cwd / value).exists():
+            return str((cwd / value).resolve())
+        return value
+
+    out["model"]["name_or_path"] = fix(out["model"]["name_or_path"])
+    out["data"]["train"] = fix(out["data"]["train"])
+    out["data"]["eval"] = fix(out["data"]["eval"])
+    return out
+
+
+def launch_run(runs_dir: str | Path, cfg: dict) -> Run:
+    """Create the run directory and start its engine detached; returns once the engine has taken it."""
+    run = create_run(runs_dir, cfg)
+    start(run)
+    return run
