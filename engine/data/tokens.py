@@ -14,6 +14,10 @@ BATCH = 1024
 def _ids(tok, texts: list[str], special: bool = True) -> list[list[int]]:
     if not texts:
         return []
+    backend = getattr(tok, "_tokenizer", None) if getattr(tok, "is_fast", False) else None
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        # The Rust tokenizer directly, without offsets: transformers' per-row conversion cost ~15% on top here.
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=special)]
     return tok(texts, add_special_tokens=special)["input_ids"]
 
 
