@@ -19,7 +19,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from engine.runs import runs_dir_from
 
 from .helper_client import HelperClient, HelperError
-from .messages import RunSelected, ShowPane
+from .messages import ConfigChosen, RunSelected, ShowPane
 from .widgets.spinner import Spinner
 
 
@@ -144,6 +144,14 @@ class TuneBench(App):
 
     def on_show_pane(self, message: ShowPane) -> None:
         self.action_show_pane(message.key)
+
+    def on_config_chosen(self, message: ConfigChosen) -> None:
+        """The Dataset pane hands data.train (and format, model) to the Hyperparameters form."""
+        found = self.query("#pane-hyperparams")
+        if found:
+            found.first().apply(message.updates)
+            self.action_show_pane("hyperparams")
+            self.set_status("config: " + ", ".join(f"{k}={v}" for k, v in message.updates.items()))
 
     def on_run_selected(self, message: RunSelected) -> None:
         keys = [RUN_PANE] + [p.key for p in PANES]
