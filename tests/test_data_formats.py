@@ -114,10 +114,10 @@ def test_classification_named_labels_pairs_and_label_outside_the_set(tmp_path):
 
 
 def test_column_mapping(tmp_path):
-    rows = [{"question": "why?", "answer": "because"}]
+    rows = [{"ask": "why?", "reply": "because"}]
     with pytest.raises(DataError, match="data.columns"):
         run(tmp_path, rows)
-    train, _, info = run(tmp_path, rows, columns="instruction=question,output=answer")
+    train, _, info = run(tmp_path, rows, columns="instruction=ask,output=reply")
     assert info["format"] == "alpaca" and train[0]["messages"] == conv((U, "why?"), (A, "because"))
     cls, _, _ = run(tmp_path, [{"body": "fine", "stars": 5}], "classification", columns=["text=body", "label=stars"])
     assert cls == [{"text": "fine", "label": 5}]
@@ -135,3 +135,25 @@ def test_eval_overlap_warning(tmp_path):
     ev = write_jsonl(tmp_path / "ev.jsonl", [{"text": "row 1"}, {"text": "new"}])
     _, evals, info = prepare(cfg_for(tr, eval=str(ev)))
     assert len(evals) == 2 and any("1 of 2 eval rows also appear in train" in w for w in info["warnings"])
+
+
+def test_other_real_world_shapes(tmp_path):
+    """HH-RLHF strings, UltraFeedback (prompt column + full conversations), Dolly, GSM8K-style Q&A for grpo."""
+    hh = {"chosen": "\n\nHuman: hi there\n\nAssistant: hello, how can I help?",
+          "rejected": "\n\nHuman: hi there\n\nAssistant: go away"}
+    train, _, _ = run(tmp_path, [hh], "dpo")
+    assert train == [{"prompt": conv((U, "hi there")), "chosen": conv((A, "hello, how can I help?")),
+                      "rejected": conv((A, "go away"))}]
+    uf = {"prompt": "2+2?", "chosen": conv((U, "2+2?"), (A, "4")), "rejected": conv((U, "2+2?"), (A, "5")),
+          "score_chosen": 9.0}
+    train, _, _ = run(tmp_path, [uf], "dpo")
+    assert train == [{"prompt": conv((U, "2+2?")), "chosen": conv((A, "4")), "rejected": conv((A, "5"))}]
+    dolly = {"instruction": "Summarise", "context": "A long text.", "response": "Short.", "category": "summarization"}
+    train, _, info = run(tmp_path, [dolly])
+    assert info["format"] == "alpaca" and train[0]["messages"] == conv((U, "Summarise\n\nA long text."), (A, "Short."))
+    gsm = {"question": "What is 6*7?", "answer": "#### 42"}
+    train, _, info = run(tmp_path, [gsm], "grpo")
+    assert info["format"] == "prompt_completion"
+    assert train == [{"answer": "#### 42", "prompt": "What is 6*7?", "reference": "#### 42"}]
+    sft, _, _ = run(tmp_path, [gsm])
+    assert sft == [{"prompt": "What is 6*7?", "completion": "#### 42"}]

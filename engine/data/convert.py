@@ -2,8 +2,8 @@
 
 Light module. Shapes (TRL 1.16 / transformers):
   sft             {"messages"} | {"prompt", "completion"} | {"text"}
-  dpo, reward     {"prompt", "chosen", "rejected"} (strings, or message lists: conversational); reward also
-                  takes {"chosen", "rejected"} with the prompt implicit
+  dpo, reward     {"prompt", "chosen", "rejected"} (strings, or message lists: conversational), or
+                  {"chosen", "rejected"} with the prompt implicit (TRL's extract_prompt finds the shared start)
   kto             {"prompt", "completion", "label": bool}; preference pairs are unpaired (chosen -> true)
   grpo, rloo      {"prompt", ...}: the other columns are passed to reward functions; a reference answer
                   found in the data (alpaca output, completion, last assistant turn) goes in "reference"
@@ -77,10 +77,8 @@ def for_method(ex: dict, fmt: str, method: str) -> list[dict]:
                 return [{"messages": ex["prompt"] + ex["chosen"]}]
             return [{"prompt": ex["prompt"], "completion": ex["chosen"]}]
     if method in ("dpo", "reward"):
-        if ex["prompt"] is None:
-            if method == "reward":
-                return [{"chosen": ex["chosen"], "rejected": ex["rejected"]}]
-            raise _no_prompt()
+        if ex["prompt"] is None:  # implicit prompt: both trainers extract the shared start themselves
+            return [{"chosen": ex["chosen"], "rejected": ex["rejected"]}]
         return [{"prompt": ex["prompt"], "chosen": ex["chosen"], "rejected": ex["rejected"]}]
     if method == "kto":
         if kind == "kto":

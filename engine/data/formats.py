@@ -13,6 +13,7 @@ A row that does not fit raises Invalid(kind, detail); the caller records it with
 from __future__ import annotations
 
 import json
+import re
 
 from .load import DataError, Row
 
@@ -24,6 +25,8 @@ SFT_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")  #
 ROLES = ("system", "developer", "user", "assistant", "tool")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
                   "function_call": "assistant", "observation": "tool", "tool": "tool", "function": "tool"}
+PROMPT_ALIASES = ("prompt", "question", "query")  # prompt_completion also reads Q&A sets such as GSM8K
+COMPLETION_ALIASES = ("completion", "answer", "response")
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "sentence1", "question", "premise")
 PAIR_COLUMNS = {"sentence1": "sentence2", "question": "sentence", "premise": "hypothesis", "text": "text_pair"}
 
@@ -61,6 +64,10 @@ def remap(data: dict, columns: dict[str, str]) -> dict:
     return out
 
 
+def _alias(d: dict, names) -> str | None:
+    return next((n for n in names if n in d), None)
+
+
 def _chat_style(v) -> str | None:
     if isinstance(v, list) and v and isinstance(v[0], dict):
         return "sharegpt" if "from" in v[0] else ("messages" if "role" in v[0] else None)
@@ -77,9 +84,9 @@ def detect_one(keys: dict, method: str = "sft") -> str | None:
     for col in ("messages", "conversations", "conversation", "chat"):
         if col in k and _chat_style(keys[col]):
             return _chat_style(keys[col]) if col == "messages" else "sharegpt"
-    if "instruction" in k and "output" in k:
+    if "instruction" in k and ("output" in k or "response" in k):
         return "alpaca"
-    if "prompt" in k and "completion" in k:
+    if _alias(keys, PROMPT_ALIASES) and _alias(keys, COMPLETION_ALIASES):
         return "prompt_completion"
     has_label = "label" in k or "labels" in k
     if has_label and any(c in k for c in TEXT_COLUMNS) and (method == "classification" or "text" not in k):
@@ -222,7 +229,7 @@ def sharegpt_messages(conv, key: str = "conversations", need_assistant: bool = T
 def alpaca_messages(d: dict) -> list[dict]:
     """Instruction + input as the user turn, output as the assistant's; optional system and history pairs."""
     instruction = need_str(d, "instruction", allow_empty=True)
-    extra = d.get("input")
+    extra = d.get("input", d.get("context"))  # Dolly names them instruction/context/response
     if extra is not None and not isinstance(extra, str):
         raise Invalid("wrong type", f"'input' should be a string, got {type(extra).__name__}")
     prompt = "\n\n".join(p for p in (instruction, extra) if p and p.strip())
@@ -238,7 +245,8 @@ def alpaca_messages(d: dict) -> list[dict]:
         if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(x, str) for x in turn)):
             raise Invalid("wrong type", f"history[{j}] should be a pair of strings [instruction, answer]")
         msgs += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
-    return msgs + [{"role": "user", "content": prompt}, {"role": "assistant", "content": need_str(d, "output")}]
+    answer = need_str(d, "output" if "output" in d or "response" not in d else "response")
+    return msgs + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
 
 def _side(v, key: str, after: str | None = None):
@@ -294,14 +302,16 @@ def normalize(d: dict, fmt: str, method: str = "sft") -> dict:
         need = method not in ("grpo", "rloo")
         msgs = sharegpt_messages(d[col], col, need) if fmt == "sharegpt" or _chat_style(d[col]) == "sharegpt" \
             else check_messages(d[col], col, need)
-        return {"messages": msgs, "_extra": _extra(d, {col})}
+        if isinstance(d.get("system"), str) and d["system"].strip() and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": d["system"]}] + msgs  # LLaMA-Factory's sharegpt `system` column
+        return {"messages": msgs, "_extra": _extra(d, {col, "system"})}
     if fmt == "alpaca":
         return {"messages": alpaca_messages(d), "_extra": _extra(d, {"instruction", "input", "output", "system", "history"})}
     if fmt == "prompt_completion":
-        prompt = d.get("prompt")
-        prompt = need_str(d, "prompt", allow_empty=True) if not isinstance(prompt, list) else _side(prompt, "prompt")
-        return {"prompt": prompt, "completion": _side(d.get("completion"), "completion", "user"),
-                "_extra": _extra(d, {"prompt", "completion"})}
+        pk, ck = _alias(d, PROMPT_ALIASES) or "prompt", _alias(d, COMPLETION_ALIASES) or "completion"
+        prompt = d.get(pk)
+        prompt = need_str(d, pk, allow_empty=True) if not isinstance(prompt, list) else _side(prompt, pk)
+        return {"prompt": prompt, "completion": _side(d.get(ck), ck, "user"), "_extra": _extra(d, {pk, "completion"})}  # an `answer` column stays, by name, for reward functions
     if fmt == "text":
         return {"text": need_str(d, "text")}
     if fmt == "preference":
@@ -326,6 +336,27 @@ def _extra(d: dict, used: set) -> dict:
     return {k: v for k, v in d.items() if k not in used}
 
 
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def hh_messages(text: str) -> list[dict] | None:
+    """Anthropic HH-RLHF strings ("\n\nHuman: ...\n\nAssistant: ...") as turns; None when not that shape."""
+    parts = HH_TURN.split(text)
+    if len(parts) < 5 or parts[0].strip():
+        return None
+    return [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+            for who, body in zip(parts[1::2], parts[2::2])]
+
+
+def _pref_side(v, key: str):
+    """A chosen/rejected value; a message list that starts with the prompt turns (UltraFeedback) is allowed."""
+    if isinstance(v, str) and "\n\nHuman: " in v:
+        v = hh_messages(v) or v
+    first = v[0] if isinstance(v, list) and v else v
+    whole = isinstance(first, dict) and (first.get("role") or SHAREGPT_ROLES.get(first.get("from"))) in ("user", "system")
+    return _side(v, key, None if whole else "user")
+
+
 def _preference(d: dict) -> dict:
     if "conversations" in d:  # LLaMA-Factory: conversations + chosen/rejected turn objects
         prompt = sharegpt_messages(d["conversations"], "conversations", need_assistant=False)
@@ -333,11 +364,10 @@ def _preference(d: dict) -> dict:
         prompt = _side(d["prompt"], "prompt")
     else:
         prompt = None
-    after = "user" if prompt is not None else None
-    chosen, rejected = _side(d.get("chosen"), "chosen", after), _side(d.get("rejected"), "rejected", after)
-    if prompt is None and isinstance(chosen, list) and isinstance(rejected, list):
+    chosen, rejected = _pref_side(d.get("chosen"), "chosen"), _pref_side(d.get("rejected"), "rejected")
+    if isinstance(chosen, list) and isinstance(rejected, list):
         n = _common_prefix(chosen, rejected)  # implicit prompt: the turns both sides share
-        if n:
+        if n:  # the shared turns are the prompt; a prompt column beside them only repeats them
             prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
     if chosen == rejected:
         raise Invalid("chosen equals rejected", "the chosen and rejected answers are identical; nothing to learn")
