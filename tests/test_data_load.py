@@ -176,6 +176,10 @@ def test_parquet_and_save_to_disk(tmp_path):
         train, _, info = prepare(cfg_for(tmp_path / spec))
         assert info["format"] == "prompt_completion" and train == rows, spec
     assert len(prepare(cfg_for(tmp_path / "dict", split="test"))[0]) == 1
+    datasets.Dataset.from_list([{"text": "ok"}, {"text": None}]).to_parquet(str(tmp_path / "t.parquet"))
+    with pytest.raises(InvalidRows) as e:
+        prepare(cfg_for(tmp_path / "t.parquet"))
+    assert e.value.problems[0].location == f"{tmp_path / 't.parquet'}[1]" and e.value.problems[0].kind == "missing field"
     with pytest.raises(DataError, match="data.split"):
         prepare(cfg_for(tmp_path / "dict", split="validation"))
 

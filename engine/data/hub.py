@@ -59,4 +59,4 @@ def load_hub(spec: str, split: str = "train", subset: str | None = None) -> list
         if "config" in msg.lower() and "name" in msg.lower():
             hint = "; set data.subset to one of the dataset's configurations"
         raise DataError(f"{spec}: cannot load {what} from the hub: {type(e).__name__}: {msg}{hint}") from None
-    return [Row(dict(r), f"{spec}[{split}] row {i}") for i, r in enumerate(ds)]
+    return [Row(dict(r), f"{spec} ({split})[{i}]") for i, r in enumerate(ds)]

@@ -170,3 +170,7 @@ def load_tokenizer(model_dir: str, trust_remote_code: bool = False):
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     tok.model_max_length = 1 << 60  # measuring long rows is the point: no "sequence longer than" warning per row
     return tok
+
+
+segments = _segments  # public names: the workbench's helper ops render rows with these
+plain_example = _plain_example

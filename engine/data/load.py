@@ -29,7 +29,7 @@ class DataError(Exception):
 @dataclass
 class Row:
     data: dict | None
-    location: str  # "file.jsonl:12" (line) or "file.json[3]" (index) or "file.csv row 4"
+    location: str  # "file.jsonl:12" (line), "file.json[3]" / "file.parquet[3]" (index), "file.csv row 4 (line 5)"
     error: str | None = None  # "kind: detail" when the row cannot be used
 
 
@@ -173,7 +173,7 @@ def _arrow_rows(name: str, tables) -> list[Row]:
     rows, i = [], 0
     for table in tables:
         for r in table.to_pylist():
-            rows.append(Row(r, f"{name} row {i}"))
+            rows.append(Row(r, f"{name}[{i}]"))  # an index, as in a JSON array
             i += 1
     return rows
 
