@@ -137,4 +137,8 @@ class HelperClient:
                 await asyncio.wait_for(self.proc.wait(), 2)
             except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                 self.proc.kill()
+                await self.proc.wait()
+        if self._reader is not None:
+            await self._reader  # the pipe transport closes before the loop does (no "loop is closed" noise)
+            self._reader = None
         self.proc = None
