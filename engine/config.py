@@ -373,6 +373,10 @@ def validate_methods(cfg: dict) -> list[str]:
         if t["batch_size"] * t["grad_accum"] % rl["num_generations"]:
             problems.append(f"rl.num_generations: {rl['num_generations']} must divide training.batch_size x grad_accum "
                             f"({t['batch_size']} x {t['grad_accum']}); each prompt's completions share a batch")
+    acc = cfg["hardware"]["accelerate_config"]
+    if acc and cfg["hardware"]["num_processes"] > 1 and not Path(acc).is_file():
+        problems.append(f"hardware.accelerate_config: {acc} is not a file (a relative path is read from where "
+                        "you run tunebench)")
     if d["general_eval"] and method in ("reward", "classification"):
         problems.append(f"data.general_eval: the forgetting watch needs a language model; not for method {method}")
     if (t["freeze"] or t["unfreeze_every"]) and a["kind"] != "none":
