@@ -107,7 +107,8 @@ def config_path(name_or_path: str) -> Path:
         return p
     if (p / "config.json").is_file():
         return p / "config.json"
-    if not p.exists() and name_or_path.count("/") == 1:
+    hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith(("/", ".", "~"))
+    if not p.exists() and hub_id:
         try:
             from huggingface_hub import try_to_load_from_cache  # light: no torch
 
@@ -116,8 +117,9 @@ def config_path(name_or_path: str) -> Path:
                 return Path(cached)
         except Exception:  # noqa: BLE001 - no hub client or a bad cache: fall through to the error
             pass
-    raise EstimateError(f"model.name_or_path: no config.json at {name_or_path}; the estimate needs only that file "
-                        f"(for a hub id: `hf download {name_or_path} config.json`)")
+    fetch = f" (not in the local cache: `hf download {name_or_path} config.json`)" if hub_id else ""
+    raise EstimateError(f"model.name_or_path: no config.json at {name_or_path}; the estimate needs only that "
+                        f"file{fetch}")
 
 
 def shape_from_dict(c: dict) -> Shape:

@@ -96,3 +96,52 @@ def verdict(cfg: dict, free_bytes: int | None = None, *, gpu: gpumod.Gpu | str |
         msg += "; no single change makes it fit: use a smaller model or a larger GPU"
     out["message"] = msg
     return out
+
+
+def target(cfg: dict, name: str | None = None) -> tuple[gpumod.Gpu | None, int | None, str]:
+    """(GPU spec or None, free bytes or None, where from) for a config: `name`, else hardware.gpu, else the
+    visible GPU (NVML, ~50 ms), else the CPU. A named GPU that is not here counts all its memory free.
+    Raises ValueError for a name the table does not know."""
+    wanted = name or (cfg["hardware"]["gpu"] if cfg["hardware"]["gpu"] != "auto" else None)
+    if cfg["hardware"]["device"] == "cpu" and not name:
+        return None, None, "cpu (hardware.device)"
+    seen = gpumod.visible_gpu()
+    if wanted:
+        gpu = gpumod.find_gpu(wanted)
+        if gpu is None:
+            raise ValueError(f"unknown GPU {wanted!r}; known: {', '.join(gpumod.gpu_names())}")
+        if seen and gpumod.find_gpu(seen["name"]) == gpu and seen.get("mem_total"):
+            return gpu, seen["mem_total"] - (seen.get("mem_used") or 0), f"{seen['name']} (visible)"
+        return gpu, None, f"{gpu.key} (named, not present: all its memory counted free)"
+    if seen:
+        gpu = gpumod.find_gpu(seen["name"])
+        free = seen["mem_total"] - (seen.get("mem_used") or 0) if seen.get("mem_total") else None
+        return gpu, free, f"{seen['name']} (visible)" + ("" if gpu else ": not in the FLOP/s table, no step time")
+    return None, None, "cpu (no GPU visible; name one with --gpu or hardware.gpu)"
+
+
+def for_target(cfg: dict, where: str) -> dict:
+    """The config as the engine would run it there: hardware.device auto becomes cuda for a GPU target."""
+    if not where.startswith("cpu") and cfg["hardware"]["device"] == "auto":
+        return _with(cfg, {"hardware.device": "cuda"})
+    return cfg
+
+
+def check(cfg: dict, free_bytes: int | None = None, *, gpu: str | None = None,
+          tokens_per_row: float | None = None) -> dict:
+    """For the hyperparameters pane: the verdict for a validated config on its target GPU, in one call.
+
+    Picks the GPU like `tunebench estimate` (hardware.gpu, else the visible one, else the CPU); `free_bytes`
+    overrides the free memory (e.g. the GPU the user picked in the pane). Returns verdict()'s dict plus
+    "target" (where) and, for an unreadable model or unknown GPU name, {"verdict": "unknown", "message"}.
+    No torch: safe to call from the TUI process on every edit (debounce it; NVML costs ~50 ms a call).
+    """
+    from .estimate import EstimateError
+
+    try:
+        spec, free, where = target(cfg, gpu)
+        out = verdict(for_target(cfg, where), free_bytes if free_bytes is not None else free, gpu=spec,
+                      tokens_per_row=tokens_per_row)
+    except (EstimateError, ValueError) as e:
+        return {"verdict": "unknown", "message": str(e), "fix": None, "estimate": None, "target": None}
+    return {**out, "target": where}

@@ -170,3 +170,17 @@ def test_cli_json_without_data_for_a_named_gpu(model_dir, tmp_path):
     assert bad.returncode == 2 and "unknown GPU 'H1000'" in bad.stderr and "H100" in bad.stderr
     missing = tunebench("estimate", cfg, "--set", f"model.name_or_path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and "no config.json" in missing.stderr
+
+
+def test_check_for_the_pane_picks_the_target_and_never_raises(model_dir, tmp_path):
+    from engine.verdict import check
+
+    d = model_dir(LLAMA_8B)
+    named = check(cfg_for(d, "hardware.gpu=L4", "data.max_length=2048"))
+    assert named["target"].startswith("L4") and named["free_bytes"] == 24 * 2**30
+    assert named["verdict"] in ("fits", "tight", "does_not_fit") and named["message"].startswith(
+        named["verdict"].replace("_", " "))
+    picked = check(cfg_for(d, "hardware.gpu=H100"), 10 * 2**30)  # the free memory the pane knows wins
+    assert picked["free_bytes"] == 10 * 2**30 and picked["verdict"] == "does_not_fit" and picked["fix"]
+    assert check(cfg_for(tmp_path / "absent"))["verdict"] == "unknown"
+    assert "unknown GPU" in check(cfg_for(d, "hardware.gpu=Z9"))["message"]

@@ -29,29 +29,6 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-def choose_gpu(cfg: dict, name: str | None) -> tuple[object, int | None, str]:
-    """(Gpu or None, free bytes or None, where it came from) for the estimate."""
-    from ..cli import CliError
-    from ..gpus import find_gpu, gpu_names, visible_gpu
-
-    wanted = name or (cfg["hardware"]["gpu"] if cfg["hardware"]["gpu"] != "auto" else None)
-    if cfg["hardware"]["device"] == "cpu" and not name:
-        return None, None, "cpu (hardware.device)"
-    seen = visible_gpu() if cfg["hardware"]["device"] != "cpu" else None
-    if wanted:
-        gpu = find_gpu(wanted)
-        if gpu is None:
-            raise CliError(f"{'--gpu' if name else 'hardware.gpu'}: unknown GPU {wanted!r}; known: {', '.join(gpu_names())}")
-        if seen and find_gpu(seen["name"]) == gpu and seen.get("mem_total"):
-            return gpu, seen["mem_total"] - (seen.get("mem_used") or 0), f"{seen['name']} (visible)"
-        return gpu, None, f"{gpu.key} (named, not present: all its memory counted free)"
-    if seen:
-        gpu = find_gpu(seen["name"])
-        free = seen["mem_total"] - (seen.get("mem_used") or 0) if seen.get("mem_total") else None
-        return gpu, free, f"{seen['name']} (visible)" + ("" if gpu else ": not in the FLOP/s table, no step time")
-    return None, None, "cpu (no GPU visible; name one with --gpu or hardware.gpu)"
-
-
 def texts(row) -> list[str]:
     """Every string in a prepared row (messages' contents, prompt, completion, text...)."""
     if isinstance(row, str):
@@ -89,16 +66,18 @@ def look_at_data(cfg: dict, sample: int = 256) -> tuple[int | None, float | None
 def run(args) -> int:
     from ..cli import CliError
     from ..estimate import EstimateError
-    from ..verdict import verdict
+    from ..verdict import for_target, target, verdict
 
     cfg = cfgmod.load_config(args.config, args.overrides)
-    gpu, free, where = choose_gpu(cfg, args.gpu)
+    try:
+        gpu, free, where = target(cfg, args.gpu)
+    except ValueError as e:
+        raise CliError(f"{'--gpu' if args.gpu else 'hardware.gpu'}: {e}") from None
     if args.free_gib is not None:
         free = int(args.free_gib * GIB)
     rows, per_row, note = look_at_data(cfg)
     per_row = args.tokens_per_row or per_row
-    if not where.startswith("cpu") and cfg["hardware"]["device"] == "auto":
-        cfg["hardware"]["device"] = "cuda"  # a named or visible GPU: plan the run for it
+    cfg = for_target(cfg, where)
     try:
         v = verdict(cfg, free, gpu=gpu, tokens_per_row=per_row, rows=rows)
     except EstimateError as e:
