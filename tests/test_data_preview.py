@@ -99,3 +99,13 @@ def test_preview_clips_long_values(tmp_path):
     f.write_text(json.dumps([{"text": "x" * 10_000}, {"text": "y"}]))
     p = preview(str(f))
     assert len(p["rows"]) == 2 and p["rows"][0]["data"]["text"].endswith("[8000 more chars]")
+
+
+def test_preview_json_object_of_arrays_and_column_wise(tmp_path):
+    f = tmp_path / "obj.json"
+    f.write_text(json.dumps({"train": [{"text": "a"}, {"text": "b"}]}, indent=2))
+    g = tmp_path / "cols.json"
+    g.write_text(json.dumps({"sentence": ["good", "bad"], "label": [1, 0]}))
+    assert [r["data"] for r in preview(str(f))["rows"]] == [{"text": "a"}, {"text": "b"}]
+    p = preview(str(g), method="classification")
+    assert p["format"] == "classification" and p["rows"][1] == {"location": f"{g}[1]", "data": {"sentence": "bad", "label": 0}}

@@ -164,8 +164,14 @@ def preview(spec, n: int = 20, method: str = "sft", fmt: str = "auto", columns=N
         elif suffix == ".json":
             try:
                 rows, estimate, exact = _json_array(path, n)
-            except _NotArray:
-                rows, estimate, exact = _jsonl(path, n)
+            except _NotArray:  # JSON lines in a .json file, or an object holding the rows
+                if path.stat().st_size <= MAX_PREFIX:
+                    from .load import read_file
+
+                    every = read_file(path)  # an object of arrays cannot be read in part; small enough to read
+                    rows, estimate, exact = every[:n], len(every), len(every) <= n
+                else:
+                    rows, estimate, exact = _jsonl(path, n)
         elif suffix == ".txt":
             lines, _, exact = _prefix_lines(path, n)
             rows = [Row({"text": ln.decode("utf-8", "replace").rstrip("\r")}, f"{path}:{i}")
