@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.runs import ACTIVE, Run
 from ..series import Follower, RunData, fmt_bytes, fmt_duration
@@ -191,6 +191,14 @@ class MonitorPane(Widget):
                 self.post_message(self.Updated(run.path, status, run.state(status)))
             if n < 1000:  # a backlog (the run wrote faster than one poll reads) is read at once
                 time.sleep(POLL)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A follower that died says so on the pane instead of leaving a frozen chart."""
+        if event.worker.group == "monitor-follow" and event.state == WorkerState.ERROR:
+            box = self.query_one("#mon-error", Static)
+            box.update(Text(f"Following this run stopped: {event.worker.error!r}. Reopen it from Runs [1]."))
+            box.add_class("-show")
+            self.notify(f"monitor: {event.worker.error}", severity="error")
 
     def on_monitor_pane_updated(self, message: Updated) -> None:
         message.stop()

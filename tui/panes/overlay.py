@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import SelectionList, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.runs import list_runs
 from ..series import Follower
@@ -108,6 +108,10 @@ class OverlayPane(Widget):
             if got:
                 self.post_message(self.Loaded())
             time.sleep(POLL if not got else 0.05)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "overlay-poll" and event.state == WorkerState.ERROR:
+            self.notify(f"overlay: reading the runs failed: {event.worker.error}", severity="error")
 
     def on_overlay_pane_loaded(self, message: Loaded) -> None:
         message.stop()

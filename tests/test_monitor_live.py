@@ -1,0 +1,143 @@
+"""The Monitor on real tiny-model runs: controls from the pane, a killed TUI, and the real command in tmux."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.events import read_events
+from engine.runs import Run
+from tests.conftest import ROOT, tunebench, write_config
+from tui.app import TuneBench
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(pred, timeout=180.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def until(pilot, pred, timeout=180.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def detached(cfg, runs_dir) -> Run:
+    r = tunebench("train", cfg, "--detach", runs_dir=runs_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return Run(runs_dir / r.stdout.strip().splitlines()[-1])
+
+
+def logged_steps(run: Run) -> list[int]:
+    return [e["step"] for e in read_events(run.events_path, ("metrics",))]
+
+
+def test_pause_resume_and_stop_from_the_pane_on_a_real_run(tiny_model, chat_jsonl, runs_dir, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, data={"eval_fraction": 0.125},
+                       training={"max_steps": 100000, "eval_steps": 3, "batch_size": 2})
+    run = detached(cfg, runs_dir)
+
+    async def body():
+        app = TuneBench(runs_dir=runs_dir, run=run.path)
+        async with app.run_test(size=(170, 60)) as pilot:
+            mon = app.query_one("#pane-monitor")
+            await until(pilot, lambda: mon.data.step >= 3, what="3 steps on the monitor")
+            await pilot.press("p")
+            await until(pilot, lambda: mon.state == "paused", timeout=60, what="paused")
+            paused_at = mon.data.step
+            await pilot.press("p")
+            await until(pilot, lambda: mon.state == "running" and mon.data.step > paused_at, timeout=60, what="resumed")
+            await until(pilot, lambda: "loss" in mon.data.eval, what="an evaluation")
+            await pilot.press("x")
+            await pilot.press("y")
+            await until(pilot, lambda: mon.state == "stopped", what="stopped")
+            await pilot.pause(0.5)
+            steps = logged_steps(run)
+            assert [p[0] for p in mon.data.train["loss"].points()] == steps == list(range(1, steps[-1] + 1))
+            assert list(mon.data.checkpoints) == [steps[-1]]  # stop saves a checkpoint, marked on the axis
+            assert f"step {steps[-1]}" in str(app.query_one("#mon-head").render())
+            evals = [e["step"] for e in read_events(run.events_path, ("eval",))]
+            assert [p[0] for p in mon.data.eval["loss"].points()] == evals
+
+    asyncio.run(body())
+    assert run.status()["state"] == "stopped"
+
+
+def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, chat_jsonl, runs_dir, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 20, "batch_size": 2})
+    run = detached(cfg, runs_dir)
+    code = ("import sys; from tui.app import TuneBench; "
+            "TuneBench(runs_dir=sys.argv[1], run=sys.argv[2]).run(headless=True, size=(160, 50))")
+    tui = subprocess.Popen([sys.executable, "-c", code, str(runs_dir), str(run.path)], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: run.status().get("step", 0) >= 5, what="5 steps")
+        assert tui.poll() is None, "the workbench exited by itself"
+        os.kill(tui.pid, signal.SIGKILL)
+        tui.wait()
+        assert psutil.Process(run.status()["pid"]).is_running()  # the engine does not notice
+        wait_for(lambda: run.status().get("state") == "completed", what="completed")
+    finally:
+        if tui.poll() is None:
+            tui.kill()
+
+    async def body():
+        app = TuneBench(runs_dir=runs_dir, run=run.path)
+        async with app.run_test(size=(170, 60)) as pilot:
+            mon = app.query_one("#pane-monitor")
+            await until(pilot, lambda: mon.attach_s is not None and mon.state == "completed", what="attached")
+            await pilot.pause(0.1)
+            assert [p[0] for p in mon.data.train["loss"].points()] == list(range(1, 21)) == logged_steps(run)
+            head = str(app.query_one("#mon-head").render())
+            assert "completed" in head and "step 20 / 20" in head
+
+    asyncio.run(body())
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_attach_in_tmux_survives_a_dropped_session(tiny_model, chat_jsonl, runs_dir, tmp_path):
+    """`tunebench attach RUN` in tmux; the session is killed (SIGHUP, as when SSH drops); attach again later."""
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 20, "batch_size": 2})
+    run = detached(cfg, runs_dir)
+    sock = f"tunebench-test-{os.getpid()}"
+    exe = Path(sys.executable).with_name("tunebench")
+    cmd = f"{exe if exe.exists() else sys.executable + ' -m engine.cli'} --runs-dir {runs_dir} attach {run.id[:15]}"
+
+    def tmux(*args):
+        return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=30)
+
+    def screen():
+        return tmux("capture-pane", "-p", "-t", "mon").stdout
+
+    try:
+        tmux("new-session", "-d", "-s", "mon", "-x", "170", "-y", "55", f"cd {ROOT} && {cmd}")
+        wait_for(lambda: "running" in screen() and f"/ 20" in screen(), what="the monitor on the live run")
+        assert "loss by step" in screen()
+        tmux("kill-session", "-t", "mon")
+        assert psutil.Process(run.status()["pid"]).is_running()
+        wait_for(lambda: run.status().get("state") == "completed", what="completed")
+        tmux("new-session", "-d", "-s", "mon", "-x", "170", "-y", "55", f"cd {ROOT} && {cmd}")
+        wait_for(lambda: "completed" in screen() and "step 20 / 20" in screen(), what="the finished run")
+        tmux("send-keys", "-t", "mon", "q")
+        wait_for(lambda: tmux("has-session", "-t", "mon").returncode != 0, timeout=30, what="q to quit")
+    finally:
+        tmux("kill-server")
