@@ -21,14 +21,15 @@ async def until(pilot, pred, timeout: float = 60.0, what: str = "condition"):
 
 def text(app, selector: str) -> str:
     """The plain text a Static (or any widget) shows now."""
-    r = app.query_one(selector).render()
+    r = app.screen.query_one(selector).render()
     if isinstance(r, Text):
         return r.plain
     return str(getattr(r, "plain", r))
 
 
 def cells(table) -> list[list[str]]:
+    """The table's rows in display order, as plain strings."""
     out = []
-    for key in table.rows:
-        out.append([c.plain if isinstance(c, Text) else str(c) for c in table.get_row(key)])
+    for i in range(table.row_count):
+        out.append([c.plain if isinstance(c, Text) else str(c) for c in table.get_row_at(i)])
     return out

@@ -61,8 +61,8 @@ class RunsPane(Widget):
     def refresh_runs(self) -> None:
         table = self.query_one(DataTable)
         runs = list_runs(self.app.runs_dir)
-        seen = set()
-        for i, run in enumerate(runs):
+        seen, added = set(), False
+        for run in runs:
             cells = run_row(run)
             seen.add(run.id)
             if run.id in table.rows:
@@ -70,8 +70,9 @@ class RunsPane(Widget):
                     table.update_cell(run.id, col, value)
             else:
                 table.add_row(*cells, key=run.id)
-                if i == 0 and table.row_count > 1:
-                    table.sort("run", reverse=True)  # newest first, as list_runs gives them
+                added = True
+        if added and table.row_count > 1:
+            table.sort("run", reverse=True)  # newest first (ids start with the time), as list_runs gives them
         for key in [k for k in table.rows if k.value not in seen]:
             table.remove_row(key)
         active = sum(1 for r in runs if r.state() in ("starting", "running", "paused", "stopping"))

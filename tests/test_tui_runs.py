@@ -1,0 +1,91 @@
+"""The Runs pane under Pilot: every run with its state (lost marked), live refresh, opening a run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from engine import config as cfgmod
+from engine.runs import create_run
+from tests.tui_support import cells, text, until
+from tui import app as appmod
+from tui.app import TuneBench
+
+
+def make_run(runs_dir, name, state, pid=None, **status):
+    cfg = cfgmod.defaults()
+    cfg["name"] = name
+    cfg["model"]["name_or_path"] = "org/tiny-model"
+    run = create_run(runs_dir, cfg)
+    extra = {"pid": pid, "pid_started": psutil.Process(pid).create_time() if psutil.pid_exists(pid) else 1.0} if pid else {}
+    run.write_status(state=state, started=time.time() - 120, **extra, **status)
+    return run
+
+
+@pytest.fixture
+def live_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.asyncio
+async def test_runs_listed_with_state_step_loss_and_live_refresh(runs_dir, tmp_path, live_pid):
+    done = make_run(runs_dir, "done", "completed", step=10, max_steps=10, last_loss=0.1234)
+    lost = make_run(runs_dir, "crashed", "running", pid=2 ** 22 + 7, step=3, max_steps=10)  # no such process
+    alive = make_run(runs_dir, "going", "running", pid=live_pid, step=5, max_steps=10, last_loss=1.5)
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one("#runs-table")
+        await until(pilot, lambda: table.row_count == 3, what="three runs listed")
+        rows = {r[0]: r for r in cells(table)}
+        assert rows[done.id][1:4] == ["completed", "10/10", "0.1234"]
+        assert rows[lost.id][1] == "lost (crashed)" and rows[lost.id][2] == "3/10"
+        assert rows[alive.id][1:4] == ["running", "5/10", "1.5000"]
+        assert rows[alive.id][5:] == ["org/tiny-model", "sft"]
+        assert "3 run(s)" in text(app, "#runs-summary") and "1 active" in text(app, "#runs-summary")
+        # A run that appears, and a status that changes, show up without a key press.
+        late = make_run(runs_dir, "late", "running", pid=live_pid, step=1, max_steps=4)
+        alive.write_status(step=9, last_loss=0.5)
+        await until(pilot, lambda: table.row_count == 4 and late.id in [r[0] for r in cells(table)], timeout=10,
+                    what="the new run listed")
+        ids = [r[0] for r in cells(table)]
+        assert ids == sorted(ids, reverse=True)  # newest first
+        await until(pilot, lambda: {r[0]: r for r in cells(table)}[alive.id][2] == "9/10", timeout=10,
+                    what="the step refreshed")
+
+
+@pytest.mark.asyncio
+async def test_enter_opens_the_run(runs_dir, tmp_path, monkeypatch):
+    run = make_run(runs_dir, "done", "completed", step=4, max_steps=4, last_loss=0.5)
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.query_one("#runs-table").row_count == 1)
+        app.query_one("#runs-table").focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        active = app.query_one("#panes").active
+        pane = app.query_one(f"#pane-{active}")
+        assert hasattr(pane, "open_run"), f"Enter should open a pane that shows runs, not {active}"
+
+
+@pytest.mark.asyncio
+async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_path, monkeypatch):
+    from tui.screens.run_status import RunStatusScreen
+
+    monkeypatch.setattr(appmod, "PANES", [p for p in appmod.PANES if p.key in ("runs", "dataset", "hyperparams")])
+    run = make_run(runs_dir, "crashed", "running", pid=2 ** 22 + 7, step=3, max_steps=10)
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.query_one("#runs-table").row_count == 1)
+        app.query_one("#runs-table").focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, RunStatusScreen))
+        shown = text(app, "#run-status-text")
+        assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown
+        await pilot.press("escape")
+        assert not isinstance(app.screen, RunStatusScreen)
