@@ -91,3 +91,18 @@ def test_run_records_predicted_and_measured_peak_and_teaches_the_step_time(tiny_
     measured_step = summary["train_wall_s"] / summary["step"]
     # the same config on the same machine: the learned rate predicts the measured step time
     assert after["step_seconds"] == pytest.approx(measured_step, rel=0.5)
+
+
+def test_fast_defaults_are_recorded_and_overridable_on_a_cpu(tiny_model):
+    from engine.modeling import resolve
+
+    base = [f"model.name_or_path={tiny_model}", "hardware.device=cpu"]
+    r = resolve(cfgmod.load_config(overrides=base))
+    # nothing that changes the math kicks in on a CPU: fp32, SDPA, no recompute, no Liger, padded batches
+    assert (r["precision"], r["attn_implementation"], r["gradient_checkpointing"], r["liger_kernel"],
+            r["padding_free"]) == ("fp32", "sdpa", False, False, False)
+    assert resolve(cfgmod.load_config(overrides=[*base, "data.packing=true"]))["padding_free"] is True  # TRL's bfd
+    assert resolve(cfgmod.load_config(overrides=[*base, "training.gradient_checkpointing=true"]))[
+        "gradient_checkpointing"] is True
+    with pytest.raises(RuntimeError, match="training.liger_kernel: true needs a CUDA GPU"):
+        resolve(cfgmod.load_config(overrides=[*base, "training.liger_kernel=true"]))
