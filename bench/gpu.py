@@ -228,6 +228,10 @@ def main(argv=None) -> int:
         env["CUDA_VISIBLE_DEVICES"] = ""
     versions = (f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
                 f"peft {peft.__version__}")
+    if not a.cpu:
+        import bitsandbytes
+
+        versions += f", bitsandbytes {bitsandbytes.__version__}, CUDA {torch.version.cuda}"
     rows_out = []
     with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
         work = Path(tmp)
