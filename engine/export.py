@@ -61,18 +61,17 @@ def _load_base(ref: ModelRef, dtype, auto_class):
 
 def export(ref: ModelRef, out: str | Path, merge: bool = False, dtype: str = "auto", on_phase=None) -> dict:
     """Write `ref` to `out` as a standalone model directory; returns what was written."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from .generate import load_tokenizer
-
     phase = on_phase or (lambda text: None)
     out = Path(out).expanduser()
     if dtype not in DTYPES:
         raise ValueError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     if ref.kind == "base" and not ref.adapter:
         raise ValueError(f"{ref.label}: a base model, not a checkpoint; there is nothing to export")
-    check_out(out)
+    check_out(out)  # refusals come before the ML stack's import (seconds)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from .generate import load_tokenizer
     dtype_name = _base_dtype(ref.base_model) if dtype == "auto" else dtype
     torch_dtype = getattr(torch, dtype_name)
     auto_class = AutoModelForSequenceClassification if ref.method in ("classification", "reward") else AutoModelForCausalLM
