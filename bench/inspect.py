@@ -98,33 +98,36 @@ def bench_stats(workdir: Path, rows: int, chat_rows: int) -> None:
 
     model = build_tiny_llama(workdir / "tiny")
     tok = insp.load_tokenizer(str(model))
-    print(f"tokenizer: {type(tok).__name__} (fast: {tok.is_fast})")
+    print(f"tokenizer: {type(tok).__name__} (fast: {tok.is_fast}); load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     text = workdir / "text.jsonl"
     with open(text, "w") as f:
         for s in sentences(rows):
             f.write(json.dumps({"text": s}) + "\n")
     mb = text.stat().st_size / 2**20
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     rep = insp.report(str(text), tokenizer=tok, max_length=128)
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - c
     text_rate = rows / dt
-    print(f"report, {rows:,} text rows ({mb:.0f} MiB): {dt:.1f} s = {text_rate:,.0f} rows/s; "
+    print(f"report, {rows:,} text rows ({mb:.0f} MiB): {dt:.1f} s = {text_rate:,.0f} rows/s "
+          f"(CPU {cpu:.1f} s = {rows / cpu:,.0f} rows per CPU-second); "
           f"median {rep['token_lengths']['median']} tokens, truncated {rep['truncated_fraction']:.1%}")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     insp.report(str(text), tokenizer=None, max_length=128)
-    dt0 = time.perf_counter() - t
-    print(f"report without a tokenizer (read, validate, convert, char stats): {dt0:.1f} s = {rows / dt0:,.0f} rows/s")
+    dt0, cpu0 = time.perf_counter() - t, time.process_time() - c
+    print(f"report without a tokenizer (read, validate, convert, char stats): {dt0:.1f} s = {rows / dt0:,.0f} rows/s "
+          f"(CPU {cpu0:.1f} s = {rows / cpu0:,.0f} rows per CPU-second)")
     print(f"ratio: tokenizing share of the full report = {(dt - dt0) / dt:.2f}")
     chat = workdir / "chat.jsonl"
     with open(chat, "w") as f:
         for i, s in enumerate(sentences(chat_rows)):
             f.write(json.dumps({"messages": [{"role": "user", "content": f"say something ({i})"},
                                              {"role": "assistant", "content": s}]}) + "\n")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     insp.report(str(chat), tokenizer=tok, max_length=128)
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - c
     print(f"report, {chat_rows:,} chat rows (chat template per row, assistant masks): {dt:.1f} s = "
-          f"{chat_rows / dt:,.0f} rows/s")
+          f"{chat_rows / dt:,.0f} rows/s (CPU {cpu:.1f} s = {chat_rows / cpu:,.0f} rows per CPU-second)")
     print(f"ratio: text rows/s / chat rows/s = {text_rate / (chat_rows / dt):.1f}")
 
 
