@@ -6,13 +6,17 @@ include Textual itself. Prints a table of figures and the ratios that matter (ti
 """
 from __future__ import annotations
 
-import argparse
+import sys
+
+# Run as a script, bench/ is sys.path[0], and a sibling bench/inspect.py would shadow the stdlib's inspect.
+sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("/bench") and p != "bench"]
+
+import argparse  # noqa: E402
 import json
 import math
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,3 +103,159 @@ def write_history(run_dir: Path, n_events: int, **kw) -> int:
     Run(run_dir).write_status(state="completed", started=t0, ended=time.time(), step=last_step,
                               max_steps=last_step, last_loss=1.0)
     return last_step
+
+
+# -- measurements, each in a fresh process running the real app headless ---------------------------------
+def _child_attach(run_dir: str) -> dict:
+    """Open the workbench on a run; time until the Monitor shows the whole history; RSS after."""
+    import asyncio
+    import resource
+
+    import psutil
+
+    from tui.app import TuneBench
+
+    out: dict = {}
+
+    async def body():
+        app = TuneBench(runs_dir=str(Path(run_dir).parent))
+        async with app.run_test(size=(170, 60)) as pilot:
+            await pilot.pause(0.5)
+            out["rss_before_mb"] = psutil.Process().memory_info().rss / 2**20
+            mon = app.query_one("#pane-monitor")
+            t0 = time.perf_counter()
+            mon.open_run(Path(run_dir))
+            while mon.attach_s is None or mon.redraws == 0:
+                await pilot.pause(0.01)
+            out["attach_s"] = time.perf_counter() - t0  # open -> history parsed and first full redraw
+            out["parse_s"] = mon.attach_s
+            await pilot.pause(0.5)
+            out["events"] = mon.data.events
+            out["buckets"] = max(len(s) for s in mon.data.train.values())
+            out["series_mb"] = mon.data.nbytes() / 2**20
+            out["rss_after_mb"] = psutil.Process().memory_info().rss / 2**20
+            out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    asyncio.run(body())
+    return out
+
+
+def _child_follow(run_dir: str, seconds: float) -> dict:
+    """Follow a run being written; sample the display lag (now - time of the newest step shown)."""
+    import asyncio
+
+    import psutil
+
+    from tui.app import TuneBench
+
+    out: dict = {}
+
+    async def body():
+        app = TuneBench(runs_dir=str(Path(run_dir).parent), run=run_dir)
+        async with app.run_test(size=(170, 60)) as pilot:
+            mon = app.query_one("#pane-monitor")
+            while mon.attach_s is None:
+                await pilot.pause(0.05)
+            me = psutil.Process()
+            c0, t0, r0 = sum(me.cpu_times()[:2]), time.monotonic(), mon.redraws
+            lags = []
+            while time.monotonic() - t0 < seconds:
+                await pilot.pause(0.25)
+                with mon.data.lock:
+                    shown = mon.data.last_metrics.get("time")
+                if shown:
+                    lags.append(time.time() - shown)
+            wall = time.monotonic() - t0
+            out["cpu_percent"] = 100 * (sum(me.cpu_times()[:2]) - c0) / wall
+            out["redraws_per_s"] = (mon.redraws - r0) / wall
+            out["lag_mean_s"] = sum(lags) / max(1, len(lags))
+            out["lag_max_s"] = max(lags or [0])
+            out["steps_shown"] = mon.data.step
+            out["rss_mb"] = me.memory_info().rss / 2**20
+
+    asyncio.run(body())
+    return out
+
+
+def _generate_live(run_dir: str, seconds: float, steps_per_s: float) -> None:
+    """The fast run: append events in real time (metrics every step, telemetry every second)."""
+    from engine.runs import Run
+
+    run = Run(run_dir)
+    run.write_status(state="running", pid=os.getpid(), pid_started=__import__("psutil").Process().create_time(),
+                     started=time.time(), max_steps=int(seconds * steps_per_s) + 1, ended=None)
+    t0 = time.time()
+    start_seq = 0
+    with open(run.events_path, "a") as f:
+        for t, line in event_lines(10**9, t0, steps_per_s=steps_per_s, start_seq=start_seq):
+            if t > seconds:
+                break
+            delay = t0 + t - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            f.write(line)
+            f.flush()  # one write per event, as EventWriter does
+    run.write_status(state="completed", ended=time.time())
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10000,100000,200000,1000000")
+    ap.add_argument("--follow-seconds", type=float, default=30.0)
+    ap.add_argument("--steps-per-s", type=float, default=20.0)
+    ap.add_argument("--child-attach")
+    ap.add_argument("--child-follow")
+    ap.add_argument("--child-generate")
+    a = ap.parse_args()
+    if a.child_attach:
+        print(json.dumps(_child_attach(a.child_attach)))
+        return
+    if a.child_follow:
+        print(json.dumps(_child_follow(a.child_follow, a.follow_seconds)))
+        return
+    if a.child_generate:
+        _generate_live(a.child_generate, a.follow_seconds, a.steps_per_s)
+        return
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (figures under load are slower)")
+    with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
+        runs = Path(tmp) / "runs"
+        print(f"{'events':>9} {'file MB':>8} {'attach s':>9} {'parse s':>8} {'s/100k':>7} {'RSS before':>11} "
+              f"{'RSS after':>10} {'peak RSS':>9} {'buckets':>8} {'series MB':>10}")
+        for n in [int(x) for x in a.sizes.split(",") if x]:
+            rd = make_run(runs, name=f"n{n}")
+            write_history(rd, n)
+            r = _child(["--child-attach", str(rd)])
+            mb = (rd / "events.jsonl").stat().st_size / 1e6
+            print(f"{n:>9} {mb:>8.1f} {r['attach_s']:>9.3f} {r['parse_s']:>8.3f} {r['attach_s'] / n * 1e5:>7.3f} "
+                  f"{r['rss_before_mb']:>9.1f}MB {r['rss_after_mb']:>8.1f}MB {r['peak_rss_mb']:>7.1f}MB "
+                  f"{r['buckets']:>8} {r['series_mb']:>10.2f}", flush=True)
+            (rd / "events.jsonl").unlink()
+        # Baseline: the same app on a finished run (header sampling, Runs refresh): what idling costs.
+        idle = make_run(runs, name="idle")
+        write_history(idle, 1000)
+        b = _child(["--child-follow", str(idle), "--follow-seconds", str(a.follow_seconds)])
+        print(f"idle workbench on a finished run: TUI CPU {b['cpu_percent']:.1f}% of one core, "
+              f"{b['redraws_per_s']:.1f} redraws/s, RSS {b['rss_mb']:.0f} MB")
+        # Following a fast run: a generator appends in real time; the TUI follows it in another process.
+        rd = make_run(runs, name="live")
+        gen = subprocess.Popen([sys.executable, __file__, "--child-generate", str(rd),
+                                "--follow-seconds", str(a.follow_seconds + 8), "--steps-per-s", str(a.steps_per_s)],
+                               cwd=ROOT)
+        time.sleep(2)
+        r = _child(["--child-follow", str(rd), "--follow-seconds", str(a.follow_seconds)])
+        gen.wait()
+        print(f"following {a.steps_per_s:g} steps/s for {a.follow_seconds:g} s: TUI CPU {r['cpu_percent']:.1f}% of one "
+              f"core, {r['redraws_per_s']:.1f} redraws/s, display lag mean {r['lag_mean_s']:.2f} s max "
+              f"{r['lag_max_s']:.2f} s, RSS {r['rss_mb']:.0f} MB, {r['steps_shown']} steps shown")
+        print(f"following costs {r['cpu_percent'] - b['cpu_percent']:.1f} percentage points of one core over idling")
+
+
+if __name__ == "__main__":
+    main()

@@ -178,19 +178,25 @@ class MonitorPane(Widget):
         t0 = time.perf_counter()
         follower.catch_up()
         status = run.status()
+        state = run.state(status)
         attach_s = time.perf_counter() - t0
-        self.post_message(self.Updated(run.path, status, run.state(status), attach_s))
+        self.post_message(self.Updated(run.path, status, state, attach_s))
         last_status = time.monotonic()
         while not worker.is_cancelled:
             n = follower.poll()
             now = time.monotonic()
-            fresh = now - last_status >= STATUS_EVERY
-            if fresh:
-                status, last_status = run.status(), now
-            if n or fresh:
-                self.post_message(self.Updated(run.path, status, run.state(status)))
+            changed = False
+            if now - last_status >= STATUS_EVERY:  # status.json and the engine's liveness, once a second
+                new = run.status()
+                new_state = run.state(new)
+                # A live run redraws each second (elapsed, ETA); a finished one only when something changed.
+                changed = new != status or new_state != state or new_state in ACTIVE
+                status, state, last_status = new, new_state, now
+            if n or changed:
+                self.post_message(self.Updated(run.path, status, state))
             if n < 1000:  # a backlog (the run wrote faster than one poll reads) is read at once
-                time.sleep(POLL)
+                # A finished run only grows again if resumed: look four times less often.
+                time.sleep(POLL if state in ("created",) + ACTIVE else 4 * POLL)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A follower that died says so on the pane instead of leaving a frozen chart."""
