@@ -82,6 +82,8 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
                 events.write("confusion", step=state.global_step, labels=labels, matrix=last["confusion_matrix"])
 
     kw = training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows))
+    if cfg["training"].get("group_by_length"):  # padding to each batch's longest row costs less when rows match
+        kw["train_sampling_strategy"] = "group_by_length"
     args = TrainingArguments(**kw, eval_on_start=bool(eval_rows))
     return Trainer(model=model, args=args, train_dataset=encode(train_rows), eval_dataset=encode(eval_rows),
                    processing_class=tok, data_collator=DataCollatorWithPadding(tok),
