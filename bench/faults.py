@@ -10,13 +10,17 @@ uninterrupted run of the same config (the resumed trajectory must be the same). 
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/inspect.py is named like the stdlib module and Python puts this folder first on sys.path: drop it.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path

@@ -12,9 +12,14 @@ difference between the two (goal < 1e-4).
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/inspect.py is named like the stdlib module and Python puts this folder first on sys.path: drop it.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys

@@ -77,6 +77,17 @@ def disk_full_message(run: Run, step: int) -> str:
             f"`tunebench train --resume {run.id}`.")
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC as an OSError, or wrapped by a library (safetensors raises its own error with "os error 28")."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc) or f"os error {errno.ENOSPC}" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def clear_partial_saves(run: Run) -> None:
     """Remove saves that never completed (staging dirs, half-deleted checkpoints): they are never resumed from."""
     for d in [run.path / ".trainer", *run.checkpoints_dir.glob(".deleting-*")]:
@@ -178,7 +189,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
         sampler.stop()  # no telemetry writes racing the final ones (they may be failing on a full disk)
         step = run.status().get("step", 0)
         msg = oom_message(cfg, step, resolved) if oom and cfg else error_message(exc)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        if is_disk_full(exc):
             clear_partial_saves(run)  # frees the space the failed save took, so the status below can be written
             msg = disk_full_message(run, step)
         if isinstance(exc, cfgmod.ConfigError):
