@@ -79,6 +79,7 @@ class HyperparamsPane(Widget):
         self.editing: str | None = None
         self.loading = False
         self._model_checked = None
+        self._pending = None  # the debounce timer of revalidate()
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -153,6 +154,9 @@ class HyperparamsPane(Widget):
 
     def edit(self, path: str) -> None:
         """Show `path` in the editor (the section rows have no editor)."""
+        if self._pending is not None:  # finish the last field's typing before the editor leaves it
+            self._pending.stop()
+            self.revalidate()
         f = cfgmod.field_for(path) if not path.startswith("section:") else None
         editor = self.query_one("#hp-editor")
         editor.display = f is not None
@@ -183,10 +187,8 @@ class HyperparamsPane(Widget):
         self.show_field_error()
 
     def show_field_error(self) -> None:
-        err = self.query_one("#edit-error", Static)
         msg = self.by_field.get(self.editing or "", "")
-        err.update(msg)
-        err.set_class(bool(msg), "-shown")
+        self.update_static("#edit-error", msg, bool(msg))
 
     @on(Input.Changed, "#edit-input")
     @on(Select.Changed, "#edit-select")
@@ -201,7 +203,7 @@ class HyperparamsPane(Widget):
             value = None if event.value is Select.NULL else event.value
         else:
             value = event.value
-        self.set_value(self.editing, value, refresh_editor=False)
+        self.set_value(self.editing, value, refresh_editor=False, debounce=True)
 
     @on(Input.Submitted, "#edit-input")
     def editor_submitted(self, event: Input.Submitted) -> None:
@@ -210,12 +212,20 @@ class HyperparamsPane(Widget):
         table.focus()
         table.action_cursor_down()
 
-    def set_value(self, path: str, value, refresh_editor: bool = True) -> None:
+    def set_value(self, path: str, value, refresh_editor: bool = True, debounce: bool = False) -> None:
         self.values[path] = value
-        self.query_one("#hp-table", DataTable).update_cell(path, "value", to_text(value))
+        if not debounce:  # while typing, the table cell follows with the debounced revalidate()
+            self.query_one("#hp-table", DataTable).update_cell(path, "value", to_text(value))
         if path == "model.trust_remote_code":
             self._model_checked = None  # the verdict depends on it
-        self.revalidate()
+        if debounce:
+            # While typing: one re-validation 0.15 s after the last key. Each one re-lays out the side
+            # panel (a full repaint, ~20 ms idle and far more on a loaded machine), so not one per key.
+            if self._pending is not None:
+                self._pending.stop()
+            self._pending = self.set_timer(0.15, self.revalidate)
+        else:
+            self.revalidate()
         if refresh_editor and path == self.editing:
             self.edit(path)
 
@@ -223,32 +233,40 @@ class HyperparamsPane(Widget):
         """(validated config, problems)."""
         return cfgmod.validate(nested(self.values))
 
+    def update_static(self, selector: str, content: str, error: bool | None = None) -> None:
+        """Update only on change: an update of an auto-height Static re-lays out its parent."""
+        w = self.query_one(selector, Static)
+        if getattr(w, "_shown", None) != content:
+            w._shown = content
+            w.update(content)
+        if error is not None:
+            w.set_class(error, "error" if selector != "#edit-error" else "-shown")
+
     def revalidate(self) -> None:
+        table = self.query_one("#hp-table", DataTable)
+        if self._pending is not None and self.editing:
+            table.update_cell(self.editing, "value", to_text(self.values[self.editing]))
+        self._pending = None
         cfg, self.problems = self.current()
         by_field: dict[str, list[str]] = {}
         for p in self.problems:
             key = p.split(":", 1)[0].split(" / ")[0].strip()
             by_field.setdefault(key, []).append(p.split(":", 1)[1].strip() if ":" in p else p)
-        table = self.query_one("#hp-table", DataTable)
         for path in set(self.by_field) | set(by_field):
             if path in table.rows:
                 table.update_cell(path, "mark", Text("✗", style="bold red") if path in by_field else "")
         self.by_field = {k: "; ".join(v) for k, v in by_field.items()}
         self.show_field_error()
-        problems = self.query_one("#problems", Static)
-        problems.update("\n".join(f"• {p}" for p in self.problems) if self.problems else "none: ready to launch")
-        problems.set_class(bool(self.problems), "error")
+        self.update_static("#problems", "\n".join(f"• {p}" for p in self.problems) if self.problems
+                           else "none: ready to launch", bool(self.problems))
         changed = cfgmod.diff(cfg, self.preset_cfg)
         name = self.preset_path.stem if self.preset_path else "defaults"
-        self.query_one("#diff", Static).update(
-            f"from {name}:\n" + cfgmod.dump(changed).rstrip() if changed else f"same as {name}")
+        self.update_static("#diff", f"from {name}:\n" + cfgmod.dump(changed).rstrip() if changed else f"same as {name}")
         model = cfg["model"]["name_or_path"]
         if model != self._model_checked:
             self._model_checked = model
             ok, text = check_model(model, bool(cfg["model"]["trust_remote_code"]))
-            w = self.query_one("#model-check", Static)
-            w.update(text)
-            w.set_class(not ok, "error")
+            self.update_static("#model-check", text, not ok)
 
     # -- presets ----------------------------------------------------------------------------------
     @on(Select.Changed, "#preset-select")
