@@ -62,20 +62,18 @@ def test_alpaca_with_system_and_history(tmp_path):
 
 
 def test_prompt_completion_including_legacy_openai_and_conversational(tmp_path):
-    train, _, info = run(tmp_path, [{"prompt": "Q: 2+2\nA:", "completion": " 4"},
-                                    {"prompt": conv((U, "2+2")), "completion": conv((A, "4"))}])
-    assert info["format"] == "prompt_completion"
-    assert train == [{"prompt": "Q: 2+2\nA:", "completion": " 4"},
-                     {"prompt": conv((U, "2+2")), "completion": conv((A, "4"))}]
+    train, _, info = run(tmp_path, [{"prompt": "Q: 2+2\nA:", "completion": " 4"}])
+    assert info["format"] == "prompt_completion" and train == [{"prompt": "Q: 2+2\nA:", "completion": " 4"}]
+    train, _, _ = run(tmp_path, [{"prompt": conv((U, "2+2")), "completion": conv((A, "4"))}])
+    assert train == [{"prompt": conv((U, "2+2")), "completion": conv((A, "4"))}]
 
 
 def test_preference_strings_messages_and_implicit_prompt(tmp_path):
-    rows = [{"prompt": "p", "chosen": "good", "rejected": "bad"},
-            {"chosen": conv((U, "q"), (A, "good")), "rejected": conv((U, "q"), (A, "bad"))}]
-    train, _, info = run(tmp_path, rows, "dpo")
-    assert info["format"] == "preference"
-    assert train[0] == {"prompt": "p", "chosen": "good", "rejected": "bad"}
-    assert train[1] == {"prompt": conv((U, "q")), "chosen": conv((A, "good")), "rejected": conv((A, "bad"))}
+    train, _, info = run(tmp_path, [{"prompt": "p", "chosen": "good", "rejected": "bad"}], "dpo")
+    assert info["format"] == "preference" and train == [{"prompt": "p", "chosen": "good", "rejected": "bad"}]
+    rows = [{"chosen": conv((U, "q"), (A, "good")), "rejected": conv((U, "q"), (A, "bad"))}]
+    train, _, _ = run(tmp_path, rows, "dpo")
+    assert train == [{"prompt": conv((U, "q")), "chosen": conv((A, "good")), "rejected": conv((A, "bad"))}]
     reward, _, _ = run(tmp_path, [{"chosen": "a good answer", "rejected": "a bad answer"}], "reward")
     assert reward == [{"chosen": "a good answer", "rejected": "a bad answer"}]  # implicit prompt: RewardTrainer's
     with pytest.raises(InvalidRows, match="chosen equals rejected"):
@@ -83,12 +81,10 @@ def test_preference_strings_messages_and_implicit_prompt(tmp_path):
 
 
 def test_kto_rows_and_labels(tmp_path):
-    rows = [{"prompt": "p", "completion": "c", "label": True},
-            {"messages": conv((U, "q"), (A, "bad")), "label": False}]
-    train, _, info = run(tmp_path, rows, "kto")
-    assert info["format"] == "kto"
-    assert train == [{"prompt": "p", "completion": "c", "label": True},
-                     {"prompt": conv((U, "q")), "completion": conv((A, "bad")), "label": False}]
+    train, _, info = run(tmp_path, [{"prompt": "p", "completion": "c", "label": True}], "kto")
+    assert info["format"] == "kto" and train == [{"prompt": "p", "completion": "c", "label": True}]
+    train, _, _ = run(tmp_path, [{"messages": conv((U, "q"), (A, "bad")), "label": False}], "kto")
+    assert train == [{"prompt": conv((U, "q")), "completion": conv((A, "bad")), "label": False}]
     with pytest.raises(InvalidRows, match="'label' should be true or false"):
         run(tmp_path, [{"prompt": "p", "completion": "c", "label": True},
                        {"prompt": "p", "completion": "c", "label": "maybe"}], "kto", format="kto")
@@ -157,3 +153,13 @@ def test_other_real_world_shapes(tmp_path):
     assert train == [{"answer": "#### 42", "prompt": "What is 6*7?", "reference": "#### 42"}]
     sft, _, _ = run(tmp_path, [gsm])
     assert sft == [{"prompt": "What is 6*7?", "completion": "#### 42"}]
+
+
+def test_rows_of_a_different_shape_are_named(tmp_path):
+    """One Arrow table cannot hold a string prompt among message-list prompts: the odd row is invalid."""
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"},
+            {"prompt": conv((U, "e")), "completion": conv((A, "f"))}]
+    with pytest.raises(InvalidRows) as e:
+        run(tmp_path, rows)
+    p = e.value.problems[0]
+    assert p.kind == "inconsistent shape" and p.location.endswith("d.jsonl:3") and "prompt as messages" in p.detail

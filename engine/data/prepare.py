@@ -71,6 +71,33 @@ def collect(raw: list[Row], fmt: str, method: str, columns: dict) -> tuple[list[
     return out, problems
 
 
+SHAPE_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "text", "text_pair")
+
+
+def _shape(row: dict) -> tuple:
+    return tuple((k, "messages" if isinstance(row[k], list) else "string") for k in SHAPE_KEYS if k in row)
+
+
+def shape_problems(pairs: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[Problem]]:
+    """Rows whose shape differs from most rows (a string prompt among message-list prompts, a missing
+    text_pair): one Arrow table, as the trainers build, cannot hold both."""
+    if not pairs:
+        return pairs, []
+    shapes = Counter(_shape(row) for _, row in pairs)
+    if len(shapes) == 1:
+        return pairs, []
+    main = shapes.most_common(1)[0][0]
+    said = ", ".join(f"{k} as {kind}" for k, kind in main)
+    keep, problems = [], []
+    for loc, row in pairs:
+        if _shape(row) == main:
+            keep.append((loc, row))
+        else:
+            mine = ", ".join(f"{k} as {kind}" for k, kind in _shape(row))
+            problems.append(Problem(loc, "inconsistent shape", f"this row has {mine}; most rows have {said}"))
+    return keep, problems
+
+
 def label_names(pairs: list[tuple[str, dict]], given: list[str]) -> list[str]:
     """The label set in id order: data.labels when given, else the integers 0..max or the sorted names seen."""
     if given:
@@ -170,6 +197,12 @@ def prepare_pairs(cfg: dict, tokenizer=None):
         problems += eval_problems
         n_raw += n_eval_raw
     info: dict = {"format": fmt, "method": method, "source_rows": n_raw}
+    _, shape_bad = shape_problems(train + evals)  # judged together: train and eval become one kind of table
+    if shape_bad:
+        problems += shape_bad
+        bad = {p.location for p in shape_bad}
+        train = [p for p in train if p[0] not in bad]
+        evals = [p for p in evals if p[0] not in bad]
     if method == "classification":
         names = label_names(train, d.get("labels") or [])
         train, p1 = encode_labels(train, names)
