@@ -12,7 +12,7 @@ PRESETS = sorted((Path(__file__).resolve().parent.parent / "presets").glob("*.ya
 
 def test_there_are_the_four_recipes_at_least():
     names = {p.stem for p in PRESETS}
-    assert {"sft-lora-small", "qlora-8b-24gb", "full-ft-small", "classify-minilm"} <= names
+    assert {"sft-lora-small", "qlora-8b-24gb", "full-ft-small", "classification-minilm"} <= names
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
