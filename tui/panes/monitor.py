@@ -111,7 +111,14 @@ class MonitorPane(Widget):
     MonitorPane #chart-pref.-show { display: block; }
     MonitorPane #chart-mem { height: 12; }
     MonitorPane #mon-gpu, MonitorPane #mon-log { height: auto; color: $text-muted; }
+    MonitorPane > .monitor--strong { text-style: bold; }
+    MonitorPane > .monitor--dim { color: $text-muted; }
+    MonitorPane > .monitor--ok { color: $success; text-style: bold; }
+    MonitorPane > .monitor--warn { color: $warning; text-style: bold; }
+    MonitorPane > .monitor--error { color: $error; text-style: bold; }
     """
+
+    COMPONENT_CLASSES = {"monitor--strong", "monitor--dim", "monitor--ok", "monitor--warn", "monitor--error"}
 
     @dataclass
     class Updated(Message):
@@ -124,6 +131,14 @@ class MonitorPane(Widget):
 
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, MonitorPane.Updated) and message.run_path == self.run_path
+
+    @dataclass
+    class Attaching(Message):
+        """Progress through a long history (bytes read of the size at attach time)."""
+
+        run_path: Path
+        done: int
+        total: int
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -176,7 +191,18 @@ class MonitorPane(Widget):
         worker = get_current_worker()
         follower = Follower(run.events_path, data)
         t0 = time.perf_counter()
-        follower.catch_up()
+        try:
+            size = run.events_path.stat().st_size
+        except OSError:
+            size = 0
+        shown = [t0]
+
+        def progress(offset: int) -> None:  # a long history says how far it got, 5 times a second
+            if time.perf_counter() - shown[0] > 0.2:
+                shown[0] = time.perf_counter()
+                self.post_message(self.Attaching(run.path, offset, size))
+
+        follower.catch_up(progress)
         status = run.status()
         state = run.state(status)
         attach_s = time.perf_counter() - t0
@@ -206,6 +232,13 @@ class MonitorPane(Widget):
             box.add_class("-show")
             self.notify(f"monitor: {event.worker.error}", severity="error")
 
+    def on_monitor_pane_attaching(self, message: Attaching) -> None:
+        message.stop()
+        if self.run is not None and message.run_path == self.run.path and self.attach_s is None:
+            pct = 100 * message.done / message.total if message.total else 100.0
+            self.query_one("#mon-head", Static).update(
+                f"attaching to {self.run.id}: {pct:.0f}% of {fmt_bytes(message.total)} of events read…")
+
     def on_monitor_pane_updated(self, message: Updated) -> None:
         message.stop()
         if self.run is None or message.run_path != self.run.path:
@@ -216,6 +249,9 @@ class MonitorPane(Widget):
         self.redraw()
 
     # -- drawing ------------------------------------------------------------------------------------
+    def _style(self, name: str):
+        return self.get_component_rich_style(f"monitor--{name}")
+
     def redraw(self) -> None:
         self.redraws += 1
         d, st = self.data, self.status
@@ -247,9 +283,9 @@ class MonitorPane(Widget):
         started, ended = st.get("started"), st.get("ended")
         elapsed = ((ended or time.time()) - started) if started else None
         t = Text()
-        t.append(f"{self.run.id}  ", "bold")
+        t.append(f"{self.run.id}  ", self._style("strong"))
         t.append(f"{state}{' (crashed: engine process gone)' if state == 'lost' else ''}",
-                 {"ok": "bold green", "warn": "bold yellow", "error": "bold red"}.get(STATE_CLASS.get(state, ""), ""))
+                 self._style(STATE_CLASS.get(state, "strong")))
         t.append(f"   step {step}" + (f" / {max_steps}" if max_steps else ""))
         if max_steps:
             frac = step / max_steps
@@ -258,7 +294,7 @@ class MonitorPane(Widget):
         if state in ("running", "starting") and max_steps and rate:
             t.append(f"   ETA {fmt_duration((max_steps - step) / rate)}   {rate:.2f} steps/s")
         t.append(f"   {events} events" + (f", attached in {self.attach_s:.2f} s" if self.attach_s is not None else ""),
-                 "dim")
+                 self._style("dim"))
         self.query_one("#mon-head", Static).update(t)
         self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
 

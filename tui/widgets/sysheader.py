@@ -81,10 +81,12 @@ def _bar(frac: float | None, width: int = 10) -> str:
     return "█" * full + "░" * (width - full)
 
 
-def render_header(snap: dict | None, runs_dir: str = "", width: int = 200) -> Text:
-    """The header text for one snapshot; pure (tested without a terminal)."""
+def render_header(snap: dict | None, runs_dir: str = "", width: int = 200, style=None) -> Text:
+    """The header text for one snapshot; pure (tested without a terminal). `style(name)` gives the
+    Rich style of a component class (strong, dim, ok, warn, bad, run); none: plain text."""
+    st = style or (lambda name: "")
     t = Text(no_wrap=True, overflow="ellipsis")
-    t.append("tunebench ", "bold")
+    t.append("tunebench ", st("strong"))
     if snap is None:
         t.append(f"{socket.gethostname()}  sampling…  runs: {runs_dir}")
         return t
@@ -94,7 +96,7 @@ def render_header(snap: dict | None, runs_dir: str = "", width: int = 200) -> Te
     load = f"load {snap['load']:.1f}" if snap.get("load") is not None else ""
     if not snap["gpus"]:
         reason = snap.get("nvml_error") or "no device"
-        t.append("no GPU", "bold")
+        t.append("no GPU", st("strong"))
         t.append(f" (NVML: {reason})  ·  {cpu}  ·  {ram}  ·  {load}  ·  runs: {runs_dir}")
         return t
     t.append(f"{cpu}  ·  {ram}  ·  {load}  ·  runs: {runs_dir}")
@@ -102,10 +104,10 @@ def render_header(snap: dict | None, runs_dir: str = "", width: int = 200) -> Te
         t.append("\n")
         used, total = g.get("mem_used"), g.get("mem_total")
         frac = used / total if used is not None and total else None
-        style = "bold red" if frac is not None and frac > 0.95 else ("yellow" if frac and frac > 0.8 else "green")
+        level = "bad" if frac is not None and frac > 0.95 else ("warn" if frac and frac > 0.8 else "ok")
         name = (g.get("name") or "GPU").replace("NVIDIA ", "")
-        t.append(f"GPU{g['index']} {name[:18]:18} ", "bold")
-        t.append(_bar(frac), style)
+        t.append(f"GPU{g['index']} {name[:18]:18} ", st("strong"))
+        t.append(_bar(frac), st(level))
         t.append(f" {_gib(used)}/{_gib(total)} GiB")
         util = g.get("util")
         t.append(f"  {util if util is not None else 'N/A':>3}%")
@@ -114,18 +116,18 @@ def render_header(snap: dict | None, runs_dir: str = "", width: int = 200) -> Te
         t.append(f"  {temp}°C" if temp is not None else "  N/A°C")
         procs = g.get("processes") or []
         if not procs:
-            t.append("  │ no processes", "dim")
+            t.append("  │ no processes", st("dim"))
         for i, p in enumerate(procs[:4]):
-            t.append("  │ " if i == 0 else " · ", "dim")
+            t.append("  │ " if i == 0 else " · ", st("dim"))
             who = p.get("user") or "?"
             t.append(f"{p['pid']} {who} ")
             if p.get("run"):
-                t.append(f"run {p['run']}", "bold cyan")
+                t.append(f"run {p['run']}", st("run"))
             else:
-                t.append((p.get("cmd") or "(not visible here)").split(" ")[0].rsplit("/", 1)[-1][:20], "dim")
+                t.append((p.get("cmd") or "(not visible here)").split(" ")[0].rsplit("/", 1)[-1][:20], st("dim"))
             t.append(f" {_gib(p.get('mem'))}G")
         if len(procs) > 4:
-            t.append(f" · +{len(procs) - 4} more", "dim")
+            t.append(f" · +{len(procs) - 4} more", st("dim"))
     return t
 
 
@@ -133,7 +135,17 @@ class SystemHeader(Static):
     """The header; a thread worker samples at 1 Hz on a fixed schedule and posts Sampled messages."""
 
     DEFAULT_CLASSES = "system-header"
-    DEFAULT_CSS = "SystemHeader { height: auto; max-height: 9; }"
+    COMPONENT_CLASSES = {"sysheader--strong", "sysheader--dim", "sysheader--ok", "sysheader--warn",
+                         "sysheader--bad", "sysheader--run"}
+    DEFAULT_CSS = """
+    SystemHeader { height: auto; max-height: 9; }
+    SystemHeader > .sysheader--strong { text-style: bold; }
+    SystemHeader > .sysheader--dim { color: $text-muted; }
+    SystemHeader > .sysheader--ok { color: $success; }
+    SystemHeader > .sysheader--warn { color: $warning; }
+    SystemHeader > .sysheader--bad { color: $error; text-style: bold; }
+    SystemHeader > .sysheader--run { color: $accent; text-style: bold; }
+    """
     INTERVAL = 1.0
 
     @dataclass
@@ -153,7 +165,7 @@ class SystemHeader(Static):
         self._stop = threading.Event()
 
     def on_mount(self) -> None:
-        self.update(render_header(None, self.runs_dir))
+        self.update(render_header(None, self.runs_dir, style=self._style))
         self.sample_loop()
 
     def on_unmount(self) -> None:
@@ -182,4 +194,7 @@ class SystemHeader(Static):
     def on_system_header_sampled(self, message: Sampled) -> None:
         self.snapshot = message.snapshot
         self.samples += 1
-        self.update(render_header(message.snapshot, self.runs_dir, self.size.width))
+        self.update(render_header(message.snapshot, self.runs_dir, self.size.width, self._style))
+
+    def _style(self, name: str):
+        return self.get_component_rich_style(f"sysheader--{name}")
