@@ -110,7 +110,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "early_stopping_patience": Field("int", 0, "Evaluations without a better eval loss before stopping; 0 never stops early.",
                                          min=0),
         "freeze": Field("strlist", [], "Parameter-name patterns (fnmatch, e.g. '*embeddings*', '*layer.0.*') kept frozen."),
-        "group_by_length": Field("bool", False, "Batch rows of similar length together (classification, reward): less padding, faster on short texts."),
+        "group_by_length": Field("bool", False, "Classification: batch rows of similar length together; less padding, faster on short texts."),
         "unfreeze_every": Field("int", 0, "Gradual unfreezing: every this many steps the frozen layer nearest the output trains again; 0 = never.",
                                 min=0),
         "report_to": Field("strlist", "none", "Extra trackers: none, tensorboard, wandb, trackio, mlflow (when installed)."),

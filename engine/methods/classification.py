@@ -33,7 +33,7 @@ def scores(pred, gold, n: int) -> dict:
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     import numpy as np
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainerCallback, \
-        TrainingArguments
+        TrainingArguments, set_seed
 
     train_rows, eval_rows, info = take_rows(cfg, job)
     labels = list(info.get("labels") or sorted({r["label"] for r in train_rows}))
@@ -42,6 +42,7 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     tok = modeling.load_tokenizer(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
+    set_seed(cfg["training"]["seed"])  # the new head's initial weights: the same every run of this config
     model = modeling.load_model(cfg, resolved, auto_class=AutoModelForSequenceClassification, num_labels=len(labels),
                                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
                                 ignore_mismatched_sizes=True)  # a pretrained head of another size is replaced

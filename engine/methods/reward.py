@@ -38,12 +38,14 @@ def load_reward_backbone(cfg: dict, resolved: dict):
 
 
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
+    from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
     train_rows, eval_rows, info = take_rows(cfg, job)
     tok = modeling.load_tokenizer(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
+    set_seed(cfg["training"]["seed"])  # the new head's initial weights: the same every run of this config
     model = load_reward_backbone(cfg, resolved)
     model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token
     max_len = cfg["data"]["max_length"]
