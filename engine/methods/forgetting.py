@@ -52,6 +52,7 @@ class ForgettingWatch(TrainerCallback):
         model.eval()
         device = next(model.parameters()).device
         total = count = 0.0
+        side, self.tok.padding_side = self.tok.padding_side, "right"  # grpo/rloo pad left for generation
         with torch.no_grad():
             for i in range(0, len(self.texts), BATCH):
                 enc = self.tok(self.texts[i:i + BATCH], truncation=True, max_length=self.max_length, padding=True,
@@ -62,6 +63,7 @@ class ForgettingWatch(TrainerCallback):
                 total += float(out.loss) * n
                 count += n
         model.train(was_training)
+        self.tok.padding_side = side
         return total / max(count, 1)
 
     def on_train_begin(self, args, state, control, model=None, **kw):
