@@ -79,6 +79,8 @@ class OverlayPane(Widget):
                 self.known.append(run.id)
                 st = run.status()
                 sel.add_option((f"{run.id}  {run.state(st)}", str(run.path)))
+        if sel.highlighted is None and sel.option_count:
+            sel.highlighted = 0  # so space checks a run straight away
 
     def select(self, paths: list[str | Path]) -> None:
         """Check these runs (by path), as if the user had."""
