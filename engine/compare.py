@@ -229,6 +229,11 @@ def word_diff(a: str, b: str) -> tuple[list[tuple[str, bool]], list[tuple[str, b
     return sa, sb
 
 
+def printable(text: str) -> str:
+    """Control characters (an untrained model emits them) would move a terminal's cursor: show them as \ufffd."""
+    return "".join(c if c.isprintable() or c in "\n\t" else "\N{REPLACEMENT CHARACTER}" for c in text)
+
+
 def weights_bytes(ref: ModelRef) -> int:
     """Bytes of weight files to load for `ref` (its base and adapter); 0 when unknown (a hub id)."""
     total = 0

@@ -53,6 +53,9 @@ def run(args) -> int:
     from ..compare import read_prompts, resolve_ref, run_comparison, run_split, word_diff
     from ..generate import Decoding
 
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes are not the user's business
     dec = Decoding(max_new_tokens=args.max_new_tokens, sample=args.sample, temperature=args.temperature,
                    top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
     problems = dec.problems() + ([f"--limit: {args.limit} must be at least 1"] if args.limit < 1 else [])
@@ -68,36 +71,47 @@ def run(args) -> int:
     device = pick_device(args.device, a, b)
     quiet = args.json
     phase = (lambda text: None) if quiet else (lambda text: print(f"· {text}", file=sys.stderr))
+    on_row = None
+    if not args.json:
+        from rich.console import Console
+
+        console = Console()
+        console.print(f"A: {a.label}\nB: {b.label}\n")
+        on_row = lambda i, row: print_row(console, i, row, word_diff)  # noqa: E731 - each prompt as it completes
     result = run_comparison(a, b, prompts, dec, device=device, eval_rows=eval_rows, eval_source=source,
-                            max_eval=args.max_eval, metrics=not args.no_metrics, on_phase=phase)
+                            max_eval=args.max_eval, metrics=not args.no_metrics, on_phase=phase, on_row=on_row)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
-    print_text(result, word_diff)
+    print_metrics(console, result)
     return 0
 
 
-def print_text(result: dict, word_diff) -> None:
-    """Each prompt with both answers, words that differ in bold (rich), then the metrics table."""
-    from rich.console import Console
-    from rich.table import Table
+def print_row(console, i: int, row: dict, word_diff) -> None:
+    """One prompt with both answers, the words that differ in bold and underlined."""
     from rich.text import Text
 
-    console = Console()
-    ma, mb = result["models"]["a"], result["models"]["b"]
-    console.print(f"A: {ma['label']}\nB: {mb['label']}\n")
-    for i, row in enumerate(result["prompts"], 1):
-        console.print(Text(f"[{i}] {row['prompt']}", style="bold"))
-        sa, sb = word_diff(row["a"], row["b"])
-        for name, segs in (("A", sa), ("B", sb)):
-            line = Text(f"  {name}: ")
-            for seg, differs in segs:
-                line.append(seg, style="bold underline" if differs else "")
-            console.print(line)
-        if row["a"] == row["b"]:
-            console.print(Text("  (identical)", style="dim"))
+    from ..compare import printable
+
+    console.print(Text(f"[{i + 1}] {printable(row['prompt'])}", style="bold"))
+    sa, sb = word_diff(printable(row["a"]), printable(row["b"]))
+    for name, segs in (("A", sa), ("B", sb)):
+        line = Text(f"  {name}: ")
+        for seg, differs in segs:
+            line.append(seg, style="bold underline" if differs else "")
+        console.print(line)
+    if row["a"] == row["b"]:
+        console.print(Text("  (identical)", style="dim"))
+
+
+def print_metrics(console, result: dict) -> None:
+    """Eval loss, perplexity (or accuracy and F1) and generation speed of both, as a table."""
+    from rich.table import Table
+
     m = result["metrics"]
-    table = Table(title=m.get("eval") or "metrics")
+    if m.get("eval"):
+        console.print(f"metrics on {m['eval']}")
+    table = Table()
     table.add_column("metric")
     table.add_column("A", justify="right")
     table.add_column("B", justify="right")
@@ -106,3 +120,5 @@ def print_text(result: dict, word_diff) -> None:
         if va is not None or vb is not None:
             table.add_row(key, "N/A" if va is None else f"{va:.4f}", "N/A" if vb is None else f"{vb:.4f}")
     console.print(table)
+    console.print(f"decoding: {'sampled' if m['decoding']['sample'] else 'greedy'}, seed {m['decoding']['seed']}, "
+                  f"on {m['device']}" + (", one base model shared by A and B" if m.get("shared_base") else ""))

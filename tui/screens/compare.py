@@ -17,15 +17,10 @@ from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, Static
 
-from engine.compare import prompt_text, word_diff
+from engine.compare import printable, prompt_text, word_diff
 from engine.votes import BlindOrder, VoteBook, default_path
 
 DIFF_STYLE = "bold $text-warning on $warning-muted"  # theme variables: the words where A and B differ
-
-
-def printable(text: str) -> str:
-    """Control characters (an untrained model emits them) would move the terminal's cursor: show them as �."""
-    return "".join(c if c.isprintable() or c in "\n\t" else "\N{REPLACEMENT CHARACTER}" for c in text)
 
 
 def diff_content(segments: list[tuple[str, bool]]) -> Content:
