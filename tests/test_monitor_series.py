@@ -74,7 +74,7 @@ def test_run_data_takes_telemetry_preference_metrics_and_states(tmp_path):
                 gpus=[{"index": 0, "name": "GPU", "mem_used": 40 + step, "mem_total": 80, "util": 90, "power_w": None,
                        "temp_c": 60, "proc_mem": 30}, {"index": 1, "mem_used": 1, "mem_total": 80, "proc_mem": None}])
     w.write("state", state="failed", step=5, error="boom", oom=True)
-    d = load_run_data(path)
+    d = load_run_data(path, by_tokens=True)
     assert d.pref_keys() == ["rewards/chosen", "rewards/margins", "rewards/rejected"]
     assert d.tele["gpu0.mem_used"].y_range() == (41, 45) and "gpu0.power_w" not in d.tele
     assert "gpu1.proc_mem" not in d.tele and sorted(d.gpu_indices) == [0, 1]

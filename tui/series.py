@@ -173,8 +173,9 @@ class RunData:
     per batch of points on the writer side; readers copy out a chart's columns, not the buckets).
     """
 
-    def __init__(self):
+    def __init__(self, by_tokens: bool = False):
         self.lock = threading.Lock()
+        self.by_tokens = by_tokens              # also keep loss over tokens (the overlay's x axis)
         self.train: dict[str, Series] = {}      # metrics key -> Series over step
         self.loss_by_tokens = Series()          # loss over cumulative tokens, for the overlay
         self.eval: dict[str, Series] = {}       # eval key (without eval_) -> Series over step
@@ -260,7 +261,7 @@ class RunData:
         # Charted keys only; the rest (epoch, entropy, token accuracy...) show as the latest value.
         charted = [k for k in keys if k in CHARTED or k.startswith(PREF_PREFIXES)]
         self._columns(self.train, evs, charted)
-        if "num_tokens" in keys and "loss" in keys:  # loss again, x = cumulative tokens (overlay)
+        if self.by_tokens and "num_tokens" in keys and "loss" in keys:  # loss again, x = cumulative tokens
             sel = [e for e in evs if "num_tokens" in e and "loss" in e]
             xs, ys = numeric([e["num_tokens"] for e in sel], [e["loss"] for e in sel])
             self.loss_by_tokens.extend(xs, ys)
@@ -407,9 +408,9 @@ class Follower:
                 return total
 
 
-def load_run_data(events_path: str | Path) -> RunData:
+def load_run_data(events_path: str | Path, by_tokens: bool = False) -> RunData:
     """The whole history of one run as bounded series (what attaching does, without a UI)."""
-    f = Follower(events_path)
+    f = Follower(events_path, RunData(by_tokens))
     f.catch_up()
     return f.data
 

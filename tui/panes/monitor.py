@@ -148,6 +148,7 @@ class MonitorPane(Widget):
         self.state: str = ""
         self.cfg: dict = {}
         self.attach_s: float | None = None
+        self.attach_cpu_s: float | None = None
         self.smoothing = 1
         self.redraws = 0
 
@@ -190,7 +191,7 @@ class MonitorPane(Widget):
     def follow(self, run: Run, data: RunData) -> None:
         worker = get_current_worker()
         follower = Follower(run.events_path, data)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             size = run.events_path.stat().st_size
         except OSError:
@@ -206,6 +207,7 @@ class MonitorPane(Widget):
         status = run.status()
         state = run.state(status)
         attach_s = time.perf_counter() - t0
+        self.attach_cpu_s = time.thread_time() - c0  # this thread's CPU: the cost itself, without waiting for a core
         self.post_message(self.Updated(run.path, status, state, attach_s))
         last_status = time.monotonic()
         while not worker.is_cancelled:

@@ -20,7 +20,7 @@ from textual.widgets import SelectionList, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.runs import list_runs
-from ..series import Follower
+from ..series import Follower, RunData
 from ..widgets.charts import ChartData, LineChart, Trace
 
 KINDS = ("metrics", "eval")
@@ -96,7 +96,7 @@ class OverlayPane(Widget):
                 del self.followers[path]
         for path in chosen:
             if path not in self.followers:
-                self.followers[path] = Follower(Path(path) / "events.jsonl", kinds=KINDS)
+                self.followers[path] = Follower(Path(path) / "events.jsonl", RunData(by_tokens=True), kinds=KINDS)
         self.redraw()
 
     @work(thread=True, exclusive=True, group="overlay-poll", exit_on_error=False)
