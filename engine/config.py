@@ -28,6 +28,10 @@ class Field:
 
 METHODS = ("sft", "dpo", "kto", "reward", "grpo", "rloo", "classification")
 ADAPTERS = ("none", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
+# TRL 1.16's loss names (DPOConfig.loss_type, KTOConfig.loss_type).
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
 # Adapter kinds each method can train (peft task types differ: prompt/prefix tuning need a causal LM).
 METHOD_ADAPTERS = {"sft": ADAPTERS, "dpo": ADAPTERS[:4], "kto": ADAPTERS[:4], "reward": ADAPTERS[:4],
                    "grpo": ADAPTERS[:4], "rloo": ADAPTERS[:4], "classification": ADAPTERS}
@@ -392,6 +396,11 @@ def validate_methods(cfg: dict) -> list[str]:
         cfg["preference"]["loss_type"] = [cfg["preference"]["loss_type"]]
     if method == "kto" and len(cfg["preference"]["loss_type"]) > 1:
         problems.append("preference.loss_type: KTO takes one loss type (kto or apo_zero_unpaired)")
+    known = KTO_LOSSES + ("sigmoid",) if method == "kto" else DPO_LOSSES  # sigmoid: the shared default
+    for loss in cfg["preference"]["loss_type"] if method in ("dpo", "kto") else []:
+        if loss not in known:
+            problems.append(f"preference.loss_type: {loss!r} is not a {method} loss; one of "
+                            f"{', '.join(k for k in known if k != 'sigmoid' or method == 'dpo')}{_closest(loss, known)}")
     return problems
 
 

@@ -36,6 +36,8 @@ def test_ppo_points_to_grpo_and_rloo():
     (["method=classification", "data.general_eval=g.jsonl"], "data.general_eval: the forgetting watch needs a language model"),
     (["method=kto", "preference.loss_type=[kto, apo_zero_unpaired]"], "preference.loss_type: KTO takes one loss type"),
     (["hardware.num_processes=2", "hardware.accelerate_config=nope.yaml"], "hardware.accelerate_config: nope.yaml is not a file"),
+    (["method=dpo", "preference.loss_type=sigmod"], "preference.loss_type: 'sigmod' is not a dpo loss"),
+    (["method=kto", "preference.loss_type=ipo"], "preference.loss_type: 'ipo' is not a kto loss; one of kto, apo_zero_unpaired"),
 ])
 def test_cross_field_rules_name_the_field(overrides, expected):
     assert any(p.startswith(expected) for p in problems(*overrides)), problems(*overrides)
