@@ -128,9 +128,21 @@ def _load_weights(ref: ModelRef, device: str, path: str | None = None):
     cfg = copy.deepcopy(cfg)
     cfg["model"]["name_or_path"] = path or (ref.base_model if ref.adapter else ref.path)
     extra = {}
-    if ref.meta.get("num_labels"):
-        extra["num_labels"] = ref.meta["num_labels"]
+    labels = run_labels(ref) if ref.adapter and ref.method == "classification" else None
+    if labels:  # the base gets a head of the run's size; the adapter checkpoint carries its trained weights
+        extra = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                     label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
     return modeling.load_model(cfg, resolved, _auto_class(ref), **extra)
+
+
+def run_labels(ref: ModelRef) -> list[str] | None:
+    """The label names a classification run trained with (its `data` event), or None."""
+    from .events import read_events
+
+    if ref.run is None:
+        return None
+    found = [e["labels"] for e in read_events(ref.run.events_path, ("data",)) if e.get("labels")]
+    return found[-1] if found else None
 
 
 def load_tokenizer(ref: ModelRef):
@@ -402,7 +414,8 @@ def classification_scores(side: Side, rows: list[dict], text_key: str = "text", 
     preds, gold = [], []
     with torch.no_grad():
         for row in rows:
-            enc = side.tok(row[text_key], truncation=True, max_length=max_length, return_tensors="pt").to(side.device)
+            enc = side.tok(row[text_key], row.get("text_pair"), truncation=True, max_length=max_length,
+                           return_tensors="pt").to(side.device)
             preds.append(int(side.model(**enc).logits[0].argmax()))
             gold.append(int(row[label_key]))
     labels = sorted(set(gold) | set(preds))
