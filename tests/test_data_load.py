@@ -198,3 +198,12 @@ def test_missing_file_and_strict_reader(tmp_path):
     f = write_jsonl(tmp_path / "d.jsonl", [CHAT, "[1, 2]"])
     with pytest.raises(DataError, match=r"d.jsonl:2: not an object"):
         read_rows(str(f))
+
+
+def test_hub_id_without_a_network_fails_at_once(monkeypatch):
+    """Not offline by setting, but the hub unreachable (a closed local port): a clear message, no retries."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(DataError, match="the hub cannot be reached from here"):
+        load("someone/some-dataset")
