@@ -82,24 +82,28 @@ def test_pause_resume_and_stop_from_the_pane_on_a_real_run(tiny_model, chat_json
 
 
 def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, chat_jsonl, runs_dir, tmp_path):
+    """Two workbenches watch one run; one is SIGKILLed mid-run; the other, and a later one, see every step."""
     cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 20, "batch_size": 2})
     run = detached(cfg, runs_dir)
     code = ("import sys; from tui.app import TuneBench; "
             "TuneBench(runs_dir=sys.argv[1], run=sys.argv[2]).run(headless=True, size=(160, 50))")
     tui = subprocess.Popen([sys.executable, "-c", code, str(runs_dir), str(run.path)], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: run.status().get("step", 0) >= 5, what="5 steps")
-        assert tui.poll() is None, "the workbench exited by itself"
-        os.kill(tui.pid, signal.SIGKILL)
-        tui.wait()
-        assert psutil.Process(run.status()["pid"]).is_running()  # the engine does not notice
-        wait_for(lambda: run.status().get("state") == "completed", what="completed")
-    finally:
-        if tui.poll() is None:
-            tui.kill()
 
-    async def body():
+    async def watch_while_the_other_dies():
+        app = TuneBench(runs_dir=runs_dir, run=run.path)
+        async with app.run_test(size=(170, 60)) as pilot:
+            mon = app.query_one("#pane-monitor")
+            await until(pilot, lambda: mon.data.step >= 5, what="5 steps")
+            assert tui.poll() is None, "the other workbench exited by itself"
+            os.kill(tui.pid, signal.SIGKILL)
+            tui.wait()
+            assert psutil.Process(run.status()["pid"]).is_running()  # the engine does not notice
+            await until(pilot, lambda: mon.state == "completed", what="completed")
+            await pilot.pause(0.5)
+            assert [p[0] for p in mon.data.train["loss"].points()] == list(range(1, 21))
+
+    async def reattach():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
             mon = app.query_one("#pane-monitor")
@@ -109,7 +113,13 @@ def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, c
             head = str(app.query_one("#mon-head").render())
             assert "completed" in head and "step 20 / 20" in head
 
-    asyncio.run(body())
+    try:
+        asyncio.run(watch_while_the_other_dies())
+    finally:
+        if tui.poll() is None:
+            tui.kill()
+            tui.wait()
+    asyncio.run(reattach())
 
 
 @pytest.mark.e2e

@@ -130,24 +130,28 @@ class Series:
         return [((a + b) / 2 if w > 1 else a, s / w) for a, b, s, w in zip(self.x0, self.x1, self.sm, self.n)]
 
     def columns(self, x_min: float, x_max: float, ncols: int) -> list:
-        """Per display column: None or (lo, hi, mean, last) of the buckets whose x falls in it."""
+        """Per display column: None or (lo, hi, mean, last) of the buckets whose x falls in it.
+
+        Cost: O(buckets) (at most CAP), whatever the run's length; the column of each bucket's midpoint
+        comes from one comprehension, the merge loop touches only buckets that share a column."""
+        half = (ncols - 1) / ((x_max - x_min) or 1.0) / 2
+        cols_of = [int((a + b - 2 * x_min) * half + 0.5) for a, b in zip(self.x0, self.x1)]
+        lo_, hi_, sm_, n_, last_ = {}, {}, {}, {}, {}
+        for i, c in enumerate(cols_of):
+            if c in lo_:
+                if self.lo[i] < lo_[c]:
+                    lo_[c] = self.lo[i]
+                if self.hi[i] > hi_[c]:
+                    hi_[c] = self.hi[i]
+                sm_[c] += self.sm[i]
+                n_[c] += self.n[i]
+                last_[c] = self.last[i]
+            elif 0 <= c < ncols:
+                lo_[c], hi_[c], sm_[c], n_[c], last_[c] = self.lo[i], self.hi[i], self.sm[i], self.n[i], self.last[i]
         cols: list = [None] * ncols
-        span = (x_max - x_min) or 1.0
-        scale = (ncols - 1) / span
-        for a, b, lo, hi, s, w, last in zip(self.x0, self.x1, self.lo, self.hi, self.sm, self.n, self.last):
-            c = int(round(((a + b) / 2 - x_min) * scale))
-            if c < 0 or c >= ncols:
-                continue
-            cur = cols[c]
-            if cur is None:
-                cols[c] = [lo, hi, s, w, last]
-            else:
-                cur[0] = min(cur[0], lo)
-                cur[1] = max(cur[1], hi)
-                cur[2] += s
-                cur[3] += w
-                cur[4] = last
-        return [None if c is None else (c[0], c[1], c[2] / c[3], c[4]) for c in cols]
+        for c in lo_:
+            cols[c] = (lo_[c], hi_[c], sm_[c] / n_[c], last_[c])
+        return cols
 
     def nbytes(self) -> int:
         """Rough memory held (lists of pointers plus float objects), for the bench's accounting."""
@@ -195,6 +199,8 @@ class RunData:
         self.step = 0
         self.events = 0
         self.version = 0                        # bumped per ingested batch: widgets redraw on change
+        self.v_train = 0                        # ... per part: metrics, evals and checkpoints (the step charts)
+        self.v_tele = 0                         # ... telemetry (the memory chart)
 
     def series(self, table: dict, key: str) -> Series:
         s = table.get(key)
@@ -227,11 +233,14 @@ class RunData:
             self.events += len(events)
             if metrics:
                 self._metrics(metrics)
+                self.v_train += 1
             if evals:
+                self.v_train += 1
                 keys = set().union(*evals) - SKIP_KEYS
                 self._columns(self.eval, evals, sorted(keys))
             if tele:
                 self._telemetry(tele)
+                self.v_tele += 1
             for e in other:
                 self._other(e)
             self.version += 1
@@ -308,6 +317,7 @@ class RunData:
                 self.step = max(self.step, int(e["step"]))
         elif k == "checkpoint" and e.get("step") is not None:
             self.checkpoints.append(e["step"])
+            self.v_train += 1
         elif k == "log":
             if e.get("message") == "model ready":
                 self.model_info = {k: v for k, v in e.items() if k not in SKIP_KEYS}

@@ -27,6 +27,7 @@ from ..series import Follower, RunData, fmt_bytes, fmt_duration
 from ..widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 
 POLL = 0.25          # seconds between reads of events.jsonl while following: the redraw rate bound
+CHART_EVERY = 0.5    # seconds between chart redraws while following (a chart costs ~10 ms to draw)
 STATUS_EVERY = 1.0   # seconds between reads of status.json (state, error, liveness of the engine)
 SMOOTHING = (0.0, 0.6, 0.9, 0.97)
 GIB = 1 << 30
@@ -151,6 +152,9 @@ class MonitorPane(Widget):
         self.attach_cpu_s: float | None = None
         self.smoothing = 1
         self.redraws = 0
+        self._drawn: dict[str, tuple] = {}  # chart group -> data versions it shows: unchanged groups skip drawing
+        self._charts_at = 0.0
+        self._later = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="mon-scroll"):
@@ -179,6 +183,7 @@ class MonitorPane(Widget):
         """Show the run at `path`: read its whole history in a worker, then follow it live."""
         self.run = Run(Path(path))
         self.data = RunData()
+        self._drawn, self._charts_at = {}, 0.0
         self.status, self.state, self.attach_s = self.run.status(), "", None
         try:
             self.cfg = self.run.config()
@@ -254,30 +259,55 @@ class MonitorPane(Widget):
     def _style(self, name: str):
         return self.get_component_rich_style(f"monitor--{name}")
 
-    def redraw(self) -> None:
+    def redraw(self, force: bool = False) -> None:
+        """Text at every update; charts only when their data changed, at most every CHART_EVERY seconds."""
         self.redraws += 1
         d, st = self.data, self.status
         with d.lock:
             step = max(d.step, int(st.get("step") or 0))
             rate = d.step_rate()
             last_m = dict(d.last_metrics)
-            last_t = dict(d.last_telemetry)
-            ckpts = list(d.checkpoints)
             eval_loss = d.eval.get("loss")
-            eval_pts = eval_loss.points() if eval_loss is not None else []
+            last_eval = (eval_loss.x1[-1], eval_loss.last[-1]) if eval_loss is not None and len(eval_loss) else None
             logs = list(d.logs)[-3:]
-            pref = d.pref_keys()
-            gpus = list(d.gpu_indices)
             events = d.events
         self._head(step, rate, events)
-        self._numbers(last_m, eval_pts)
+        self._numbers(last_m, last_eval)
         self._error()
-        self._train_charts(ckpts, eval_pts, pref)
-        self._memory(gpus, last_t)
         warn = [m for m in logs if m[1] in ("warning", "error")] or logs[-1:]
         self.query_one("#mon-log", Static).update(
             Text("\n".join(f"{time.strftime('%H:%M:%S', time.localtime(t or 0))} {lvl}: {msg}"
                            for t, lvl, msg in warn)))
+        self._charts(force)
+
+    def _charts_later(self) -> None:
+        self._later = None
+        self._charts()
+
+    def _charts(self, force: bool = False) -> None:
+        d, now = self.data, time.monotonic()
+        with d.lock:
+            versions = {"train": (d.v_train, self.smoothing), "mem": (d.v_tele,)}
+            stale = [g for g, v in versions.items() if self._drawn.get(g) != v]
+            if not stale:
+                return
+            if not force and now - self._charts_at < CHART_EVERY:
+                if self._later is None:  # drawn a moment ago: draw when due, even if nothing else arrives
+                    self._later = self.set_timer(CHART_EVERY - (now - self._charts_at), self._charts_later)
+                return
+            ckpts = list(d.checkpoints)
+            eval_loss = d.eval.get("loss")
+            eval_pts = eval_loss.points() if eval_loss is not None else []
+            pref = d.pref_keys()
+            gpus = list(d.gpu_indices)
+            last_t = dict(d.last_telemetry)
+        self._charts_at = now
+        if "train" in stale:
+            self._drawn["train"] = versions["train"]
+            self._train_charts(ckpts, eval_pts, pref)
+        if "mem" in stale:
+            self._drawn["mem"] = versions["mem"]
+            self._memory(gpus, last_t)
 
     def _head(self, step: int, rate: float | None, events: int) -> None:
         st, state = self.status, self.state
@@ -300,15 +330,15 @@ class MonitorPane(Widget):
         self.query_one("#mon-head", Static).update(t)
         self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
 
-    def _numbers(self, m: dict, eval_pts: list) -> None:
+    def _numbers(self, m: dict, last_eval: tuple | None) -> None:
         parts = []
         for key, label in (("loss", "loss"), ("learning_rate", "lr"), ("grad_norm", "grad norm"),
                            ("tokens_per_s", "tokens/s"), ("num_tokens", "tokens"), ("mean_token_accuracy", "token acc"),
                            ("epoch", "epoch")):
             if isinstance(m.get(key), (int, float)):
                 parts.append(f"{label} {fmt_num(m[key])}")
-        if eval_pts:
-            parts.insert(1, f"eval loss {fmt_num(eval_pts[-1][1])} @ step {eval_pts[-1][0]:.0f}")
+        if last_eval:
+            parts.insert(1, f"eval loss {fmt_num(last_eval[1])} @ step {last_eval[0]:.0f}")
         smooth = SMOOTHING[self.smoothing]
         parts.append(f"smoothing {smooth:g} [m]" if smooth else "smoothing off [m]")
         self.query_one("#mon-numbers", Static).update("  ·  ".join(parts))
@@ -437,7 +467,7 @@ class MonitorPane(Widget):
     def action_smoothing(self) -> None:
         self.smoothing = (self.smoothing + 1) % len(SMOOTHING)
         if self.run is not None:
-            self.redraw()
+            self.redraw(force=True)
 
     def commands(self):
         return [("Monitor: stop run", "Stop the run shown in Monitor (asks first)", self.action_stop),

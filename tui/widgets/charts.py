@@ -11,13 +11,38 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 
 # Braille dot bits by (x, y) inside a cell: x in 0..1, y in 0..3 (top to bottom).
 DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 PALETTE = 6  # chart--s0 .. chart--s5
+
+
+class Rows:
+    """Lines of (text, style) runs: what a chart renders to, turned into Strips without Rich's Text layout."""
+
+    def __init__(self):
+        self.rows: list[list[tuple[str, object]]] = [[]]
+
+    def append(self, s: str, style=None) -> None:
+        for i, part in enumerate(s.split("\n")):
+            if i:
+                self.rows.append([])
+            if part:
+                self.rows[-1].append((part, style))
+
+    def append_text(self, other: "Rows") -> None:
+        for i, row in enumerate(other.rows):
+            if i:
+                self.rows.append([])
+            self.rows[-1].extend(row)
+
+    @property
+    def plain(self) -> str:
+        return "\n".join("".join(t for t, _ in row) for row in self.rows)
 
 
 class BrailleCanvas:
@@ -202,26 +227,43 @@ class LineChart(Widget):
     def __init__(self, data: ChartData | None = None, **kw):
         super().__init__(**kw)
         self.data = data or ChartData()
+        self._strips: list[Strip] | None = None
+        self._strips_size = None
+        self.renders = 0
 
     def update_data(self, data: ChartData) -> None:
         self.data = data
+        self._strips = None
         self.refresh()
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"chart--{name}")
+        return self.get_component_rich_style(f"chart--{name}", partial=True)
 
-    def render(self) -> Text:
-        width, height = self.content_size.width, self.content_size.height
-        return render_chart(self.data, width, height, self._style)
+    def render_line(self, y: int) -> Strip:
+        """Line API: the chart is drawn once per update into Strips (no Text layout, no wrapping)."""
+        size = (self.size.width, self.size.height)
+        if self._strips is None or self._strips_size != size:
+            self._strips_size = size
+            self._strips = self._build(*size)
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(size[0], self.rich_style)
+
+    def _build(self, width: int, height: int) -> list[Strip]:
+        self.renders += 1
+        base = self.rich_style
+        rows = render_chart(self.data, width, height, self._style).rows
+        return [Strip([Segment(t, base + st if st else base) for t, st in row]).adjust_cell_length(width, base)
+                for row in rows]
 
 
-def render_chart(data: ChartData, width: int, height: int, style_of: Callable[[str], object]) -> Text:
-    """The chart as Rich Text of `height` lines; pure function of the data and size (tested directly)."""
-    text = Text(no_wrap=True, overflow="crop")
+def render_chart(data: ChartData, width: int, height: int, style_of: Callable[[str], object]) -> Rows:
+    """The chart as `height` rows of styled runs; pure function of the data and size (tested directly)."""
+    text = Rows()
     if width < 12 or height < 4:
         return text
     plot_w, plot_h = width - LineChart.Y_LABEL - 1, height - 3  # legend row, axis row, x label row
-    legend = Text(no_wrap=True, overflow="crop")
+    legend = Rows()
     legend.append(data.title, style_of("title"))
     ranges = [r for r in (_ranges(t) for t in data.traces) if r]
     if data.x_range:
