@@ -75,8 +75,10 @@ def histogram_markup(stats: dict, max_length: int, estimated: bool) -> str:
     top = max(counts or [1]) or 1
     lines = [f"min {stats['min']}  median {stats['median']}  p95 {stats['p95']}  max {stats['max']}"
              + ("  (estimated: chars/4)" if estimated else "")]
-    for i, n in enumerate(counts):
-        lo, hi = edges[i], edges[i + 1] - 1
+    nonzero = [i for i, n in enumerate(counts) if n]
+    first, last = (nonzero[0], nonzero[-1]) if nonzero else (0, -1)  # empty bins at the ends say nothing
+    for i in range(first, last + 1):
+        n, lo, hi = counts[i], edges[i], edges[i + 1] - 1
         bar = "█" * max(1 if n else 0, round(24 * n / top))
         style = "$error" if lo > max_length else ("$warning" if hi > max_length else "$success")
         lines.append(f"{lo:>6}-{hi:<6} [{style}]{bar}[/] {n}")
