@@ -295,6 +295,9 @@ def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict |
         acts = tokens * (shape.layers * wb * shape.hidden + per_layer + outside)  # inputs + one layer recomputed
     else:
         acts = tokens * (shape.layers * per_layer + outside)
+    if p["attn_implementation"] == "eager":  # S x S probabilities per head: fp32 softmax + its 16-bit cast
+        kept = 1 if p["gradient_checkpointing"] else shape.layers
+        acts += kept * t["batch_size"] * shape.heads * seq * seq * (4 + (act if act < 4 else 0))
     if kind == "full" and act < wb:
         acts += 2 * lin  # autocast's 16-bit copy of every weight, cached for the whole forward
     if quant != "none":
