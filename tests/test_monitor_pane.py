@@ -252,3 +252,12 @@ def test_enter_in_runs_opens_the_monitor_and_overlay_compares_runs(runs_dir):
             assert "tokens seen" in by_tokens[0] and by_tokens[-1].split()[-1] == "50k"
 
     asyncio.run(body())
+
+
+def test_attach_to_an_unknown_run_is_one_clear_line(runs_dir):
+    from tests.conftest import tunebench
+
+    make_run(runs_dir)
+    r = tunebench("attach", "no-such-run", runs_dir=runs_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "no-such-run: no such run" in r.stderr and "tunebench runs" in r.stderr
