@@ -313,6 +313,8 @@ class MonitorPane(Widget):
         st, state = self.status, self.state
         max_steps = st.get("max_steps") or (self.cfg.get("training", {}).get("max_steps") or None)
         started, ended = st.get("started"), st.get("ended")
+        if state == "lost":  # the engine died: its last status write is when the clock stopped
+            ended = ended or st.get("updated")
         elapsed = ((ended or time.time()) - started) if started else None
         t = Text()
         t.append(f"{self.run.id}  ", self._style("strong"))
