@@ -17,7 +17,7 @@ from engine.runs import list_runs
 from .conftest import tunebench, write_config
 
 
-def saved_bytes(H, I, heads, kv_heads, layers, mode, batch, seq=32, vocab=128) -> int:
+def saved_bytes(H, I, heads, kv_heads, layers, mode, batch, seq=32, vocab=128, attn="sdpa") -> int:
     """Bytes of the tensors autograd saves in one forward of the decoder stack (parameters excluded)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -27,7 +27,7 @@ def saved_bytes(H, I, heads, kv_heads, layers, mode, batch, seq=32, vocab=128) -
                       num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=False)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if mode == "lora_bf16" else torch.float32,
-                                             attn_implementation="sdpa")
+                                             attn_implementation=attn)
     if mode.startswith("lora"):
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear"))
     model.train()
@@ -106,3 +106,18 @@ def test_fast_defaults_are_recorded_and_overridable_on_a_cpu(tiny_model):
         "gradient_checkpointing"] is True
     with pytest.raises(RuntimeError, match="training.liger_kernel: true needs a CUDA GPU"):
         resolve(cfgmod.load_config(overrides=[*base, "training.liger_kernel=true"]))
+
+
+def test_eager_attention_keeps_the_probabilities_the_estimate_counts():
+    import copy
+
+    d = lambda L, attn: saved_bytes(64, 128, 4, 2, L, "lora_bf16", 2, seq=96, attn=attn)  # noqa: E731
+    measured = (d(3, "eager") - d(2, "eager")) - (d(3, "sdpa") - d(2, "sdpa"))  # one layer's extra
+    cfg = cfgmod.load_config(overrides=["model.name_or_path=x", "training.batch_size=2", "data.max_length=96"])
+    shape = E.Shape("llama", 128, 64, 1, 4, 2, 16, 128, tied=False)
+    resolved = {"device": "cuda", "precision": "bf16", "dtype": "bfloat16", "gradient_checkpointing": False,
+                "optimizer": "adamw_torch_fused", "attn_implementation": "sdpa"}
+    sdpa = E.estimate(cfg, shape=shape, resolved=resolved)["activations_bytes"]
+    eager = E.estimate(copy.deepcopy(cfg), shape=shape,
+                       resolved={**resolved, "attn_implementation": "eager"})["activations_bytes"]
+    assert eager - sdpa == pytest.approx(measured, rel=0.05)
