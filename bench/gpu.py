@@ -164,8 +164,10 @@ def run_tunebench(cfg: Path, work: Path, env: dict) -> dict:
     before = {r.id for r in list_runs(runs)} if runs.exists() else set()
     with NvmlPeak() as nv:
         out, err, rc, rss = run_child([sys.executable, "-m", "engine.cli", "train", str(cfg)], env)
-    (run,) = [r for r in list_runs(runs) if r.id not in before]
-    st = run.status()
+    new = [r for r in list_runs(runs) if r.id not in before] if runs.exists() else []
+    if not new:
+        return {"error": (err or out)[-600:] or f"tunebench train exited {rc} without a run"}
+    st = new[0].status()
     if st.get("state") != "completed":
         return {"error": (st.get("error") or err)[-600:]}
     sm = st["summary"]
