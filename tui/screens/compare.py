@@ -92,11 +92,14 @@ class CompareScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        d = self.args.get("decoding") or {}
+        how = (f"{'sampled (temperature ' + str(d.get('temperature')) + ')' if d.get('sample') else 'greedy'}, "
+               f"{d.get('max_new_tokens')} tokens, seed {d.get('seed')}, on {self.args.get('device', 'cpu')}")
         if self.blind:
             self.query_one("#compare-title", Static).update(
-                "Blind: which answer is better? a = left, b = right, t = tie. The models are hidden until the end.")
+                f"Blind: which answer is better? a = left, b = right, t = tie. Models revealed at the end. ({how})")
         else:
-            self.query_one("#compare-title", Static).update(f"A: {self.labels['a']}    B: {self.labels['b']}")
+            self.query_one("#compare-title", Static).update(f"A: {self.labels['a']}    B: {self.labels['b']}    ({how})")
         self.run_worker(self.stream(), group="compare", exclusive=True, exit_on_error=False)
         self.paint()
 
