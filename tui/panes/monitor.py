@@ -74,7 +74,7 @@ def config_line(cfg: dict, status: dict) -> str:
     adapter = f"{kind} r={a.get('r')} α={a.get('alpha')}" if kind in ("lora", "dora") else kind
     if m.get("quantization") not in (None, "none"):
         adapter += f" on {m['quantization']}"
-    steps = t.get("max_steps") or f"{t.get('epochs')} epoch(s)"
+    steps = t["max_steps"] if (t.get("max_steps") or 0) > 0 else f"{t.get('epochs')} epoch(s)"
     return (f"{cfg.get('method', '?')} · {adapter} · model {Path(str(m.get('name_or_path', '?'))).name} · "
             f"data {Path(str(d.get('train') or '?')).name} (max_len {d.get('max_length')}) · "
             f"lr {t.get('learning_rate')} {t.get('lr_scheduler', '')} warmup {t.get('warmup_steps')} · "

@@ -345,8 +345,17 @@ def render_chart(data: ChartData, width: int, height: int, style_of: Callable[[s
     label_rows = {0: y_max, plot_h - 1: y_min}
     if plot_h >= 5:
         label_rows[(plot_h - 1) // 2] = (y_max + y_min) / 2
+    labels = {r: yfmt(v) for r, v in label_rows.items()}
+    if not data.y_fmt and len(set(labels.values())) < len(labels):  # a narrow range: show more digits
+        for digits in range(4, 9):
+            more = {r: f"{v:.{digits}g}".replace("e-0", "e-") for r, v in label_rows.items()}
+            if max(map(len, more.values())) > LineChart.Y_LABEL:
+                break
+            labels = more
+            if len(set(more.values())) == len(more):
+                break
     for r in range(plot_h):
-        label = yfmt(label_rows[r]) if r in label_rows else ""
+        label = labels.get(r, "")
         text.append(f"{label[:LineChart.Y_LABEL]:>{LineChart.Y_LABEL}}┤" if label else " " * LineChart.Y_LABEL + "│",
                     axis)
         run_chars, run_style = [], None
