@@ -18,6 +18,8 @@ from ..messages import RunSelected
 STATE_STYLE = {"running": "bold green", "starting": "green", "paused": "yellow", "stopping": "yellow",
                "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim"}
 COLUMNS = ("run", "state", "step", "loss", "started", "model", "method")
+# Fixed widths where values change in place (update_cell does not re-measure a column).
+WIDTHS = {"state": 14, "step": 11, "loss": 8, "started": 14, "method": 14}
 
 
 def run_row(run: Run) -> tuple:
@@ -51,7 +53,7 @@ class RunsPane(Widget):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for c in COLUMNS:
-            table.add_column(c, key=c)
+            table.add_column(c, key=c, width=WIDTHS.get(c))
         self.refresh_runs()
         self.set_interval(1.0, self.refresh_runs)
 
