@@ -5,8 +5,7 @@
 Each run but `plain` is a real `tunebench train` of presets/classification-minilm.yaml on ../shared/data/sst2/train.tsv
 (10% held out, stratified, the same split every run): `reference` with the plain-transformers reference
 settings (2 epochs, batch 32, learning rate 5e-5, max length 64, no warmup, no weight decay, random
-batches), `recipe` with
-the preset's own. "before" is the evaluation at step 0 (the pretrained encoder with a new random head),
+batches), `recipe` with the preset's own. "before" is the evaluation at step 0 (the pretrained encoder with a new random head),
 "after" the one at the last step; time is the engine's train_wall_s (training steps only) and wall_s.
 `plain` (opt-in) is the reference itself, plain transformers on the same split, for a time ratio measured
 under the same conditions.
@@ -15,14 +14,19 @@ Timings depend on what else the CPU runs: say so when quoting them.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
+
+# Run as `python bench/sst2.py`, bench/ is first on sys.path, and bench/inspect.py would shadow the standard
+# library's inspect (imported by dataclasses, torch, transformers): drop it before anything imports it.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse  # noqa: E402 - after the sys.path fix above
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ["training.epochs=2", "training.batch_size=32", "training.learning_rate=5e-5", "data.max_length=64",
