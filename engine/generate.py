@@ -181,7 +181,7 @@ def _same(p: str, q: str) -> bool:
 
 def can_share(a: ModelRef, b: ModelRef) -> bool:
     """True when one base model can serve both sides: LoRA adapters on the same base, or that base itself."""
-    if not _same(a.base_model, b.base_model) or a.method != b.method or a.method in ("classification", "reward"):
+    if not _same(a.base_model, b.base_model) or {a.method, b.method} & {"classification", "reward"}:
         return False  # a classification head is saved beside the adapter (modules_to_save): one per model
     for r in (a, b):
         if r.adapter and _peft_type(r.path) != "LORA":
@@ -233,6 +233,7 @@ def unload(*sides: Side) -> None:
     """Drop the models and give their memory back (the GPU's too) when a comparison ends."""
     for s in sides:
         s.model = None
+        s.switch = None  # it holds the adapter layers, and through them the weights
     gc.collect()
     import torch
 
