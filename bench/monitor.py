@@ -122,6 +122,8 @@ def _child_attach(run_dir: str) -> dict:
         async with app.run_test(size=(170, 60)) as pilot:
             await pilot.pause(0.5)
             out["rss_before_mb"] = psutil.Process().memory_info().rss / 2**20
+            while not app.query("#pane-monitor"):  # panes may be mounted after the first paint
+                await pilot.pause(0.05)
             mon = app.query_one("#pane-monitor")
             me = psutil.Process()
             c0, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
@@ -158,6 +160,8 @@ def _child_follow(run_dir: str, seconds: float) -> dict:
     async def body():
         app = TuneBench(runs_dir=str(Path(run_dir).parent), run=run_dir)
         async with app.run_test(size=(170, 60)) as pilot:
+            while not app.query("#pane-monitor"):  # panes may be mounted after the first paint
+                await pilot.pause(0.05)
             mon = app.query_one("#pane-monitor")
             while mon.attach_s is None:
                 await pilot.pause(0.05)
@@ -252,11 +256,14 @@ def main() -> None:
         # Following a fast run: a generator appends in real time; the TUI follows it in another process.
         rd = make_run(runs, name="live")
         gen = subprocess.Popen([sys.executable, __file__, "--child-generate", str(rd),
-                                "--follow-seconds", str(a.follow_seconds + 8), "--steps-per-s", str(a.steps_per_s)],
+                                "--follow-seconds", str(a.follow_seconds + 300), "--steps-per-s", str(a.steps_per_s)],
                                cwd=ROOT)
         time.sleep(2)
-        r = _child(["--child-follow", str(rd), "--follow-seconds", str(a.follow_seconds)])
-        gen.wait()
+        try:  # the generator outlives the measurement whatever the app's start-up time; stopped after it
+            r = _child(["--child-follow", str(rd), "--follow-seconds", str(a.follow_seconds)])
+        finally:
+            gen.terminate()
+            gen.wait()
         print(f"following {a.steps_per_s:g} steps/s for {a.follow_seconds:g} s: TUI CPU {r['cpu_percent']:.1f}% of one "
               f"core, {r['redraws_per_s']:.1f} redraws/s, display lag mean {r['lag_mean_s']:.2f} s max "
               f"{r['lag_max_s']:.2f} s, RSS {r['rss_mb']:.0f} MB, {r['steps_shown']} steps shown")

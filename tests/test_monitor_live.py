@@ -40,6 +40,12 @@ async def until(pilot, pred, timeout=180.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def pane(app, pilot, key):
+    """The pane widget once mounted (the app may mount panes after its first paint)."""
+    await until(pilot, lambda: bool(app.query(f"#pane-{key}")), 60.0)
+    return app.query_one(f"#pane-{key}")
+
+
 def detached(cfg, runs_dir) -> Run:
     r = tunebench("train", cfg, "--detach", runs_dir=runs_dir)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -58,7 +64,7 @@ def test_pause_resume_and_stop_from_the_pane_on_a_real_run(tiny_model, chat_json
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.data.step >= 3, what="3 steps on the monitor")
             await pilot.press("p")
             await until(pilot, lambda: mon.state == "paused", timeout=60, what="paused")
@@ -93,7 +99,7 @@ def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, c
     async def watch_while_the_other_dies():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.data.step >= 5, what="5 steps")
             assert tui.poll() is None, "the other workbench exited by itself"
             os.kill(tui.pid, signal.SIGKILL)
@@ -106,7 +112,7 @@ def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, c
     async def reattach():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None and mon.state == "completed", what="attached")
             await pilot.pause(0.1)
             assert [p[0] for p in mon.data.train["loss"].points()] == list(range(1, 21)) == logged_steps(run)

@@ -63,6 +63,12 @@ async def until(pilot, pred, timeout=20.0):
     raise AssertionError("condition not reached")
 
 
+async def pane(app, pilot, key):
+    """The pane widget once mounted (the app may mount panes after its first paint)."""
+    await until(pilot, lambda: bool(app.query(f"#pane-{key}")), 60.0)
+    return app.query_one(f"#pane-{key}")
+
+
 def text_of(app, wid):
     return str(app.query_one(wid).render())
 
@@ -79,7 +85,7 @@ def test_attach_loads_the_whole_history(runs_dir):
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)  # what `tunebench attach RUN` opens
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             await pilot.pause(0.1)
             assert app.query_one("#panes").active == "monitor"
@@ -109,7 +115,7 @@ def test_following_a_live_run_merges_updates(runs_dir):
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             start_redraws, t0 = mon.redraws, time.monotonic()
 
@@ -144,7 +150,7 @@ def test_an_oom_failure_shows_the_error_first_then_the_memory_timeline(runs_dir)
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             await pilot.pause(0.1)
             err = app.query_one("#mon-error")
@@ -168,7 +174,7 @@ def test_a_run_whose_engine_died_shows_as_lost(runs_dir):
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             await pilot.pause(0.1)
             assert "lost (crashed" in text_of(app, "#mon-head") and "LOST" in text_of(app, "#mon-error")
@@ -189,7 +195,7 @@ def test_controls_write_control_files_and_stop_asks_first(runs_dir):
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             await pilot.press("x")
             assert isinstance(app.screen, ConfirmScreen) and "step 5" in str(app.screen.question)
@@ -211,7 +217,7 @@ def test_preference_metrics_get_their_own_chart(runs_dir):
     async def body():
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 70)) as pilot:
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             await pilot.pause(0.1)
             assert app.query_one("#chart-pref").has_class("-show")
@@ -237,11 +243,11 @@ def test_enter_in_runs_opens_the_monitor_and_overlay_compares_runs(runs_dir):
             await pilot.press("1")
             await pilot.pause(0.2)
             await pilot.press("enter")  # the newest run is on top
-            mon = app.query_one("#pane-monitor")
+            mon = await pane(app, pilot, "monitor")
             await until(pilot, lambda: mon.attach_s is not None)
             assert app.query_one("#panes").active == "monitor" and mon.run.id == fast.id
             await pilot.press("6")
-            ov = app.query_one("#pane-overlay")
+            ov = await pane(app, pilot, "overlay")
             ov.select([slow.path, fast.path])
             await until(pilot, lambda: all(v is not None for v in ov.summary().values()) and len(ov.summary()) == 2)
             await pilot.pause(0.2)

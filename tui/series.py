@@ -408,14 +408,19 @@ class Follower:
         return len(events)
 
     def catch_up(self, progress=None) -> int:
-        """Read everything written so far, one chunk at a time; `progress(offset)` after each chunk."""
+        """Read the history: everything up to the file's size now, one chunk at a time, so a writer
+        faster than the reader cannot keep this going; `progress(offset)` after each chunk."""
+        try:
+            target = self.tail.path.stat().st_size
+        except OSError:
+            target = 0
         total = 0
         while True:
             before = self.tail.offset
             total += self.poll()
             if progress is not None:
                 progress(self.tail.offset)
-            if self.tail.offset == before:
+            if self.tail.offset == before or self.tail.offset >= target:
                 return total
 
 
