@@ -101,9 +101,13 @@ def test_4bit_base_is_dequantised_before_merging(ab, tmp_path):
 
     info = export(resolve_ref(str(ckpt)), tmp_path / "q-merged", merge=True, dtype="float32")
     assert info["kind"] == "merged" and info["dequantized_from"] == "4bit"
-    loaded = plain_load(tmp_path / "q-merged")
-    assert not loaded["quantized"]  # the saved config must not claim 4-bit weights
-    got = torch.tensor(loaded["logits"])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "q-merged")
+    assert not hasattr(merged.config, "quantization_config")  # the saved config must not claim 4-bit weights
+    ids = AutoTokenizer.from_pretrained(tmp_path / "q-merged")(TEXT, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        got = merged(input_ids=ids["input_ids"]).logits[0]
     on_4bit = adapter_logits(ckpt, ab["model"], quant="4bit")
     full = adapter_logits(ckpt, ab["model"])
     assert torch.allclose(got, on_4bit, atol=1e-3), (got - on_4bit).abs().max()
