@@ -68,6 +68,8 @@ class Series:
             if not total:
                 return
         self.count += total
+        while len(self.x0) + total // self.width >= self.cap:
+            self._merge()  # widen first: a big batch (attaching) is bucketed once, at its final width
         i = 0
         if self.n and self.n[-1] < self.width:  # top up the partial last bucket
             take = min(self.width - self.n[-1], total)
