@@ -21,17 +21,18 @@ BIN = Path(sys.executable).parent / "tunebench"
 class Tmux:
     def __init__(self, command: str, cwd: Path):
         self.name = f"tb-e2e-{uuid.uuid4().hex[:8]}"
+        self.socket = ["-L", self.name]  # a private tmux server: another test's kill-server cannot end it
         env = {k: v for k, v in os.environ.items() if k != "TUNEBENCH_RUNS_DIR"}
         env["TERM"] = "xterm-256color"
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "140", "-y", "40", "-c", str(cwd),
+        subprocess.run(["tmux", *self.socket, "new-session", "-d", "-s", self.name, "-x", "140", "-y", "40", "-c", str(cwd),
                         f"{command}; echo APP-EXITED-$?; sleep 600"], check=True, env=env)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+        return subprocess.run(["tmux", *self.socket, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
 
     def keys(self, *keys: str) -> None:
         for k in keys:
-            subprocess.run(["tmux", "send-keys", "-t", self.name, k], check=True)
+            subprocess.run(["tmux", *self.socket, "send-keys", "-t", self.name, k], check=True)
             time.sleep(0.3)
 
     def wait_for(self, *needles: str, timeout: float = 120.0) -> str:
@@ -44,7 +45,7 @@ class Tmux:
         raise AssertionError(f"never saw {needles} on screen; it shows:\n{self.screen()}")
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run(["tmux", *self.socket, "kill-server"], capture_output=True)
 
 
 def test_demo_walkthrough_launch_quit_and_the_run_goes_on(tmp_path):

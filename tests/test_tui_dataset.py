@@ -32,7 +32,7 @@ async def test_rows_invalid_rows_tokens_and_rendering(tmp_path, runs_dir, tiny_m
     data = write_data(tmp_path / "chat.jsonl")
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PROJECT_PRESETS / "sft-lora-small.yaml"))
     async with app.run_test(size=(150, 45)) as pilot:
-        hp = app.query_one("#pane-hyperparams")
+        hp = await app.ensure_pane("hyperparams")
         hp.apply({"model.name_or_path": str(tiny_model), "data.max_length": 256})
         await pilot.press("2")
         pane = app.query_one("#pane-dataset")

@@ -6,6 +6,7 @@ A pane that shows a run defines `open_run(path)`; the app routes RunSelected to 
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ class TuneBench(App):
         self.initial_preset = preset  # a preset path the Hyperparameters pane opens with (the demo's)
         self.initial_dataset = dataset  # a data file the Dataset pane opens with
         self.helper = HelperClient()
+        self._pane_ready: dict[str, asyncio.Event] = {}
 
     # -- layout -----------------------------------------------------------------------------------
     def system_header(self):
@@ -78,10 +80,15 @@ class TuneBench(App):
 
     def compose(self) -> ComposeResult:
         yield self.system_header()
-        with TabbedContent(id="panes", initial=PANES[0].key):
+        first = RUN_PANE if self.initial_run is not None and any(p.key == RUN_PANE for p in PANES) else PANES[0].key
+        with TabbedContent(id="panes", initial=first):
             for spec in PANES:
                 with TabPane(f"{spec.title} [{spec.binding}]", id=spec.key):
-                    yield load(spec.target)(id=f"pane-{spec.key}")
+                    # Only the first pane is built before the first paint; the others are mounted
+                    # right after it (mount_later), or at once when asked for (ensure_pane). Each pane
+                    # adds hundreds of styled widgets: building them all first doubled the time to paint.
+                    if spec.key == first:
+                        yield load(spec.target)(id=f"pane-{spec.key}")
         with Horizontal(id="statusbar"):
             yield Static("", id="status")
             yield Spinner(id="spinner")
@@ -90,8 +97,28 @@ class TuneBench(App):
     def pane(self, key: str):
         return self.query_one(f"#pane-{key}")
 
+    async def ensure_pane(self, key: str):
+        """The pane `key`, mounted and composed (None when PANES has no such pane)."""
+        spec = next((p for p in PANES if p.key == key), None)
+        if spec is None:
+            return None
+        if key not in self._pane_ready:
+            self._pane_ready[key] = asyncio.Event()
+            found = self.query(f"#pane-{key}")
+            if not found:
+                await self.query_one(f"TabPane#{key}").mount(load(spec.target)(id=f"pane-{key}"))
+            self._pane_ready[key].set()
+        await self._pane_ready[key].wait()
+        return self.pane(key)
+
+    async def mount_later(self) -> None:
+        for spec in PANES:
+            await self.ensure_pane(spec.key)
+
     # -- actions and commands ---------------------------------------------------------------------
-    def action_show_pane(self, key: str) -> None:
+    async def action_show_pane(self, key: str) -> None:
+        if await self.ensure_pane(key) is None:
+            return
         self.query_one("#panes", TabbedContent).active = key
         try:
             self.pane(key).focus_first()
@@ -107,7 +134,7 @@ class TuneBench(App):
         yield from super().get_system_commands(screen)
         for spec in PANES:
             yield SystemCommand(f"Show {spec.title}", f"Switch to the {spec.title} pane ({spec.binding})",
-                                lambda k=spec.key: self.action_show_pane(k))
+                                lambda k=spec.key: self.call_later(self.action_show_pane, k))
         yield SystemCommand("Help", "Keys and panes", self.action_help)
         for spec in PANES:
             pane = self.query(f"#pane-{spec.key}")
@@ -141,25 +168,26 @@ class TuneBench(App):
     def on_mount(self) -> None:
         if self.initial_run is not None:
             self.post_message(RunSelected(self.initial_run))
+        self.call_after_refresh(self.mount_later)
 
-    def on_show_pane(self, message: ShowPane) -> None:
-        self.action_show_pane(message.key)
+    async def on_show_pane(self, message: ShowPane) -> None:
+        await self.action_show_pane(message.key)
 
-    def on_config_chosen(self, message: ConfigChosen) -> None:
+    async def on_config_chosen(self, message: ConfigChosen) -> None:
         """The Dataset pane hands data.train (and format, model) to the Hyperparameters form."""
-        found = self.query("#pane-hyperparams")
-        if found:
-            found.first().apply(message.updates)
-            self.action_show_pane("hyperparams")
+        pane = await self.ensure_pane("hyperparams")
+        if pane is not None:
+            pane.apply(message.updates)
+            await self.action_show_pane("hyperparams")
             self.set_status("config: " + ", ".join(f"{k}={v}" for k, v in message.updates.items()))
 
-    def on_run_selected(self, message: RunSelected) -> None:
-        keys = [RUN_PANE] + [p.key for p in PANES]
-        for key in keys:
-            found = self.query(f"#pane-{key}")
-            if found and hasattr(found.first(), "open_run"):
-                found.first().open_run(Path(message.run_path))
-                self.action_show_pane(key)
+    async def on_run_selected(self, message: RunSelected) -> None:
+        specs = sorted(PANES, key=lambda p: p.key != RUN_PANE)  # RUN_PANE first, then in order
+        for spec in specs:
+            if hasattr(load(spec.target), "open_run"):
+                pane = await self.ensure_pane(spec.key)
+                pane.open_run(Path(message.run_path))
+                await self.action_show_pane(spec.key)
                 return
         from .screens.run_status import RunStatusScreen  # until a Monitor pane exists
 

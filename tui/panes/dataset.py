@@ -144,8 +144,13 @@ class DatasetPane(Widget):
         self.query_one("#ds-invalid").display = False
         if self.app.initial_dataset:
             self.query_one("#ds-path", Input).value = str(self.app.initial_dataset)
-            # After every pane mounted: the model and max_length come from the Hyperparameters form.
-            self.call_after_refresh(self.open, str(self.app.initial_dataset))
+            self.open_initial(str(self.app.initial_dataset))
+
+    @work(group="ds-initial")
+    async def open_initial(self, path: str) -> None:
+        # The model and max_length come from the Hyperparameters form: wait until it is built.
+        await self.app.ensure_pane("hyperparams")
+        self.open(path)
 
     def focus_first(self) -> None:
         self.query_one("#ds-rows" if self.path else "#ds-path").focus()
