@@ -116,3 +116,61 @@ def test_blind_votes_from_the_pane_train_a_dpo_run(ab, tmp_path):
     assert events["data"][0]["format"] == "preference" and events["data"][0]["train_rows"] == len(rows)
     assert any("rewards/margins" in e for e in events["metrics"])
     assert dpo_run.last_checkpoint() is not None
+
+
+def test_export_from_the_pane_and_waiting_for_the_gpu(ab, tmp_path):
+    """e exports the selected checkpoint through the helper; 'wait' re-checks the GPU and starts once it is free."""
+    from tui.app import TuneBench
+    from tui.screens.compare import CompareScreen, DeviceChoice
+    from tui.screens.export import ExportScreen
+
+    run = ab["run"]
+    out = tmp_path / "exported"
+
+    async def body():
+        app = TuneBench(runs_dir=ab["runs_dir"])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("5")
+            await pilot.pause()
+            pane = app.pane("checkpoints")
+            table = pane.query_one("#models")
+            table.move_cursor(row=list(pane.entries).index(str(run.checkpoints_dir / "checkpoint-4")))
+            await pilot.press("e")
+            await pilot.pause()
+            scr = app.screen
+            assert isinstance(scr, ExportScreen)
+            scr.query_one("#export-out").value = str(out)
+            await pilot.click("#export-go")
+            for _ in range(2400):
+                await pilot.pause(0.25)
+                if scr.result is not None or "failed" in str(scr.query_one("#export-log").render()):
+                    break
+            assert scr.result and scr.result["kind"] == "merged" and scr.result["step"] == 4, \
+                str(scr.query_one("#export-log").render())
+            await pilot.press("escape")
+            await pilot.pause()
+            # The GPU is short of memory, then frees up: "wait" starts the comparison on it by itself.
+            free = {"bytes": 100 * 2**20}
+            pane.gpus = lambda: [{"index": 0, "mem_total": 8 * GIB, "mem_used": 8 * GIB - free["bytes"]}]
+            await pilot.press("a")
+            await pilot.press("c")
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if isinstance(app.screen, DeviceChoice):
+                    break
+            await pilot.press("w")
+            await pilot.pause(0.5)
+            assert "waiting" in str(pane.query_one("#ckpt-status").render())
+            assert not isinstance(app.screen, CompareScreen)
+            free["bytes"] = 6 * GIB
+            for _ in range(120):
+                await pilot.pause(0.1)
+                if isinstance(app.screen, CompareScreen):
+                    break
+            assert isinstance(app.screen, CompareScreen) and app.screen.args["device"] == "cuda"
+            await pilot.press("escape")  # closing cancels the helper's work before it loads anything
+            await pilot.pause()
+
+    asyncio.run(body())
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tunebench_export.json"} <= names

@@ -25,14 +25,14 @@ class ExportScreen(ModalScreen[dict | None]):
 
     def __init__(self, ref: str, label: str, parent: str):
         super().__init__()
-        self.ref, self.label, self.parent = ref, label, parent
+        self.ref, self.label, self.out_parent = ref, label, parent
         self.result: dict | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
             yield Static(f"Export {self.label}", classes="pane-title")
             yield Label("Output directory (must not exist, or be empty):")
-            yield Input(default_out(self.parent, self.label), id="export-out")
+            yield Input(default_out(self.out_parent, self.label), id="export-out")
             with Horizontal(id="export-opts"):
                 yield Checkbox("merge the adapter into the base weights", True, id="export-merge")
                 yield Select([(d, d) for d in DTYPES], value="auto", allow_blank=False, id="export-dtype")
