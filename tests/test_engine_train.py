@@ -15,7 +15,8 @@ from engine.runs import Run, list_runs
 from tests.conftest import ROOT, tunebench, write_config
 
 
-def wait_for(pred, timeout=120.0, every=0.1, what="condition"):
+def wait_for(pred, timeout=600.0, every=0.1, what="condition"):
+    """Poll until `pred()` is truthy; generous timeout: a loaded 2-core CI machine runs steps 5x slower."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
@@ -158,7 +159,7 @@ def test_lost_terminal_does_not_stop_the_engine(tiny_model, chat_jsonl, runs_dir
         os.kill(cli.pid, signal.SIGKILL)
     cli.wait()
     engine = psutil.Process(run.status()["pid"])
-    assert engine.is_running() and os.getsid(engine.pid) != os.getsid(cli.pid if False else os.getpid())
+    assert engine.is_running() and os.getsid(engine.pid) == engine.pid  # it leads a session of its own
     wait_for(lambda: run.status()["state"] in ("completed", "failed"), what="run end")
     assert run.status()["state"] == "completed" and run.status()["step"] == 25
 
@@ -171,7 +172,7 @@ def test_ctrl_c_in_the_foreground_stops_gracefully(tiny_model, chat_jsonl, runs_
     run = wait_for(lambda: (list_runs(runs_dir) or [None])[0], what="run created")
     wait_for(lambda: run.status().get("step", 0) >= 2, what="steps")
     cli.send_signal(signal.SIGINT)
-    out, _ = cli.communicate(timeout=120)
+    out, _ = cli.communicate(timeout=600)
     assert cli.returncode == 0, out
     assert run.status()["state"] == "stopped"
     assert run.last_checkpoint().step == run.status()["step"]

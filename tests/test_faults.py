@@ -91,7 +91,7 @@ def test_random_sigkills_then_resume_until_done(reference, runs_dir):
         check_invariants(run)
         if run.state() == "completed":
             break
-    wait_for(lambda: run.state() in ("completed", "failed", "lost"), timeout=120, what="completion")
+    wait_for(lambda: run.state() in ("completed", "failed", "lost"), timeout=600, what="completion")
     assert run.state() == "completed" and run.status()["step"] == STEPS
     check_invariants(run)
     got = losses_by_step(run)
