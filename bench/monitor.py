@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 GIB = 1 << 30
+FULL_APP = "--full-app" in sys.argv
 
 
 def make_run(runs_dir: Path, name: str = "bench") -> Path:
@@ -105,7 +106,42 @@ def write_history(run_dir: Path, n_events: int, **kw) -> int:
     return last_step
 
 
-# -- measurements, each in a fresh process running the real app headless ---------------------------------
+# -- measurements, each in a fresh process running the app headless ---------------------------------------
+def _bench_app(runs_dir: str, run_dir: str | None = None):
+    """The parts this bench measures, as the workbench mounts them: the system header and the Monitor pane
+    (with the app's stylesheet). The other panes are left out so their cost (and their bugs while they are
+    being built) do not blur these figures; `--full-app` measures the whole workbench instead."""
+    if FULL_APP:
+        from tui.app import TuneBench
+
+        return TuneBench(runs_dir=runs_dir, run=run_dir)
+    from textual.app import App
+
+    from tui.panes.monitor import MonitorPane
+    from tui.widgets.sysheader import SystemHeader
+
+    class MonitorOnly(App):
+        CSS_PATH = str(ROOT / "tui" / "app.tcss")
+
+        def compose(self):
+            yield SystemHeader(runs_dir=runs_dir, id="system-header")
+            yield MonitorPane(id="pane-monitor")
+
+        def on_mount(self):
+            if run_dir:
+                self.query_one(MonitorPane).open_run(Path(run_dir))
+
+    return MonitorOnly()
+
+
+async def _wait(pilot, pred, what: str, timeout: float = 300.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.02)
+
+
 def _child_attach(run_dir: str) -> dict:
     """Open the workbench on a run; time until the Monitor shows the whole history; RSS after."""
     import asyncio
@@ -113,23 +149,19 @@ def _child_attach(run_dir: str) -> dict:
 
     import psutil
 
-    from tui.app import TuneBench
-
     out: dict = {}
 
     async def body():
-        app = TuneBench(runs_dir=str(Path(run_dir).parent))
+        app = _bench_app(str(Path(run_dir).parent))
         async with app.run_test(size=(170, 60)) as pilot:
+            await _wait(pilot, lambda: bool(app.query("#pane-monitor")), "the Monitor pane")
             await pilot.pause(0.5)
             out["rss_before_mb"] = psutil.Process().memory_info().rss / 2**20
-            while not app.query("#pane-monitor"):  # panes may be mounted after the first paint
-                await pilot.pause(0.05)
             mon = app.query_one("#pane-monitor")
             me = psutil.Process()
             c0, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
             mon.open_run(Path(run_dir))
-            while mon.attach_s is None or mon.redraws == 0:
-                await pilot.pause(0.01)
+            await _wait(pilot, lambda: mon.attach_s is not None and mon.redraws > 0, "the attach")
             out["attach_s"] = time.perf_counter() - t0  # open -> history parsed and first full redraw
             # CPU seconds the process spent meanwhile: on a shared, loaded machine this is the figure that
             # says what attaching costs (wall time there is mostly waiting for a core).
@@ -153,18 +185,14 @@ def _child_follow(run_dir: str, seconds: float) -> dict:
 
     import psutil
 
-    from tui.app import TuneBench
-
     out: dict = {}
 
     async def body():
-        app = TuneBench(runs_dir=str(Path(run_dir).parent), run=run_dir)
+        app = _bench_app(str(Path(run_dir).parent), run_dir)
         async with app.run_test(size=(170, 60)) as pilot:
-            while not app.query("#pane-monitor"):  # panes may be mounted after the first paint
-                await pilot.pause(0.05)
+            await _wait(pilot, lambda: bool(app.query("#pane-monitor")), "the Monitor pane")
             mon = app.query_one("#pane-monitor")
-            while mon.attach_s is None:
-                await pilot.pause(0.05)
+            await _wait(pilot, lambda: mon.attach_s is not None, "the attach")
             me = psutil.Process()
             c0, t0, r0 = sum(me.cpu_times()[:2]), time.monotonic(), mon.redraws
             lags = []
@@ -208,6 +236,7 @@ def _generate_live(run_dir: str, seconds: float, steps_per_s: float) -> None:
 
 
 def _child(args: list[str]) -> dict:
+    args = args + (["--full-app"] if FULL_APP else [])
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
@@ -222,6 +251,7 @@ def main() -> None:
     ap.add_argument("--child-attach")
     ap.add_argument("--child-follow")
     ap.add_argument("--child-generate")
+    ap.add_argument("--full-app", action="store_true", help="measure the whole workbench, every pane mounted")
     a = ap.parse_args()
     if a.child_attach:
         print(json.dumps(_child_attach(a.child_attach)))
@@ -232,7 +262,8 @@ def main() -> None:
     if a.child_generate:
         _generate_live(a.child_generate, a.follow_seconds, a.steps_per_s)
         return
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (figures under load are slower)")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (figures under load are slower); "
+          f"{'whole workbench' if FULL_APP else 'system header + Monitor pane'} in a headless Textual app")
     with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
         runs = Path(tmp) / "runs"
         print(f"{'events':>9} {'file MB':>8} {'attach s':>9} {'proc CPU':>8} {'thread CPU':>10} {'CPU/100k':>8} {'RSS before':>11} "

@@ -131,7 +131,10 @@ class MonitorPane(Widget):
         attach_s: float | None = None
 
         def can_replace(self, message: Message) -> bool:
-            return isinstance(message, MonitorPane.Updated) and message.run_path == self.run_path
+            """Textual asks the older message whether the newer `message` queued behind it may replace it.
+            The one that ends the attach carries attach_s, which no later one repeats: never dropped."""
+            return (isinstance(message, MonitorPane.Updated) and message.run_path == self.run_path
+                    and self.attach_s is None)
 
     @dataclass
     class Attaching(Message):
