@@ -119,13 +119,16 @@ class DatasetPane(Widget):
 
     def compose(self) -> ComposeResult:
         formats = ["auto"] + [c for c in SCHEMA["data"]["format"].choices if c != "auto"]
-        with Horizontal(id="ds-bar"):
-            yield Input(placeholder="data file (→ completes the path)", id="ds-path", suggester=PathSuggester())
-            yield Button("Browse", id="ds-browse")
-            yield Select([(f, f) for f in formats], value="auto", allow_blank=False, id="ds-format")
-            yield Input(placeholder="model dir for tokens (from Hyperparameters)", id="ds-model")
-            yield Button("Inspect", id="ds-inspect")
-            yield Button("Use in config", id="ds-use", variant="primary")
+        # Compact controls (one line each) in two rows: the pane stays usable in an 80x24 terminal.
+        with Horizontal(classes="bar-row"):
+            yield Input(placeholder="data file (→ completes the path)", id="ds-path", suggester=PathSuggester(),
+                        compact=True)
+            yield Button("Browse", id="ds-browse", compact=True)
+        with Horizontal(classes="bar-row"):
+            yield Select([(f, f) for f in formats], value="auto", allow_blank=False, id="ds-format", compact=True)
+            yield Input(placeholder="model dir for tokens (from Hyperparameters)", id="ds-model", compact=True)
+            yield Button("Inspect", id="ds-inspect", compact=True)
+            yield Button("Use in config", id="ds-use", variant="primary", compact=True)
         with Horizontal(id="ds-body"):
             with Vertical(id="ds-left"):
                 yield Static("Pick a data file: type a path, or Browse (ctrl+o).", id="ds-info")

@@ -84,19 +84,19 @@ class HyperparamsPane(Widget):
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         presets = list_presets(self.app.workdir)
-        with Horizontal(id="hp-bar"):
-            yield Select([(p.stem, str(p)) for p in presets], prompt="preset", id="preset-select")
-            yield Input(placeholder="new preset name", id="preset-name")
-            yield Button("Save preset", id="save-preset")
-            yield Button("YAML", id="show-yaml")
-            yield Button("Launch", id="launch", variant="primary")
+        with Horizontal(classes="bar-row"):
+            yield Select([(p.stem, str(p)) for p in presets], prompt="preset", id="preset-select", compact=True)
+            yield Input(placeholder="new preset name", id="preset-name", compact=True)
+            yield Button("Save preset", id="save-preset", compact=True)
+            yield Button("YAML", id="show-yaml", compact=True)
+            yield Button("Launch", id="launch", variant="primary", compact=True)
         with Horizontal(id="hp-body"):
             with Vertical(id="hp-left"):
                 yield DataTable(id="hp-table", cursor_type="row", zebra_stripes=True)
                 with Vertical(id="hp-editor"):
                     yield Label("", id="edit-name")
-                    yield Input(id="edit-input")
-                    yield Select([], id="edit-select", allow_blank=True)
+                    yield Input(id="edit-input", compact=True)
+                    yield Select([], id="edit-select", allow_blank=True, compact=True)
                     yield Switch(id="edit-switch")
                     yield Static("", id="edit-help", classes="field-help")
                     yield Static("", id="edit-error", classes="field-error")
