@@ -32,6 +32,7 @@ Runs keep going when you quit; open the workbench again to see them.
 | `ctrl+p` | command palette (every command of the app) |
 | `?` / `f1` | this help |
 | `tab` / `shift+tab` | move between fields |
+| `escape` | leave a text field (digits type there; the pane keys work again after) |
 | `q` | quit (runs keep going) |
 
 Runs live in `{self.app.runs_dir}` (`--runs-dir` or `TUNEBENCH_RUNS_DIR` to change it).
