@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,41 @@ def fsync_tree(path: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+class ProgressWriter:
+    """Writes periodic progress (step, loss) to status.json from a thread of its own, latest update wins.
+
+    status.json is fsynced; on a busy disk one fsync stalled the training loop for hundreds of ms, so
+    progress never waits for it. Progress updates carry no `state`, so a late one cannot undo a state change.
+    """
+
+    def __init__(self, run: Run):
+        self.run = run
+        self._cv = threading.Condition()
+        self._pending: dict | None = None
+        threading.Thread(target=self._loop, name="status-progress", daemon=True).start()
+
+    def put(self, fields: dict) -> None:
+        with self._cv:
+            self._pending = fields
+            self._cv.notify()
+
+    def write_now(self, fields: dict) -> None:
+        with self._cv:
+            self._pending = None
+        self.run.write_status(**fields)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None:
+                    self._cv.wait()
+                fields, self._pending = self._pending, None
+            try:
+                self.run.write_status(**fields)
+            except OSError:
+                pass  # a full disk surfaces through the training thread's own writes
 
 
 class RunCallback(TrainerCallback):
@@ -57,14 +93,19 @@ class RunCallback(TrainerCallback):
         self.before_rename = None  # a fault-injection hook (engine/faults.py); None in normal runs
         self._paused = False
         self._pause_pending = False  # paused, but left the wait so the trainer could save or evaluate
+        self._progress = ProgressWriter(run)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _status(self, tstate, force=False, **extra):
+        fields = dict(step=tstate.global_step, max_steps=tstate.max_steps, last_loss=self.last_loss,
+                      last_eval_loss=self.last_eval, **extra)
+        if force:  # state changes: written now, in order, and any queued progress update is dropped
+            self._progress.write_now(fields)
+            return
         now = time.monotonic()
-        if force or now - self._last_status > 2.0:  # status.json is fsynced: at most every 2 s
+        if now - self._last_status > 2.0:  # progress: at most every 2 s, written off the training thread
             self._last_status = now
-            self.run.write_status(step=tstate.global_step, max_steps=tstate.max_steps, last_loss=self.last_loss,
-                                  last_eval_loss=self.last_eval, **extra)
+            self._progress.put(fields)
 
     def _set_state(self, name: str, state, **extra):
         self.events.write("state", state=name, step=state.global_step, **extra)
@@ -102,7 +143,7 @@ class RunCallback(TrainerCallback):
             control.should_save = True
             if self.has_eval and not self.cfg["training"]["eval_steps"]:
                 control.should_evaluate = True
-        self._status(state, state="stopping" if self.stopped else "running")
+        self._status(state)  # progress only: states are written by _set_state
         self._mark = time.perf_counter()
 
     def _handle(self, cmd: str, state, control):

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ ACTIVE = ("starting", "running", "paused", "stopping")
 CONTROLS = ("stop", "pause", "resume", "save", "eval")
 META = "tunebench.json"  # the self-description written into every checkpoint
 DEFAULT_RUNS_DIR = "runs"
+_STATUS_LOCK = threading.Lock()  # the engine's threads (training loop, progress writer) read-modify-write status.json
 
 
 def runs_dir_from(arg: str | None = None) -> Path:
@@ -100,12 +102,13 @@ class Run:
             return {"state": "created"}
 
     def write_status(self, **updates) -> dict:
-        """Merge `updates` into status.json atomically (engine only)."""
-        status = self.status()
-        status.update(updates)
-        status["updated"] = time.time()
-        atomic_write(self.status_path, json.dumps(status, indent=1, sort_keys=True))
-        return status
+        """Merge `updates` into status.json atomically (engine only; threads of one engine take turns)."""
+        with _STATUS_LOCK:
+            status = self.status()
+            status.update(updates)
+            status["updated"] = time.time()
+            atomic_write(self.status_path, json.dumps(status, indent=1, sort_keys=True))
+            return status
 
     def state(self, status: dict | None = None) -> str:
         """The state to show: `lost` when the status says active but the engine process is gone."""

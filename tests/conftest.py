@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "TUNEBENCH_CACHE_DIR" not in os.environ:  # runs teach the estimator's efficiency store: keep tests' out of ~/.cache
+    import tempfile
+
+    os.environ["TUNEBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="tunebench-test-cache-")
 
 
 def shared_file(rel: str) -> Path:
