@@ -17,10 +17,6 @@ from ..launching import absolute_paths, check_model, launch_run, list_presets, p
 from ..messages import RunSelected
 
 
-def widget_id(path: str) -> str:
-    return "f-" + path.replace(".", "--")
-
-
 def to_text(value) -> str:
     if value is None:
         return ""
