@@ -70,6 +70,9 @@ def main() -> int:
     if not shutil.which("tmux"):
         print("bench/startup.py needs tmux", file=sys.stderr)
         return 2
+    # A session that lives for the whole bench keeps the private server up: a server whose last session
+    # ends shuts down, and a new session started meanwhile would fail.
+    tmux("new-session", "-d", "-s", "keeper", "sleep 3600")
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = args.runs_dir or str(Path(tmp) / "runs")
         app = f"{BIN} --runs-dir {runs_dir}"
