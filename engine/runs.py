@@ -204,6 +204,14 @@ def create_run(runs_dir: str | Path, cfg: dict) -> Run:
     return run
 
 
+def _created(run: Run) -> float:
+    """When the run was created: config.yaml is written once, at creation (ids only resolve seconds)."""
+    try:
+        return run.config_path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def list_runs(runs_dir: str | Path) -> list[Run]:
     """Every run directory under `runs_dir` (those with a status.json), newest first."""
     try:
@@ -212,7 +220,7 @@ def list_runs(runs_dir: str | Path) -> list[Run]:
         return []
     runs = [Run(e.path) for e in entries]
     runs = [r for r in runs if r.exists()]
-    return sorted(runs, key=lambda r: r.id, reverse=True)
+    return sorted(runs, key=lambda r: (_created(r), r.id), reverse=True)
 
 
 def resolve_run(runs_dir: str | Path, ref: str) -> Run:

@@ -181,7 +181,8 @@ def test_ctrl_c_in_the_foreground_stops_gracefully(tiny_model, chat_jsonl, runs_
 
 def test_data_error_is_reported_before_a_run_exists(tiny_model, runs_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": []}\n{not json\n')
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    bad.write_text(good + '\n{not json\n' + good + '\n')
     cfg = write_config(tmp_path / "c.yaml", tiny_model, bad)
     r = tunebench("train", cfg, runs_dir=runs_dir, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
