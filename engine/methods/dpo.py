@@ -13,8 +13,9 @@ from .rows import take_rows
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     from trl import DPOConfig, DPOTrainer
 
-    train_rows, eval_rows, info = take_rows(cfg, job)
     tok = modeling.load_tokenizer(cfg)
+    # with the tokenizer, rows whose prompt alone fills max_length are reported, not silently left untrained
+    train_rows, eval_rows, info = take_rows(cfg, job, tok)
     model = modeling.load_model(cfg, resolved)
     p = cfg["preference"]
     args = DPOConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)),

@@ -13,10 +13,11 @@ from .rows import take_rows
 def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     from trl import KTOConfig, KTOTrainer
 
-    train_rows, eval_rows, info = take_rows(cfg, job)
+    tok = modeling.load_tokenizer(cfg)
+    # with the tokenizer, rows whose prompt alone fills max_length are reported, not silently left untrained
+    train_rows, eval_rows, info = take_rows(cfg, job, tok)
     for r in train_rows + eval_rows:
         r["label"] = bool(r["label"])
-    tok = modeling.load_tokenizer(cfg)
     model = modeling.load_model(cfg, resolved)
     p = cfg["preference"]
     loss = p["loss_type"][0] if p["loss_type"] else "kto"
