@@ -29,14 +29,14 @@ data:
   max_length: 48                  # rows are ~20 tokens; 48 leaves room and truncates nothing
   loss_on: completion             # train the answer and its end-of-turn token, not the question
 training:
-  max_steps: 100                  # a minute or two on a 2-core CPU; held-out loss 5.7 -> 0.17 at step 50, 0.02 at 75
-  batch_size: 16                  # small rows: 16 per step keeps the CPU busy without slowing steps
-  learning_rate: 3.0e-3           # a tiny model from scratch takes a rate far above fine-tuning rates
+  max_steps: 400                  # ~30 s of training on an idle 2-core CPU: the loss falls for ~250 steps, then settles
+  batch_size: 8                   # small steps make the fall visible on the Monitor's curve
+  learning_rate: 1.0e-3           # a tiny model from scratch takes a rate far above fine-tuning rates
   lr_scheduler: cosine            # decay to 0 so the last steps settle
   warmup_steps: 20                # the first updates of random weights are large; ramp up
   logging_steps: 5                # a point on the loss curve every 5 steps
-  eval_steps: 20                  # eval loss 5 times per run: watch it follow the train loss
-  save_steps: 50                  # checkpoints at 50 and 100 (plus the base) to compare side by side
+  eval_steps: 50                  # held-out loss 8 times per run (measured: 1.0 at step 50, 0.11 at 100, 0.015 at 200)
+  save_steps: 100                 # checkpoints at 100-400: compare a half-trained one with the last
   seed: 0                         # the same curve every time
 hardware:
   device: cpu                     # the demo runs anywhere; a GPU would finish in seconds
