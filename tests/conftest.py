@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist workers run with COLUMNS=80 LINES=24; shutil.get_terminal_size (and so Textual) reads them first,
+# which made the apps the tmux tests start draw at 80x24 inside a 140x40 window.
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
 if "TUNEBENCH_CACHE_DIR" not in os.environ:  # runs teach the estimator's efficiency store: keep tests' out of ~/.cache
     import tempfile
 
