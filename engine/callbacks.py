@@ -94,6 +94,7 @@ class RunCallback(TrainerCallback):
         self._paused = False
         self._pause_pending = False  # paused, but left the wait so the trainer could save or evaluate
         self._progress = ProgressWriter(run)
+        self.step = 0  # the last step the trainer finished (for failure messages)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _status(self, tstate, force=False, **extra):
@@ -135,6 +136,7 @@ class RunCallback(TrainerCallback):
         self.events.write("metrics", step=state.global_step, **m, **extra)
 
     def on_step_end(self, args, state, control, **kw):
+        self.step = state.global_step
         for cmd in sync_commands(self.run.take_controls(), self.stop_flag):  # rank 0's files reach every rank
             self._handle(cmd, state, control)
         if self.stop_flag.is_set() and not self.stopped:

@@ -116,7 +116,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
     clear_partial_saves(run)
     probe = Probe()
     sampler = Sampler(lambda: events.write("telemetry", **probe.sample()), interval=1.0).start()
-    step, resolved, cfg = 0, {}, None
+    step, resolved, cfg, callback = 0, {}, None, None
     try:
         cfg = cfgmod.load_config(base=run.config())
         t_import = time.perf_counter()
@@ -187,7 +187,8 @@ def run_engine(run: Run, resume: bool = False) -> int:
         torch = sys.modules.get("torch")
         oom = torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ()))
         sampler.stop()  # no telemetry writes racing the final ones (they may be failing on a full disk)
-        step = run.status().get("step", 0)
+        # the trainer's own step: status.json's progress is written every 2 s and may lag behind
+        step = callback.step if callback is not None else run.status().get("step", 0)
         msg = oom_message(cfg, step, resolved) if oom and cfg else error_message(exc)
         if is_disk_full(exc):
             clear_partial_saves(run)  # frees the space the failed save took, so the status below can be written
