@@ -199,7 +199,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
             events.write("state", state="failed", step=step, error=msg, oom=bool(oom), **peak_memory())
         except OSError:
             pass  # the event log is best effort here; status.json below is the record that must land
-        run.write_status(state="failed", ended=time.time(), error=msg, oom=bool(oom))
+        run.write_status(state="failed", step=step, ended=time.time(), error=msg, oom=bool(oom))
         print(f"run failed: {msg}", file=sys.stderr)
         return 1
     finally:
