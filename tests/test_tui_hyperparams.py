@@ -170,3 +170,21 @@ async def test_launch_starts_a_detached_run_and_opens_it(tmp_path, runs_dir, tin
         time.sleep(0.5)
     assert Run(run.path).state() == "completed", run.log_path.read_text()[-2000:]
     assert Run(run.path).checkpoints()
+
+
+@pytest.mark.asyncio
+async def test_memory_verdict_follows_the_config(tmp_path, runs_dir, tiny_model, monkeypatch):
+    """The estimate's verdict against a named GPU: fits, then does not fit with the one change that fits."""
+    monkeypatch.chdir(tmp_path)
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
+    async with app.run_test(size=(130, 40)) as pilot:
+        await pilot.press("3")
+        pane = app.query_one("#pane-hyperparams")
+        await edit(pilot, pane, "model.name_or_path", str(tiny_model))
+        await edit(pilot, pane, "hardware.gpu", "T4")
+        await until(pilot, lambda: "fits:" in text(app, "#memory"))
+        assert "of 15.0 GiB free" in text(app, "#memory") and "T4" in text(app, "#memory")
+        await edit(pilot, pane, "training.batch_size", "4096")
+        await edit(pilot, pane, "data.max_length", "4096")
+        await until(pilot, lambda: "does not fit" in text(app, "#memory"))
+        assert "training.batch_size=1" in text(app, "#memory")

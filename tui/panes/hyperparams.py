@@ -99,6 +99,8 @@ class HyperparamsPane(Widget):
             with VerticalScroll(id="hp-side"):
                 yield Static("model", classes="section-title")
                 yield Static("", id="model-check")
+                yield Static("memory (estimate)", classes="section-title")
+                yield Static("", id="memory")
                 yield Static("problems", classes="section-title")
                 yield Static("", id="problems")
                 yield Static("changed from the preset", classes="section-title")
@@ -263,6 +265,22 @@ class HyperparamsPane(Widget):
             self._model_checked = model
             ok, text = check_model(model, bool(cfg["model"]["trust_remote_code"]))
             self.update_static("#model-check", text, not ok)
+        if self.problems:
+            pass
+        elif Path(model).is_dir():
+            self.estimate_memory(cfg)
+        else:  # a hub id: its config.json is not here to read (and the pane never waits on the network)
+            self.update_static("#memory", "estimated from a local model directory's config.json; "
+                               "for a hub id run `tunebench estimate` once it is downloaded")
+
+    @work(thread=True, exclusive=True, group="verdict", exit_on_error=False)
+    def estimate_memory(self, cfg: dict) -> None:
+        """The estimate against the target GPU's free memory (engine.verdict: no torch; NVML ~50 ms, so a thread)."""
+        from engine.verdict import check
+
+        v = check(cfg)
+        text = v["message"] + (f"\non {v['target']}" if v.get("target") else "")
+        self.app.call_from_thread(self.update_static, "#memory", text, v["verdict"] == "does_not_fit")
 
     # -- presets ----------------------------------------------------------------------------------
     @on(Select.Changed, "#preset-select")
