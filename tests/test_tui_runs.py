@@ -54,7 +54,7 @@ async def test_runs_listed_with_state_step_loss_and_live_refresh(runs_dir, tmp_p
         await until(pilot, lambda: table.row_count == 4 and late.id in [r[0] for r in cells(table)], timeout=10,
                     what="the new run listed")
         ids = [r[0] for r in cells(table)]
-        assert ids == sorted(ids, reverse=True)  # newest first
+        assert ids == [late.id, alive.id, lost.id, done.id]  # newest first, by creation (ids only resolve seconds)
         await until(pilot, lambda: {r[0]: r for r in cells(table)}[alive.id][2] == "9/10", timeout=10,
                     what="the step refreshed")
 

@@ -74,7 +74,9 @@ class RunsPane(Widget):
                 table.add_row(*cells, key=run.id)
                 added = True
         if added and table.row_count > 1:
-            table.sort("run", reverse=True)  # newest first (ids start with the time), as list_runs gives them
+            # newest first, in list_runs' order (by creation time: ids resolve only seconds)
+            order = {r.id: i for i, r in enumerate(runs)}
+            table.sort("run", key=lambda rid: order.get(str(rid), len(order)))
         for key in [k for k in table.rows if k.value not in seen]:
             table.remove_row(key)
         active = sum(1 for r in runs if r.state() in ("starting", "running", "paused", "stopping"))
