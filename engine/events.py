@@ -87,7 +87,8 @@ class EventTail:
         self.offset = offset
         self.bad_lines = 0  # complete lines that did not parse (should stay 0; counted, never raised)
 
-    def read(self, max_bytes: int | None = None) -> list[dict]:
+    def read_complete(self, max_bytes: int | None = None) -> bytes:
+        """The complete lines written since the last call (at most max_bytes); the offset moves past them."""
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -96,14 +97,16 @@ class EventTail:
                 f.seek(self.offset)
                 data = f.read(max_bytes) if max_bytes else f.read()
         except FileNotFoundError:
-            return []
+            return b""
         end = data.rfind(b"\n")
         if end < 0:
-            return []
-        complete = data[: end + 1]
-        self.offset += len(complete)
+            return b""
+        self.offset += end + 1
+        return data[: end + 1]
+
+    def read(self, max_bytes: int | None = None) -> list[dict]:
         events = []
-        for line in complete.splitlines():
+        for line in self.read_complete(max_bytes).splitlines():
             if not line.strip():
                 continue
             try:

@@ -21,14 +21,15 @@ from tui.app import TuneBench
 pytestmark = pytest.mark.slow
 
 
-def wait_for(pred, timeout=180.0, what="condition"):
+def wait_for(pred, timeout=180.0, what="condition", show=None):
+    """Poll pred until true; on timeout the message carries show() (the tmux screen) to say why."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = pred()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; it shows:\n{show()}" if show else ""))
 
 
 async def until(pilot, pred, timeout=180.0, what="condition"):
@@ -145,14 +146,17 @@ def test_attach_in_tmux_survives_a_dropped_session(tiny_model, chat_jsonl, runs_
         return tmux("capture-pane", "-p", "-t", "mon").stdout
 
     try:
+        # Held paused until the monitor is up: 20 tiny steps can finish before the TUI has drawn.
+        assert tunebench("pause", run.id, runs_dir=runs_dir).returncode == 0
         tmux("new-session", "-d", "-s", "mon", "-x", "170", "-y", "55", f"cd {ROOT} && {cmd}")
-        wait_for(lambda: "running" in screen() and f"/ 20" in screen(), what="the monitor on the live run")
+        wait_for(lambda: "paused" in screen() and "/ 20" in screen(), what="the monitor on the live run", show=screen)
         assert "loss by step" in screen()
         tmux("kill-session", "-t", "mon")
         assert psutil.Process(run.status()["pid"]).is_running()
+        assert tunebench("resume", run.id, runs_dir=runs_dir).returncode == 0
         wait_for(lambda: run.status().get("state") == "completed", what="completed")
         tmux("new-session", "-d", "-s", "mon", "-x", "170", "-y", "55", f"cd {ROOT} && {cmd}")
-        wait_for(lambda: "completed" in screen() and "step 20 / 20" in screen(), what="the finished run")
+        wait_for(lambda: "completed" in screen() and "step 20 / 20" in screen(), what="the finished run", show=screen)
         tmux("send-keys", "-t", "mon", "q")
         wait_for(lambda: tmux("has-session", "-t", "mon").returncode != 0, timeout=30, what="q to quit")
     finally:

@@ -6,7 +6,9 @@ import math
 import random
 
 from engine.events import EventWriter
-from tui.series import CAP, Follower, RunData, Series, load_run_data, parse_lines
+from engine.eventdecode import parse_lines
+from engine.history import Follower, RunData, load_run_data
+from engine.series import CAP, Series
 from tui.widgets.charts import ChartData, Marker, Trace, render_chart
 
 
@@ -26,6 +28,31 @@ def test_series_is_exact_below_cap_and_bounded_above_it():
     assert math.isclose(sum(big.sm), sum(ys), rel_tol=1e-9) and sum(big.n) == len(ys)
     assert big.x_range() == (0, len(ys) - 1)
     assert all(n == big.width for n in big.n[:-1])  # only the last bucket may be partial
+
+
+def test_every_bucket_summarises_exactly_the_points_it_spans():
+    """Whatever the batch sizes (one point per poll, or a 4 MiB chunk at once), each bucket's min, max,
+    sum, count and last value are those of the points between its x0 and x1, and buckets tile the run."""
+    rnd = random.Random(7)
+    for trial in range(30):
+        cap = rnd.choice([4, 5, 16, 64])
+        n = rnd.randint(1, 3000)
+        ys = [rnd.gauss(0, 1) for _ in range(n)]
+        s = Series(cap=cap)
+        i = 0
+        while i < n:
+            j = min(n, i + rnd.choice([1, 2, 3, 7, 50, 999, 5000]))
+            s.extend(list(range(i, j)), ys[i:j])
+            i = j
+        assert len(s) < cap and s.count == n and s.x0[0] == 0 and s.x1[-1] == n - 1
+        for b in range(len(s)):
+            part = ys[s.x0[b]:s.x1[b] + 1]
+            assert (s.lo[b], s.hi[b], s.n[b], s.last[b]) == (min(part), max(part), len(part), part[-1])
+            assert math.isclose(s.sm[b], sum(part), rel_tol=1e-9, abs_tol=1e-9)
+            if b:
+                assert s.x0[b] == s.x1[b - 1] + 1
+            if b < len(s) - 1:
+                assert s.n[b] == s.width
 
 
 def test_series_drops_non_finite_values_and_counts_them():

@@ -1,6 +1,6 @@
 """The Monitor pane: one run's live loss, learning rate, grad norm, throughput and memory, with controls.
 
-A thread worker tails the run's events.jsonl into a bounded RunData (tui.series) and posts Updated
+A thread worker tails the run's events.jsonl into a bounded RunData (engine.history) and posts Updated
 messages at most 4 times a second (a newer one replaces one still queued), so a run logging 20 steps/s
 costs the UI a few redraws a second, and attaching to a 200k-event history parses it once, off the UI
 thread. Controls go through engine.runs.Run.send; stop, which ends the run, asks first.
@@ -23,7 +23,8 @@ from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.runs import ACTIVE, Run
-from ..series import Follower, RunData, fmt_bytes, fmt_duration
+from engine.history import Follower, RunData
+from ..fmt import fmt_bytes, fmt_duration
 from ..widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 
 POLL = 0.25          # seconds between reads of events.jsonl while following: the redraw rate bound

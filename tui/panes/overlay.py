@@ -20,7 +20,7 @@ from textual.widgets import SelectionList, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.runs import list_runs
-from ..series import Follower, RunData
+from engine.history import Follower, RunData
 from ..widgets.charts import ChartData, LineChart, Trace
 
 KINDS = ("metrics", "eval")

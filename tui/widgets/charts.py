@@ -1,6 +1,6 @@
 """Line charts drawn with Unicode braille (2x4 dots per cell) in a Textual widget; no plotting library.
 
-A chart draws Traces (a tui.series.Series each, or a list of points) into a BrailleCanvas, with a legend
+A chart draws Traces (a engine.series.Series each, or a list of points) into a BrailleCanvas, with a legend
 row, y labels, an axis row carrying markers (eval points, checkpoint saves) and x labels. Drawing cost is
 O(buckets + cells): a Series hands over per-column min/max/mean, never its raw points. Colours come from
 component classes styled with theme variables (DEFAULT_CSS below), so the chart follows the theme.
