@@ -2,7 +2,10 @@
 
 Usage: .venv/bin/python bench/monitor.py [--sizes 10000,100000,1000000] [--follow-seconds 30]
 Each measurement runs the real workbench (headless, Textual's Pilot) in a fresh process, so the figures
-include Textual itself. Prints a table of figures and the ratios that matter (time per 100k events).
+include Textual itself. Each size is attached twice: as the engine leaves a live run (its history snapshot,
+engine/snapshot.py, taken the most events ago it can be: a full SNAPSHOT_BYTES of events after it to decode)
+and with no snapshot at all (a run from before snapshots, or one whose snapshot was deleted: every event
+decoded). Prints a table of figures and the ratios that matter (CPU per 100k events decoded).
 """
 from __future__ import annotations
 
@@ -78,6 +81,25 @@ def event_lines(n_events: int, t0: float, steps_per_s: float = 20.0, start_seq: 
             t += 1.0 / steps_per_s
         yield t, json.dumps(ev, separators=(",", ":")) + "\n"
         seq += 1
+
+
+def snapshot_as_engine(run_dir: Path) -> int:
+    """The engine's snapshot at its worst for a reader: SNAPSHOT_BYTES of events written since (a live run,
+    just before the next one). Same code as the engine's Snapshotter; returns the snapshot's offset."""
+    from engine import snapshot
+    from engine.history import Follower, RunData
+
+    path = run_dir / "events.jsonl"
+    f = Follower(path, RunData(by_tokens=True), use_snapshot=False)
+    limit = path.stat().st_size - snapshot.SNAPSHOT_BYTES
+    while f.tail.offset + f.chunk <= limit:
+        f.poll()
+    if f.tail.offset == 0:
+        return 0  # the whole run is shorter than one snapshot interval: the engine has not written one
+    with f.data.lock:
+        state = f.data.to_state()
+    snapshot.save(path, f.tail.offset, state)
+    return f.tail.offset
 
 
 def write_history(run_dir: Path, n_events: int, **kw) -> int:
@@ -266,17 +288,25 @@ def main() -> None:
           f"{'whole workbench' if FULL_APP else 'system header + Monitor pane'} in a headless Textual app")
     with tempfile.TemporaryDirectory(prefix="tb-bench-") as tmp:
         runs = Path(tmp) / "runs"
-        print(f"{'events':>9} {'file MB':>8} {'attach s':>9} {'proc CPU':>8} {'thread CPU':>10} {'CPU/100k':>8} {'RSS before':>11} "
-              f"{'RSS after':>10} {'peak RSS':>9} {'buckets':>8} {'series MB':>10}")
+        print(f"{'events':>9} {'file MB':>8} {'snapshot':>9} {'decoded':>8} {'attach s':>9} {'proc CPU':>8} "
+              f"{'thread CPU':>10} {'CPU/100k':>8} {'RSS before':>11} {'RSS after':>10} {'peak RSS':>9} {'buckets':>8} "
+              f"{'series MB':>10}")
         for n in [int(x) for x in a.sizes.split(",") if x]:
             rd = make_run(runs, name=f"n{n}")
             write_history(rd, n)
-            r = _child(["--child-attach", str(rd)])
-            mb = (rd / "events.jsonl").stat().st_size / 1e6
-            print(f"{n:>9} {mb:>8.1f} {r['attach_s']:>9.3f} {r['attach_cpu_s']:>8.3f} {r['worker_cpu_s']:>10.3f} "
-                  f"{r['worker_cpu_s'] / n * 1e5:>8.3f} "
-                  f"{r['rss_before_mb']:>9.1f}MB {r['rss_after_mb']:>8.1f}MB {r['peak_rss_mb']:>7.1f}MB "
-                  f"{r['buckets']:>8} {r['series_mb']:>10.2f}", flush=True)
+            size = (rd / "events.jsonl").stat().st_size
+            for mode in ("engine's", "none"):
+                offset = snapshot_as_engine(rd) if mode == "engine's" else 0
+                if mode == "none":
+                    (rd / "history.msgpack").unlink(missing_ok=True)
+                decoded = round(n * (size - offset) / size)  # events decoded from events.jsonl (about)
+                r = _child(["--child-attach", str(rd)])
+                if r["events"] != n:
+                    raise SystemExit(f"attached {r['events']} events of {n} ({mode} snapshot)")
+                print(f"{n:>9} {size / 1e6:>8.1f} {mode:>9} {decoded:>8} {r['attach_s']:>9.3f} "
+                      f"{r['attach_cpu_s']:>8.3f} {r['worker_cpu_s']:>10.3f} {r['worker_cpu_s'] / max(1, decoded) * 1e5:>8.3f} "
+                      f"{r['rss_before_mb']:>9.1f}MB {r['rss_after_mb']:>8.1f}MB {r['peak_rss_mb']:>7.1f}MB "
+                      f"{r['buckets']:>8} {r['series_mb']:>10.2f}", flush=True)
             (rd / "events.jsonl").unlink()
         # Baseline: the same app on a finished run (header sampling, Runs refresh): what idling costs.
         idle = make_run(runs, name="idle")

@@ -3,8 +3,8 @@
 Light module (no textual, no torch). A Follower tails events.jsonl by byte offset through
 engine.events.EventTail (a torn last line is kept back, a file cut by a repair is read again), decodes
 each chunk with engine.eventdecode and ingests it column-wise into a RunData of bounded Series (engine.series).
-Attaching to a long run is reading its history in 4 MiB chunks: transient memory stays bounded, and the
-pane shows how far it got.
+Attaching starts from the engine's history snapshot (engine.snapshot) when there is one, then reads
+what follows in 4 MiB chunks: transient memory stays bounded, and the pane shows how far it got.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections import deque
 from operator import attrgetter
 from pathlib import Path
 
+from . import snapshot
 from .eventdecode import GPU_FIELDS, PREF_PREFIXES, TELE_FIELDS, TYPED_CHARTED, Batch, decode, gc_paused, to_lines
 from .events import EventTail
 from .series import Series, numeric, present
@@ -59,6 +60,43 @@ class RunData:
         if s is None:
             s = table[key] = Series()
         return s
+
+    # -- the snapshot the engine keeps (engine.snapshot) -------------------------------------------
+    PLAIN = ("by_tokens", "state", "state_event", "summary", "data_info", "model_info", "last_metrics", "last_telemetry",
+             "gpu_indices", "t0", "step", "events")
+
+    def to_state(self) -> dict:
+        """Everything above as plain lists, dicts and numbers (caller holds the lock)."""
+        tables = {name: {k: s.state() for k, s in getattr(self, name).items()} for name in ("train", "eval", "tele")}
+        return {**tables, "loss_by_tokens": self.loss_by_tokens.state(), "checkpoints": list(self.checkpoints),
+                "logs": [list(x) for x in self.logs], "rates": [list(x) for x in self.rates],
+                **{k: getattr(self, k) for k in self.PLAIN}}
+
+    def restore(self, st: dict) -> None:
+        """Take a to_state() dict in place (the pane holds this object); all or nothing: a malformed state
+        raises before anything is replaced."""
+        tables = {name: {str(k): Series.from_state(v) for k, v in st[name].items()} for name in ("train", "eval", "tele")}
+        by_tokens = Series.from_state(st["loss_by_tokens"])
+        plain = {k: st[k] for k in self.PLAIN}
+        if self.by_tokens and not plain["by_tokens"]:
+            raise ValueError("the snapshot has no loss-by-tokens series")  # the overlay needs it: read it all
+        logs = [tuple(x) for x in st["logs"]]
+        rates = [tuple(x) for x in st["rates"]]
+        with self.lock:
+            for name, table in tables.items():
+                setattr(self, name, table)
+            self.loss_by_tokens = by_tokens
+            self.checkpoints.clear()
+            self.checkpoints.extend(st["checkpoints"])
+            self.logs.clear()
+            self.logs.extend(logs)
+            self.rates.clear()
+            self.rates.extend(rates)
+            for k, v in plain.items():
+                setattr(self, k, v)
+            self.version += 1
+            self.v_train += 1
+            self.v_tele += 1
 
     def pref_keys(self) -> list[str]:
         return sorted(k for k in self.train if k.startswith(PREF_PREFIXES))
@@ -219,11 +257,26 @@ class Follower:
     """Feeds a RunData from a run's events.jsonl: `catch_up()` reads the history, `poll()` what is new."""
 
     def __init__(self, events_path: str | Path, data: RunData | None = None, chunk: int = CHUNK,
-                 kinds: tuple[str, ...] | None = None):
+                 kinds: tuple[str, ...] | None = None, use_snapshot: bool = True):
         self.tail = EventTail(events_path)
         self.kinds = kinds
         self.data = data or RunData()
         self.chunk = chunk
+        self.use_snapshot = use_snapshot  # False reads every event (tests comparing both ways)
+        self.restored_offset = 0  # where the engine's snapshot left off; 0 when none was used
+
+    def restore_snapshot(self) -> int:
+        """Start from the engine's history snapshot when it has a usable one; returns the events it holds."""
+        found = snapshot.load(self.tail.path)
+        if found is None:
+            return 0
+        offset, state = found
+        try:
+            self.data.restore(state)
+        except (KeyError, TypeError, ValueError):  # written by another version, or damaged: read it all
+            return 0
+        self.tail.offset = self.restored_offset = offset
+        return self.data.events
 
     def poll(self) -> int:
         """Ingest up to one chunk of new events; returns how many arrived."""
@@ -240,7 +293,7 @@ class Follower:
             target = self.tail.path.stat().st_size
         except OSError:
             target = 0
-        total = 0
+        total = self.restore_snapshot() if self.use_snapshot and self.tail.offset == 0 else 0
         while True:
             before = self.tail.offset
             total += self.poll()
@@ -250,8 +303,8 @@ class Follower:
                 return total
 
 
-def load_run_data(events_path: str | Path, by_tokens: bool = False) -> RunData:
+def load_run_data(events_path: str | Path, by_tokens: bool = False, use_snapshot: bool = True) -> RunData:
     """The whole history of one run as bounded series (what attaching does, without a UI)."""
-    f = Follower(events_path, RunData(by_tokens))
+    f = Follower(events_path, RunData(by_tokens), use_snapshot=use_snapshot)
     f.catch_up()
     return f.data

@@ -30,15 +30,17 @@ def runs_dir_from(arg: str | None = None) -> Path:
     return Path(arg or os.environ.get("TUNEBENCH_RUNS_DIR") or DEFAULT_RUNS_DIR)
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a temp file beside `path`, fsync it, rename it over `path`: readers see old or new, never half."""
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o600, fsync: bool = True) -> None:
+    """Write a temp file beside `path`, fsync it, rename it over `path`: readers see old or new, never half.
+    fsync=False for caches a reader can rebuild: after a power cut they may be empty, never torn."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
-            os.fsync(f.fileno())  # cost: one disk flush per status update (a few per run, not per step)
+            if fsync:
+                os.fsync(f.fileno())  # cost: one disk flush per status update (a few per run, not per step)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -154,6 +154,24 @@ class Series:
             cols[c] = (lo_[c], hi_[c], sm_[c] / n_[c], last_[c])
         return cols
 
+    FIELDS = ("x0", "x1", "lo", "hi", "sm", "n", "last")
+
+    def state(self) -> dict:
+        """Plain lists and numbers (for the history snapshot); from_state() gives the same Series back."""
+        return {"cap": self.cap, "width": self.width, "count": self.count, "dropped": self.dropped,
+                **{f: getattr(self, f) for f in self.FIELDS}}
+
+    @classmethod
+    def from_state(cls, st: dict) -> Series:
+        s = cls(int(st["cap"]))
+        s.width, s.count, s.dropped = int(st["width"]), int(st["count"]), int(st["dropped"])
+        cols = [list(st[f]) for f in cls.FIELDS]
+        if len({len(c) for c in cols}) != 1 or len(cols[0]) >= s.cap:
+            raise ValueError("series columns of unequal length")
+        for f, c in zip(cls.FIELDS, cols):
+            setattr(s, f, c)
+        return s
+
     def nbytes(self) -> int:
         """Rough memory held (lists of pointers plus float objects), for the bench's accounting."""
         return len(self.x0) * 7 * (8 + 24)

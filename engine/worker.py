@@ -27,6 +27,7 @@ from . import estimate
 from .distributed import for_rank
 from .events import EventWriter
 from .runs import Run
+from .snapshot import Snapshotter
 from .telemetry import Probe, Sampler
 
 METHOD_MODULES = {"sft": "engine.methods.sft", "dpo": "engine.methods.dpo", "kto": "engine.methods.kto",
@@ -116,6 +117,8 @@ def run_engine(run: Run, resume: bool = False) -> int:
     clear_partial_saves(run)
     probe = Probe()
     sampler = Sampler(lambda: events.write("telemetry", **probe.sample()), interval=1.0).start()
+    # The chart history a monitor starts from (engine/snapshot.py); rank 0 alone has the events.
+    history = Snapshotter(run.events_path).start() if isinstance(events, EventWriter) else None
     step, resolved, cfg, callback = 0, {}, None, None
     try:
         cfg = cfgmod.load_config(base=run.config())
@@ -204,6 +207,8 @@ def run_engine(run: Run, resume: bool = False) -> int:
         return 1
     finally:
         sampler.stop()
+        if history is not None:
+            history.close()  # after the final events: the snapshot covers the finished run
         events.close()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -10,7 +10,9 @@ import time
 import psutil
 import pytest
 
+from engine import snapshot
 from engine.events import read_events
+from engine.history import load_run_data
 from engine.runs import Run, list_runs
 from tests.conftest import ROOT, tunebench, write_config
 
@@ -56,6 +58,13 @@ def test_sft_lora_run_writes_events_and_a_checkpoint_plain_peft_loads(tiny_model
     assert 0 < summary["train_wall_s"] <= summary["wall_s"] and summary["peak_rss_bytes"] > 0
     assert events[-1]["kind"] == "state" and events[-1]["state"] == "completed"
     assert [e["seq"] for e in events] == list(range(len(events)))
+    # the engine's last history snapshot covers the finished run, and a monitor attaching from it gets what
+    # reading every event gives
+    offset, _ = snapshot.load(run.events_path)
+    assert offset == run.events_path.stat().st_size
+    restored = load_run_data(run.events_path, by_tokens=True)
+    full = load_run_data(run.events_path, by_tokens=True, use_snapshot=False)
+    assert restored.to_state() == full.to_state() and restored.step == 4 and restored.state == "completed"
 
     # the checkpoint loads with plain PEFT, no tunebench code, and generates
     import torch
@@ -143,6 +152,9 @@ def test_sigkill_of_the_engine_is_lost_and_resume_reaches_the_final_step(tiny_mo
     steps = [e["step"] for e in read_events(run.events_path, ("metrics",))]
     after = steps[steps.index(resumed_from + 1, len(steps) - (30 - resumed_from)):]
     assert after == list(range(resumed_from + 1, 31))  # the resumed engine continued from the checkpoint
+    # the killed engine's history and the resumed one's, as a monitor attaching now sees them
+    full = load_run_data(run.events_path, by_tokens=True, use_snapshot=False)
+    assert load_run_data(run.events_path, by_tokens=True).to_state() == full.to_state() and full.step == 30
     assert tunebench("train", "--resume", run.id, runs_dir=runs_dir).returncode == 2  # completed: nothing to resume
 
 
