@@ -6,7 +6,7 @@ import math
 import random
 
 from engine.events import EventWriter
-from engine.eventdecode import parse_lines
+from engine.eventdecode import Batch, decode, parse_lines
 from engine.history import Follower, RunData, load_run_data
 from engine.series import CAP, Series
 from tui.widgets.charts import ChartData, Marker, Trace, render_chart
@@ -107,6 +107,36 @@ def test_run_data_takes_telemetry_preference_metrics_and_states(tmp_path):
     assert "gpu1.proc_mem" not in d.tele and sorted(d.gpu_indices) == [0, 1]
     assert d.tele["torch_peak"].latest() == 35 and d.state == "failed"
     assert d.loss_by_tokens.x_range() == (100, 500)
+
+
+def test_the_typed_fast_path_and_the_dict_path_build_the_same_series(tmp_path):
+    """decode() takes metrics and telemetry as structs; parse_lines() takes every line as a dict (the path of
+    chunks with NaN or preference names). Fed the same events, RunData must come out the same."""
+    path = tmp_path / "events.jsonl"
+    w = EventWriter(path)
+    w.write("state", state="running", step=0)
+    rnd = random.Random(3)
+    for step in range(1, 3001):
+        fields = {"loss": rnd.random() * 3, "learning_rate": 1e-4, "num_tokens": 100 * step, "epoch": step / 300}
+        if step % 3:  # not every step logs every name
+            fields.update(grad_norm=rnd.random(), tokens_per_s=1000 + step)
+        w.write("metrics", step=step, **fields)
+        if step % 20 == 0:
+            w.write("telemetry", rss=step, cpu_percent=50.0, ram_used=None,
+                    gpus=[{"index": 0, "mem_used": step, "mem_total": 9000, "util": 50, "power_w": None},
+                          {"index": 1, "mem_used": 2 * step, "mem_total": 9000}])
+        if step % 500 == 0:
+            w.write("eval", step=step, loss=1.0, accuracy=0.5)
+            w.write("checkpoint", step=step, path="x")
+    w.write("log", level="warning", message="done")
+    data = path.read_bytes()
+    fast, slow = RunData(by_tokens=True), RunData(by_tokens=True)
+    batch = decode(data)
+    assert len(batch.metrics) == 3000 and len(batch.telemetry) == 150  # the fast path took them
+    fast.ingest(batch)
+    slow.ingest(Batch([], set(), None, [], None, *parse_lines(data)))
+    assert fast.to_state() == slow.to_state()
+    assert fast.train["grad_norm"].count == 2000 and sorted(fast.gpu_indices) == [0, 1]
 
 
 def test_a_long_history_stays_bounded(tmp_path):
