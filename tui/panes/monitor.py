@@ -22,8 +22,9 @@ from textual.widget import Widget
 from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.runs import ACTIVE, Run
 from engine.history import Follower, RunData
+from engine.runs import ACTIVE, Run
+
 from ..fmt import fmt_bytes, fmt_duration
 from ..widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 

@@ -19,8 +19,9 @@ from textual.widget import Widget
 from textual.widgets import SelectionList, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.runs import list_runs
 from engine.history import Follower, RunData
+from engine.runs import list_runs
+
 from ..widgets.charts import ChartData, LineChart, Trace
 
 KINDS = ("metrics", "eval")
