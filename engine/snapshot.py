@@ -63,6 +63,8 @@ class Snapshotter:
         from .history import Follower, RunData  # history restores snapshots through this module
 
         self.follower = Follower(events_path, RunData(by_tokens=True))
+        for tmp in self.follower.tail.path.parent.glob(f".{NAME}.*.tmp"):  # a killed engine's half-written one
+            tmp.unlink(missing_ok=True)
         self.follower.restore_snapshot()  # a resumed run goes on from its last snapshot
         self.saved = self.follower.tail.offset
         self.interval, self.every = interval, every

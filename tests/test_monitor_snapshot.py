@@ -111,5 +111,7 @@ def test_the_engine_thread_snapshots_as_the_run_grows_and_once_at_the_end(tmp_pa
     snap.close()
     offset, _ = snapshot.load(path)
     assert offset == path.stat().st_size  # the final snapshot covers every event
+    stale = path.with_name(f".{snapshot.NAME}.999.abc.tmp")  # left by an engine killed while writing one
+    stale.write_bytes(b"half")
     resumed = Snapshotter(path)  # a resumed engine starts from it instead of re-reading the file
-    assert resumed.saved == offset and resumed.follower.data.step == 3500
+    assert resumed.saved == offset and resumed.follower.data.step == 3500 and not stale.exists()
