@@ -206,7 +206,7 @@ def create_run(runs_dir: str | Path, cfg: dict) -> Run:
     return run
 
 
-def _created(run: Run) -> float:
+def created_time(run: Run) -> float:
     """When the run was created: config.yaml is written once, at creation (ids only resolve seconds)."""
     try:
         return run.config_path.stat().st_mtime
@@ -222,7 +222,7 @@ def list_runs(runs_dir: str | Path) -> list[Run]:
         return []
     runs = [Run(e.path) for e in entries]
     runs = [r for r in runs if r.exists()]
-    return sorted(runs, key=lambda r: (_created(r), r.id), reverse=True)
+    return sorted(runs, key=lambda r: (created_time(r), r.id), reverse=True)
 
 
 def resolve_run(runs_dir: str | Path, ref: str) -> Run:

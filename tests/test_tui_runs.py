@@ -89,3 +89,38 @@ async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_
         assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, RunStatusScreen)
+
+
+def test_run_rows_read_only_what_changed(runs_dir, monkeypatch):
+    """RunRows re-reads a finished run's status.json only when it changes, and keeps re-checking active runs
+    (an engine can die without writing: the row turns to lost)."""
+    import shutil
+
+    from engine.runs import Run
+    from tui.panes.runs import RunRows
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        done = [make_run(runs_dir, f"done{i}", "completed", step=10, max_steps=10) for i in range(20)]
+        live = make_run(runs_dir, "live", "running", pid=proc.pid, step=1, max_steps=10)
+        reads = []
+        real_status = Run.status
+        monkeypatch.setattr(Run, "status", lambda self: reads.append(self.id) or real_status(self))
+        rows = RunRows()
+        first = dict(rows.scan(runs_dir))
+        assert len(first) == 21 and str(first[live.id][1]) == "running"
+        reads.clear()
+        second = dict(rows.scan(runs_dir))
+        assert reads == [live.id]  # the finished runs were only stat'ed
+        assert all(second[r.id] is first[r.id] for r in done)  # the same cells: the pane skips those rows
+        done[0].write_status(last_loss=0.25)
+        proc.kill()
+        proc.wait()
+        third = dict(rows.scan(runs_dir))
+        assert third[done[0].id][3] == "0.2500" and str(third[live.id][1]) == "lost (crashed)"
+        shutil.rmtree(done[1].path)
+        assert done[1].id not in dict(rows.scan(runs_dir)) and done[1].id not in rows.cache
+        assert [name for name, _ in rows.scan(runs_dir)][0] == live.id  # newest first
+    finally:
+        proc.kill()
+        proc.wait()

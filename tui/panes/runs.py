@@ -1,6 +1,7 @@
 """The Runs pane: every run in the runs directory, refreshed live; Enter opens one."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from engine.runs import Run, list_runs
+from engine.runs import ACTIVE, Run, created_time
 
 from ..messages import RunSelected
 
@@ -22,10 +23,10 @@ COLUMNS = ("run", "state", "step", "loss", "started", "model", "method")
 WIDTHS = {"state": 14, "step": 11, "loss": 8, "started": 14, "method": 14}
 
 
-def run_row(run: Run) -> tuple:
+def run_row(run: Run, status: dict | None = None, state: str | None = None) -> tuple:
     """The table cells for one run; reads status.json only (a few hundred bytes)."""
-    status = run.status()
-    state = run.state(status)
+    status = status if status is not None else run.status()
+    state = state or run.state(status)
     label = f"{state} (crashed)" if state == "lost" else state
     step, max_steps = status.get("step") or 0, status.get("max_steps")
     loss = status.get("last_loss")
@@ -39,8 +40,49 @@ def run_row(run: Run) -> tuple:
             str(status.get("method") or "-"))
 
 
+class RunRows:
+    """Every run's cells, newest first, re-read only where something changed.
+
+    A refresh costs one scandir and one stat of each status.json; a run's status.json is read again only
+    when its size or mtime changed, or while it is active (its engine may die without writing). With 1,000
+    finished runs that is ~1,000 stats a second instead of 1,000 reads and JSON parses on the UI thread."""
+
+    def __init__(self):
+        # run id -> ((mtime_ns, size), created, cells, status says active (re-check), shown as active)
+        self.cache: dict[str, tuple] = {}
+
+    def scan(self, runs_dir: str | Path) -> list[tuple[str, tuple]]:
+        try:
+            entries = [e for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
+        except FileNotFoundError:
+            entries = []
+        rows = []
+        for e in entries:
+            try:
+                st = os.stat(os.path.join(e.path, "status.json"))
+            except OSError:
+                continue  # not a run directory (or one being deleted)
+            key = (st.st_mtime_ns, st.st_size)
+            hit = self.cache.get(e.name)
+            if hit is None or hit[0] != key or hit[3]:
+                run = Run(e.path)
+                status = run.status()
+                state = run.state(status)  # "lost" when the status says active but the engine is gone
+                created = hit[1] if hit is not None else created_time(run)
+                cells = run_row(run, status, state)
+                if hit is not None and cells == hit[2]:
+                    cells = hit[2]  # unchanged: the same tuple, so the pane skips the row
+                hit = self.cache[e.name] = (key, created, cells, status.get("state") in ACTIVE, state in ACTIVE)
+            rows.append((hit[1], e.name, hit[2]))
+        live = {name for _, name, _ in rows}
+        for name in [n for n in self.cache if n not in live]:
+            del self.cache[name]
+        rows.sort(key=lambda r: (r[0], r[1]), reverse=True)  # newest first, as list_runs orders them
+        return [(name, cells) for _, name, cells in rows]
+
+
 class RunsPane(Widget):
-    """A table of runs; a 1 s timer re-reads status.json files (cheap: one small read per run)."""
+    """A table of runs; a 1 s timer refreshes it through RunRows (stats; reads only what changed)."""
 
     BINDINGS = [Binding("enter", "open", "Open run"), Binding("r", "refresh_runs", "Refresh")]
     DEFAULT_CSS = "RunsPane { height: 1fr; } RunsPane DataTable { height: 1fr; }"
@@ -51,6 +93,7 @@ class RunsPane(Widget):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
+        self._rows, self._shown, self._summary = RunRows(), {}, None
         table = self.query_one(DataTable)
         for c in COLUMNS:
             table.add_column(c, key=c, width=WIDTHS.get(c))
@@ -62,27 +105,32 @@ class RunsPane(Widget):
 
     def refresh_runs(self) -> None:
         table = self.query_one(DataTable)
-        runs = list_runs(self.app.runs_dir)
-        seen, added = set(), False
-        for run in runs:
-            cells = run_row(run)
-            seen.add(run.id)
-            if run.id in table.rows:
-                for col, value in zip(COLUMNS[1:], cells[1:]):
-                    table.update_cell(run.id, col, value)
-            else:
-                table.add_row(*cells, key=run.id)
+        rows = self._rows.scan(self.app.runs_dir)
+        added = False
+        for run_id, cells in rows:
+            shown = self._shown.get(run_id)
+            if shown is None:
+                table.add_row(*cells, key=run_id)
                 added = True
+            elif shown is not cells:  # RunRows hands back the same tuple while nothing changed
+                for col, old, value in zip(COLUMNS[1:], shown[1:], cells[1:]):
+                    if old != value:
+                        table.update_cell(run_id, col, value)
+            self._shown[run_id] = cells
         if added and table.row_count > 1:
-            # newest first, in list_runs' order (by creation time: ids resolve only seconds)
-            order = {r.id: i for i, r in enumerate(runs)}
+            # newest first, in RunRows' order (by creation time: ids resolve only seconds)
+            order = {run_id: i for i, (run_id, _) in enumerate(rows)}
             table.sort("run", key=lambda rid: order.get(str(rid), len(order)))
+        seen = {run_id for run_id, _ in rows}
         for key in [k for k in table.rows if k.value not in seen]:
             table.remove_row(key)
-        active = sum(1 for r in runs if r.state() in ("starting", "running", "paused", "stopping"))
-        self.query_one("#runs-summary", Static).update(
-            f"{len(runs)} run(s) in {self.app.runs_dir}, {active} active. Enter opens a run."
-            if runs else f"No runs yet in {self.app.runs_dir}. Launch one from Hyperparameters [3].")
+            self._shown.pop(key.value, None)
+        active = sum(1 for name, _ in rows if self._rows.cache[name][4])
+        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active. Enter opens a run."
+                   if rows else f"No runs yet in {self.app.runs_dir}. Launch one from Hyperparameters [3].")
+        if summary != self._summary:
+            self._summary = summary
+            self.query_one("#runs-summary", Static).update(summary)
 
     def action_refresh_runs(self) -> None:
         self.refresh_runs()
