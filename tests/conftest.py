@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ if "TUNEBENCH_CACHE_DIR" not in os.environ:  # runs teach the estimator's effici
     import tempfile
 
     os.environ["TUNEBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="tunebench-test-cache-")
+
+
+def wait_for(pred, timeout=600.0, every=0.1, what="condition", show=None):
+    """Poll until `pred()` is truthy and return it; generous timeout: a loaded 2-core CI machine runs steps
+    5x slower. On timeout the message carries show() (a tmux screen, say) to tell why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; it shows:\n{show()}" if show else ""))
 
 
 def shared_file(rel: str) -> Path:

@@ -1,29 +1,18 @@
 """A comparison while a training run trains on the CPU: both progress, the run is untouched, the device pick is the CPU."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from engine.compare import busy_runs, resolve_ref, run_comparison
 from engine.runs import Run
 from tests.compare_support import trained_run
-from tests.conftest import tunebench, write_config
+from tests.conftest import tunebench, wait_for, write_config
 
 
 @pytest.fixture(scope="session")
 def ab(tmp_path_factory, tiny_model, chat_jsonl):
     return trained_run(tmp_path_factory.getbasetemp() / "compare", tiny_model, chat_jsonl)
-
-
-def wait_for(predicate, timeout=300.0, every=0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def test_compare_while_a_run_trains_on_the_cpu(ab, tmp_path, tiny_model, chat_jsonl):
@@ -37,7 +26,7 @@ def test_compare_while_a_run_trains_on_the_cpu(ab, tmp_path, tiny_model, chat_js
     assert res.returncode == 0, res.stderr[-2000:]
     live = Run(runs / res.stdout.split()[-1])
     try:
-        wait_for(lambda: live.status().get("state") == "running" and (live.status().get("step") or 0) >= 1)
+        wait_for(lambda: live.status().get("state") == "running" and (live.status().get("step") or 0) >= 1, timeout=300)
         assert busy_runs(runs) == [live.id]
         a, b = resolve_ref(ab["run"].id, ab["runs_dir"]), resolve_ref(f"{ab['run'].id}@2", ab["runs_dir"])
         from engine.telemetry import Nvml

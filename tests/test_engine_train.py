@@ -14,18 +14,7 @@ from engine import snapshot
 from engine.events import read_events
 from engine.history import load_run_data
 from engine.runs import Run, list_runs
-from tests.conftest import ROOT, tunebench, write_config
-
-
-def wait_for(pred, timeout=600.0, every=0.1, what="condition"):
-    """Poll until `pred()` is truthy; generous timeout: a loaded 2-core CI machine runs steps 5x slower."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from tests.conftest import ROOT, tunebench, wait_for, write_config
 
 
 def detached(cfg_path, runs_dir, *extra) -> Run:

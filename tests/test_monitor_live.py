@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -15,30 +14,11 @@ import pytest
 
 from engine.events import read_events
 from engine.runs import Run
-from tests.conftest import ROOT, tunebench, write_config
+from tests.conftest import ROOT, tunebench, wait_for, write_config
+from tests.tui_support import until
 from tui.app import TuneBench
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(pred, timeout=180.0, what="condition", show=None):
-    """Poll pred until true; on timeout the message carries show() (the tmux screen) to say why."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; it shows:\n{show()}" if show else ""))
-
-
-async def until(pilot, pred, timeout=180.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def pane(app, pilot, key):
@@ -66,16 +46,16 @@ def test_pause_resume_and_stop_from_the_pane_on_a_real_run(tiny_model, chat_json
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
             mon = await pane(app, pilot, "monitor")
-            await until(pilot, lambda: mon.data.step >= 3, what="3 steps on the monitor")
+            await until(pilot, lambda: mon.data.step >= 3, timeout=180, what="3 steps on the monitor")
             await pilot.press("p")
             await until(pilot, lambda: mon.state == "paused", timeout=60, what="paused")
             paused_at = mon.data.step
             await pilot.press("p")
             await until(pilot, lambda: mon.state == "running" and mon.data.step > paused_at, timeout=60, what="resumed")
-            await until(pilot, lambda: "loss" in mon.data.eval, what="an evaluation")
+            await until(pilot, lambda: "loss" in mon.data.eval, timeout=180, what="an evaluation")
             await pilot.press("x")
             await pilot.press("y")
-            await until(pilot, lambda: mon.state == "stopped", what="stopped")
+            await until(pilot, lambda: mon.state == "stopped", timeout=180, what="stopped")
             await pilot.pause(0.5)
             steps = logged_steps(run)
             assert [p[0] for p in mon.data.train["loss"].points()] == steps == list(range(1, steps[-1] + 1))
@@ -101,12 +81,12 @@ def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, c
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
             mon = await pane(app, pilot, "monitor")
-            await until(pilot, lambda: mon.data.step >= 5, what="5 steps")
+            await until(pilot, lambda: mon.data.step >= 5, timeout=180, what="5 steps")
             assert tui.poll() is None, "the other workbench exited by itself"
             os.kill(tui.pid, signal.SIGKILL)
             tui.wait()
             assert psutil.Process(run.status()["pid"]).is_running()  # the engine does not notice
-            await until(pilot, lambda: mon.state == "completed", what="completed")
+            await until(pilot, lambda: mon.state == "completed", timeout=180, what="completed")
             await pilot.pause(0.5)
             assert [p[0] for p in mon.data.train["loss"].points()] == list(range(1, 21))
 
@@ -114,7 +94,7 @@ def test_killing_the_tui_mid_run_then_reattaching_finds_every_step(tiny_model, c
         app = TuneBench(runs_dir=runs_dir, run=run.path)
         async with app.run_test(size=(170, 60)) as pilot:
             mon = await pane(app, pilot, "monitor")
-            await until(pilot, lambda: mon.attach_s is not None and mon.state == "completed", what="attached")
+            await until(pilot, lambda: mon.attach_s is not None and mon.state == "completed", timeout=180, what="attached")
             await pilot.pause(0.1)
             assert [p[0] for p in mon.data.train["loss"].points()] == list(range(1, 21)) == logged_steps(run)
             head = str(app.query_one("#mon-head").render())
