@@ -36,7 +36,7 @@ def build(root: Path, hidden: int, layers: int) -> tuple[Path, list[Path]]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine.tinymodel import build_tiny_llama
+    from engine.demo.tinymodel import build_tiny_llama
 
     base = build_tiny_llama(root / "base", hidden=hidden, layers=layers, heads=8, kv_heads=4)
     adapters = []
@@ -66,8 +66,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
-    from engine import generate
-    from engine.compare import resolve_ref
+    from engine.checkpoints import generate
+    from engine.checkpoints.refs import resolve_ref
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,13 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.runs import Run  # noqa: E402
-from engine.verify import losses_by_step, verify_run  # noqa: E402
+from engine.rundir.runs import Run  # noqa: E402
+from engine.rundir.verify import losses_by_step, verify_run  # noqa: E402
 
 
 def cli(runs_dir: Path, *args, faults: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "TUNEBENCH_RUNS_DIR": str(runs_dir), "TUNEBENCH_FAULTS": faults}
-    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "tunebench", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True)
 
 
@@ -57,7 +57,7 @@ def main() -> int:
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory(prefix="tb-faults-") as tmp:
         tmp = Path(tmp)
-        from engine.tinymodel import build_tiny_llama
+        from engine.demo.tinymodel import build_tiny_llama
 
         model = build_tiny_llama(tmp / "model")
         data = tmp / "chat.jsonl"

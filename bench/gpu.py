@@ -63,7 +63,7 @@ def build_model(name: str, out: Path, texts: list[str], cuda: bool) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from engine.tinymodel import build_tokenizer
+    from engine.demo.tinymodel import build_tokenizer
 
     h, i, layers, heads, kv, vocab, tied = SHAPES[name]
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ class NvmlPeak:
     """Samples the device's used memory every 50 ms while a run goes; peak minus the idle baseline."""
 
     def __init__(self):
-        from engine.telemetry import Nvml
+        from engine.system.telemetry import Nvml
 
         self.nvml = Nvml()
         self.base = self._used() or 0
@@ -157,13 +157,13 @@ def tb_config(model: Path, data: Path, method: str, a, s: dict, work: Path) -> P
 
 
 def run_tunebench(cfg: Path, work: Path, env: dict) -> dict:
-    from engine.runs import list_runs
+    from engine.rundir.runs import list_runs
 
     runs = work / "runs"
     env = {**env, "TUNEBENCH_RUNS_DIR": str(runs), "TUNEBENCH_CACHE_DIR": str(work / "cache")}
     before = {r.id for r in list_runs(runs)} if runs.exists() else set()
     with NvmlPeak() as nv:
-        out, err, rc, rss = run_child([sys.executable, "-m", "engine.cli", "train", str(cfg)], env)
+        out, err, rc, rss = run_child([sys.executable, "-m", "tunebench", "train", str(cfg)], env)
     new = [r for r in list_runs(runs) if r.id not in before] if runs.exists() else []
     if not new:
         return {"error": (err or out)[-600:] or f"tunebench train exited {rc} without a run"}
@@ -179,7 +179,8 @@ def run_tunebench(cfg: Path, work: Path, env: dict) -> dict:
 
 def model_flops_per_s(r: dict, cfg_path: Path, gpu) -> tuple[float, float | None]:
     """(model FLOP/s, MFU): FLOPs a token without recompute x tokens/s, over the peak of the run's precision."""
-    from engine import config as cfgmod, estimate as E
+    from engine import config as cfgmod
+    from engine.planning import estimate as E
 
     cfg = cfgmod.load_config(cfg_path)
     resolved = r.get("resolved") or {"device": "cuda" if gpu else "cpu", "precision": r["precision"],
@@ -211,8 +212,8 @@ def main(argv=None) -> int:
     import torch
     import transformers, trl, peft  # noqa: E401 - versions for the record
 
-    from engine.gpus import find_gpu
-    from engine.verdict import verdict
+    from engine.system.gpus import find_gpu
+    from engine.planning.verdict import verdict
     from engine import config as cfgmod
 
     if not a.cpu and not torch.cuda.is_available():

@@ -94,7 +94,7 @@ def sentences(n: int) -> list[str]:
 
 
 def bench_stats(workdir: Path, rows: int, chat_rows: int) -> None:
-    from engine.tinymodel import build_tiny_llama
+    from engine.demo.tinymodel import build_tiny_llama
 
     model = build_tiny_llama(workdir / "tiny")
     tok = insp.load_tokenizer(str(model))

@@ -34,7 +34,7 @@ FULL_APP = "--full-app" in sys.argv
 def make_run(runs_dir: Path, name: str = "bench") -> Path:
     """A run directory (config.yaml, status.json) as `tunebench train` leaves it, state completed."""
     from engine import config as cfgmod
-    from engine.runs import create_run
+    from engine.rundir.runs import create_run
 
     cfg = cfgmod.defaults()
     cfg["model"]["name_or_path"] = "bench/tiny-llama"
@@ -86,8 +86,8 @@ def event_lines(n_events: int, t0: float, steps_per_s: float = 20.0, start_seq: 
 def snapshot_as_engine(run_dir: Path) -> int:
     """The engine's snapshot at its worst for a reader: SNAPSHOT_BYTES of events written since (a live run,
     just before the next one). Same code as the engine's Snapshotter; returns the snapshot's offset."""
-    from engine import snapshot
-    from engine.history import Follower, RunData
+    from engine.monitor import snapshot
+    from engine.monitor.history import Follower, RunData
 
     path = run_dir / "events.jsonl"
     f = Follower(path, RunData(by_tokens=True), use_snapshot=False)
@@ -104,7 +104,7 @@ def snapshot_as_engine(run_dir: Path) -> int:
 
 def write_history(run_dir: Path, n_events: int, **kw) -> int:
     """Write n_events to events.jsonl at once; status.json says completed at the last step."""
-    from engine.runs import Run
+    from engine.rundir.runs import Run
 
     t0 = time.time() - n_events / 20
     last_step = 0
@@ -238,7 +238,7 @@ def _child_follow(run_dir: str, seconds: float) -> dict:
 
 def _generate_live(run_dir: str, seconds: float, steps_per_s: float) -> None:
     """The fast run: append events in real time (metrics every step, telemetry every second)."""
-    from engine.runs import Run
+    from engine.rundir.runs import Run
 
     run = Run(run_dir)
     run.write_status(state="running", pid=os.getpid(), pid_started=__import__("psutil").Process().create_time(),

@@ -77,14 +77,14 @@ hardware: {{device: cpu}}
 """)
     runs = work / "runs"
     env = {**os.environ, "TUNEBENCH_RUNS_DIR": str(runs), "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "train", str(cfg), "--detach"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "tunebench", "train", str(cfg), "--detach"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"tunebench failed to start:\n{out.stderr}")
     run_dir = runs / out.stdout.strip().splitlines()[-1]
     sys.path.insert(0, str(ROOT))
-    from engine.events import read_events
-    from engine.runs import Run
+    from engine.rundir.events import read_events
+    from engine.rundir.runs import Run
 
     run = Run(run_dir)
     while run.state() in ("created", "starting", "running", "stopping"):
@@ -116,7 +116,7 @@ def main() -> int:
         model = a.model
         if model is None:
             sys.path.insert(0, str(ROOT))
-            from engine.tinymodel import build_tiny_llama
+            from engine.demo.tinymodel import build_tiny_llama
 
             model = build_tiny_llama(work / "model", texts, vocab_size=2000, hidden=a.hidden, layers=a.layers,
                                      heads=8, kv_heads=4)

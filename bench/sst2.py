@@ -42,7 +42,7 @@ def minilm_dir() -> str:
 
 
 def run_one(name: str, overrides: list[str], data: Path, runs_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "engine.cli", "train", str(ROOT / "presets" / "classification-minilm.yaml"),
+    cmd = [sys.executable, "-m", "tunebench", "train", str(ROOT / "presets" / "classification-minilm.yaml"),
            "--set", f"model.name_or_path={minilm_dir()}", "--set", f"data.train={data}", "--set", f"name={name}"]
     for o in overrides:
         cmd += ["--set", o]
@@ -71,7 +71,7 @@ def run_plain(data: Path, seed: int = 0) -> dict:
 
     from engine.config import load_config
     from engine.data.prepare import prepare
-    from engine.methods.classification import scores
+    from engine.training.methods.classification import scores
 
     cfg = load_config(ROOT / "presets" / "classification-minilm.yaml",
                       [f"model.name_or_path={minilm_dir()}", f"data.train={data}", *REFERENCE])

@@ -18,7 +18,7 @@ def trained_run(base: Path, tiny_model: Path, chat_jsonl: Path) -> dict:
     """{"runs_dir", "run" (engine.runs.Run), "model"}: a completed LoRA run with checkpoints at steps 2, 4, 6."""
     if "run" in _CACHE:
         return _CACHE
-    from engine.runs import list_runs
+    from engine.rundir.runs import list_runs
 
     base.mkdir(parents=True, exist_ok=True)
     runs_dir = base / "runs"

@@ -47,7 +47,7 @@ def shared_file(rel: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer Llama with a BPE tokenizer trained here, saved with save_pretrained."""
-    from engine.tinymodel import build_tiny_llama
+    from engine.demo.tinymodel import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -90,9 +90,9 @@ def write_config(path: Path, model_dir: Path, data_path: Path, **sections) -> Pa
 
 def tunebench(*args, runs_dir: Path | None = None, timeout: float = 300, env: dict | None = None,
               **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m engine.cli`) and capture its output; `env` adds variables."""
+    """Run the real CLI (`python -m tunebench`) and capture its output; `env` adds variables."""
     env = {**os.environ, **(env or {})}
     if runs_dir is not None:
         env["TUNEBENCH_RUNS_DIR"] = str(runs_dir)
-    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tunebench", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env, **kw)

@@ -71,9 +71,9 @@ def train(runs_dir: Path, cfg: dict):
 
     Returns (run, events by kind). The worker installs SIGTERM/SIGINT handlers; pytest's come back after.
     """
-    from engine.events import read_events
-    from engine.runs import create_run
-    from engine.worker import run_engine
+    from engine.rundir.events import read_events
+    from engine.rundir.runs import create_run
+    from engine.training.worker import run_engine
 
     run = create_run(runs_dir, cfg)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}

@@ -5,8 +5,9 @@ import pytest
 
 
 def test_classification_checkpoints_are_scored_as_the_trainer_scored_them(tmp_path):
-    from engine.compare import resolve_ref, run_comparison
-    from engine.generate import Decoding
+    from engine.checkpoints.compare import run_comparison
+    from engine.checkpoints.refs import resolve_ref
+    from engine.checkpoints.settings import Decoding
     from tests.methods_support import build_assets, config, train
 
     assets = build_assets(tmp_path / "assets")

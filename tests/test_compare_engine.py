@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from engine.compare import device_advice, read_prompts, resolve_ref, word_diff
-from engine.data.load import DataError
+from engine.checkpoints.refs import device_advice, resolve_ref
+from engine.checkpoints.display import word_diff
+from engine.checkpoints.prompts import read_prompts
+from engine.data.errors import DataError
 from tests.compare_support import trained_run
 from tests.conftest import tunebench
 
@@ -38,8 +40,9 @@ def test_references_resolve_to_checkpoints_final_and_base(ab):
 
 def test_same_seed_gives_the_same_outputs_twice_cli_and_in_process(ab):
     """Two checkpoints, sampled decoding with seed 3: the CLI's --json and an in-process run agree token for token."""
-    from engine.compare import default_prompts, run_comparison
-    from engine.generate import Decoding
+    from engine.checkpoints.compare import run_comparison
+    from engine.checkpoints.prompts import default_prompts
+    from engine.checkpoints.settings import Decoding
 
     run, runs_dir = ab["run"], ab["runs_dir"]
     res = tunebench("compare", f"{run.id}@2", run.id, "--json", "--sample", "--temperature", "1.0", "--seed", "3",
@@ -63,7 +66,7 @@ def test_same_seed_gives_the_same_outputs_twice_cli_and_in_process(ab):
 
 def test_shared_base_switching_matches_models_loaded_alone(ab):
     """A and B sharing one base (adapters switched per token) answer exactly as each loaded on its own."""
-    from engine import generate
+    from engine.checkpoints import generate
 
     run, runs_dir = ab["run"], ab["runs_dir"]
     a, b, base = (resolve_ref(f"{run.id}@2", runs_dir), resolve_ref(run.id, runs_dir),

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engine.compare import resolve_ref
+from engine.checkpoints.refs import resolve_ref
 from tests.compare_support import trained_run
 from tests.conftest import tunebench
 
@@ -97,7 +97,7 @@ def test_4bit_base_is_dequantised_before_merging(ab, tmp_path):
     shutil.copytree(ab["run"].checkpoints()[-1].path, ckpt)
     meta = json.loads((ckpt / "tunebench.json").read_text())
     (ckpt / "tunebench.json").write_text(json.dumps({**meta, "quantization": "4bit"}))
-    from engine.export import export
+    from engine.checkpoints.export import export
 
     info = export(resolve_ref(str(ckpt)), tmp_path / "q-merged", merge=True, dtype="float32")
     assert info["kind"] == "merged" and info["dequantized_from"] == "4bit"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.compare import busy_runs, resolve_ref, run_comparison
-from engine.runs import Run
+from engine.checkpoints.compare import run_comparison
+from engine.checkpoints.refs import busy_runs, resolve_ref
+from engine.rundir.runs import Run
 from tests.compare_support import trained_run
 from tests.conftest import tunebench, wait_for, write_config
 
@@ -16,8 +17,8 @@ def ab(tmp_path_factory, tiny_model, chat_jsonl):
 
 
 def test_compare_while_a_run_trains_on_the_cpu(ab, tmp_path, tiny_model, chat_jsonl):
-    from engine.commands.compare import pick_device
-    from engine.generate import Decoding
+    from tunebench.commands.compare import pick_device
+    from engine.checkpoints.settings import Decoding
 
     runs = tmp_path / "runs"
     cfg = write_config(tmp_path / "long.yaml", tiny_model, chat_jsonl,
@@ -29,7 +30,7 @@ def test_compare_while_a_run_trains_on_the_cpu(ab, tmp_path, tiny_model, chat_js
         wait_for(lambda: live.status().get("state") == "running" and (live.status().get("step") or 0) >= 1, timeout=300)
         assert busy_runs(runs) == [live.id]
         a, b = resolve_ref(ab["run"].id, ab["runs_dir"]), resolve_ref(f"{ab['run'].id}@2", ab["runs_dir"])
-        from engine.telemetry import Nvml
+        from engine.system.telemetry import Nvml
 
         if not Nvml().devices():  # no GPU (as on CI): the comparison goes to the CPU without asking
             assert pick_device("auto", a, b) == "cpu"

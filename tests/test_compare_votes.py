@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.votes import BlindOrder, VoteBook, preference_row
+from engine.checkpoints.votes import BlindOrder, VoteBook, preference_row
 from tests.compare_support import read_jsonl, trained_run
 
 GIB = 2**30

@@ -13,9 +13,9 @@ import time
 import psutil
 
 from engine import config as C
-from engine.commands.runs import summary
-from engine.events import EventTail
-from engine.runs import create_run, list_runs
+from tunebench.commands.runs import summary
+from engine.rundir.events import EventTail
+from engine.rundir.runs import create_run, list_runs
 from tests.conftest import ROOT, write_config
 from tests.test_engine_train import detached, wait_for
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.data.load import DataError
+from engine.data.errors import DataError
 from engine.data.prepare import InvalidRows, prepare
 
 from .test_data_load import cfg_for, write_jsonl

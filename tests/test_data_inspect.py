@@ -7,8 +7,8 @@ import pytest
 
 from engine.data import inspect as insp
 from engine.data.prepare import InvalidRows, prepare
-from engine.events import read_events
-from engine.runs import list_runs
+from engine.rundir.events import read_events
+from engine.rundir.runs import list_runs
 
 from .conftest import shared_file, tunebench, write_config
 from .test_data_load import cfg_for, write_jsonl

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from engine import config as cfgmod
-from engine.data.load import DataError, load, read_rows
+from engine.data.errors import DataError
+from engine.data.sources import load, read_rows
 from engine.data.prepare import InvalidRows, prepare
 
 from .conftest import shared_file, tunebench

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.load import DataError
+from engine.data.errors import DataError
 from engine.data.preview import preview
 
 from .conftest import ROOT, shared_file

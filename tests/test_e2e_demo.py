@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import Run, list_runs, process_alive
+from engine.rundir.runs import Run, list_runs, process_alive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux")]
 BIN = Path(sys.executable).parent / "tunebench"

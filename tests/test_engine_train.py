@@ -10,10 +10,10 @@ import time
 import psutil
 import pytest
 
-from engine import snapshot
-from engine.events import read_events
-from engine.history import load_run_data
-from engine.runs import Run, list_runs
+from engine.monitor import snapshot
+from engine.rundir.events import read_events
+from engine.monitor.history import load_run_data
+from engine.rundir.runs import Run, list_runs
 from tests.conftest import ROOT, tunebench, wait_for, write_config
 
 
@@ -151,7 +151,7 @@ def test_lost_terminal_does_not_stop_the_engine(tiny_model, chat_jsonl, runs_dir
     """SIGHUP to the launching terminal's process group, then SIGKILL of the launcher: the run completes."""
     cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 25})
     env = dict(os.environ, TUNEBENCH_RUNS_DIR=str(runs_dir))
-    cli = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", str(cfg)], cwd=ROOT, env=env,
+    cli = subprocess.Popen([sys.executable, "-m", "tunebench", "train", str(cfg)], cwd=ROOT, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run = wait_for(lambda: (list_runs(runs_dir) or [None])[0], what="run created")
     wait_for(lambda: run.status().get("state") == "running", what="running")
@@ -168,7 +168,7 @@ def test_lost_terminal_does_not_stop_the_engine(tiny_model, chat_jsonl, runs_dir
 def test_ctrl_c_in_the_foreground_stops_gracefully(tiny_model, chat_jsonl, runs_dir, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 100000})
     env = dict(os.environ, TUNEBENCH_RUNS_DIR=str(runs_dir))
-    cli = subprocess.Popen([sys.executable, "-m", "engine.cli", "train", str(cfg)], cwd=ROOT, env=env,
+    cli = subprocess.Popen([sys.executable, "-m", "tunebench", "train", str(cfg)], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = wait_for(lambda: (list_runs(runs_dir) or [None])[0], what="run created")
     wait_for(lambda: run.status().get("step", 0) >= 2, what="steps")

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from engine import config as cfgmod
-from engine import estimate as E
-from engine import gpus
-from engine.verdict import verdict
+from engine.planning import estimate as E
+from engine.system import gpus
+from engine.planning.verdict import verdict
 
 from .conftest import ROOT, tunebench
 
@@ -145,7 +145,7 @@ def test_gradient_checkpointing_auto_turns_on_only_when_memory_needs_it(model_di
 
 
 def test_estimate_and_verdict_stay_light():
-    code = ("import sys, engine.estimate, engine.verdict, engine.commands.estimate; "
+    code = ("import sys, engine.planning.estimate, engine.planning.verdict, tunebench.commands.estimate; "
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
@@ -173,7 +173,7 @@ def test_cli_json_without_data_for_a_named_gpu(model_dir, tmp_path):
 
 
 def test_check_for_the_pane_picks_the_target_and_never_raises(model_dir, tmp_path):
-    from engine.verdict import check
+    from engine.planning.verdict import check
 
     d = model_dir(LLAMA_8B)
     named = check(cfg_for(d, "hardware.gpu=L4", "data.max_length=2048"))

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from engine import config as cfgmod
-from engine import estimate as E
-from engine.events import read_events
-from engine.runs import list_runs
+from engine.planning import estimate as E
+from engine.rundir.events import read_events
+from engine.rundir.runs import list_runs
 
 from .conftest import tunebench, write_config
 
@@ -94,7 +94,7 @@ def test_run_records_predicted_and_measured_peak_and_teaches_the_step_time(tiny_
 
 
 def test_fast_defaults_are_recorded_and_overridable_on_a_cpu(tiny_model):
-    from engine.modeling import resolve
+    from engine.training.modeling import resolve
 
     base = [f"model.name_or_path={tiny_model}", "hardware.device=cpu"]
     r = resolve(cfgmod.load_config(overrides=base))

@@ -10,9 +10,9 @@ import threading
 import time
 
 from engine import config as C
-from engine.events import EventTail, EventWriter, read_events
-from engine.runs import META, Run, create_run, list_runs, resolve_run
-from engine.telemetry import Probe, Sampler
+from engine.rundir.events import EventTail, EventWriter, read_events
+from engine.rundir.runs import META, Run, create_run, list_runs, resolve_run
+from engine.system.telemetry import Probe, Sampler
 
 
 def test_writer_and_tail_by_offset(tmp_path):

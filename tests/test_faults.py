@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from engine.runs import Run, list_runs
-from engine.verify import losses_by_step, verify_run
+from engine.rundir.runs import Run, list_runs
+from engine.rundir.verify import losses_by_step, verify_run
 from tests.conftest import tunebench, write_config
 from tests.test_engine_train import wait_for
 

@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import config as C
-from engine.data.load import DataError, read_rows
-from engine.runs import list_runs
+from engine.data.errors import DataError
+from engine.data.sources import read_rows
+from engine.rundir.runs import list_runs
 from tests.conftest import tunebench
 
 KEYS = C.all_keys()

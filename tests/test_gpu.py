@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import read_events
-from engine.history import load_run_data
-from engine.runs import list_runs
+from engine.rundir.events import read_events
+from engine.monitor.history import load_run_data
+from engine.rundir.runs import list_runs
 from tests.conftest import tunebench, write_config
 
 pytestmark = pytest.mark.gpu

@@ -65,7 +65,7 @@ def test_every_preset_validates(preset, monkeypatch):
 
 
 def test_reward_file_errors_name_the_file_and_function(tmp_path):
-    from engine.methods.rewards import load_reward_functions
+    from engine.training.methods.rewards import load_reward_functions
 
     f = tmp_path / "r.py"
     f.write_text("def score(completions, **kw):\n    return ['x'] * len(completions)\n")

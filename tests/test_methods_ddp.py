@@ -6,8 +6,8 @@ from collections import Counter
 
 import psutil
 
-from engine.events import read_events
-from engine.runs import resolve_run
+from engine.rundir.events import read_events
+from engine.rundir.runs import resolve_run
 from tests.conftest import tunebench, write_config
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.events import read_events
-from engine.runs import Run
+from engine.rundir.events import read_events
+from engine.rundir.runs import Run
 from tests.conftest import ROOT, tunebench, wait_for, write_config
 from tests.tui_support import until
 from tui.app import TuneBench
@@ -117,7 +117,7 @@ def test_attach_in_tmux_survives_a_dropped_session(tiny_model, chat_jsonl, runs_
     run = detached(cfg, runs_dir)
     sock = f"tunebench-test-{os.getpid()}"
     exe = Path(sys.executable).with_name("tunebench")
-    cmd = f"{exe if exe.exists() else sys.executable + ' -m engine.cli'} --runs-dir {runs_dir} attach {run.id[:15]}"
+    cmd = f"{exe if exe.exists() else sys.executable + ' -m tunebench'} --runs-dir {runs_dir} attach {run.id[:15]}"
 
     def tmux(*args):
         return subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=30)

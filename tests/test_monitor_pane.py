@@ -13,8 +13,8 @@ import time
 import psutil
 
 from engine import config as cfgmod
-from engine.events import EventWriter
-from engine.runs import create_run
+from engine.rundir.events import EventWriter
+from engine.rundir.runs import create_run
 from tui.app import TuneBench
 from tui.panes.monitor import ConfirmScreen
 from tui.widgets.charts import render_chart

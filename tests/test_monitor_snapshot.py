@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from engine import snapshot
-from engine.events import EventWriter
-from engine.history import Follower, RunData, load_run_data
-from engine.snapshot import Snapshotter
+from engine.monitor import snapshot
+from engine.rundir.events import EventWriter
+from engine.monitor.history import Follower, RunData, load_run_data
+from engine.monitor.snapshotter import Snapshotter
 
 
 def write_events(w: EventWriter, start: int, steps: int, pref: bool = False, nan_at: int | None = None) -> None:

@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from engine import config as cfgmod
-from engine.runs import create_run
-from engine.telemetry import Nvml
+from engine.rundir.runs import create_run
+from engine.system.telemetry import Nvml
 from tui.widgets.sysheader import owner_run, render_header, run_pids, take_snapshot
 
 GIB = 1 << 30

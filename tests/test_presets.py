@@ -42,7 +42,7 @@ def test_qlora_preset_is_what_fits_24gb():
 
 def test_demo_preset_and_data(tmp_path):
     """The demo's preset validates and every key says why; its data holds out numbers the model must compose."""
-    from engine.demo import EVAL_NUMBERS, PRESET, words, write_data
+    from engine.demo.workspace import EVAL_NUMBERS, PRESET, words, write_data
 
     train, ev = write_data(tmp_path / "data")
     preset = tmp_path / "demo.yaml"

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from engine import config as C
-from engine.runs import create_run, list_runs
+from engine.rundir.runs import create_run, list_runs
 from tests.conftest import ROOT, tunebench, write_config
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from engine import config as cfgmod
-from engine.runs import Run, list_runs
+from engine.rundir.runs import Run, list_runs
 from tests.tui_support import cells, text, until
 from tui.app import TuneBench
 from tui.launching import PROJECT_PRESETS

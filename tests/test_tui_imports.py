@@ -13,8 +13,8 @@ HEAVY = ("torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "ac
 
 
 def test_tui_app_imports_no_ml_stack():
-    code = ("import sys, json; import tui.app, tui.helper_client, engine.helper, engine.helper_ops, engine.cli, "
-            "engine.demo; engine.cli.build_parser(); "
+    code = ("import sys, json; import tui.app, tui.helper_client, engine.helper.server, tunebench.cli, "
+            "engine.demo.workspace; tunebench.cli.build_parser(); "
             "import importlib; [importlib.import_module(p.target.split(':')[0]) for p in tui.app.PANES]; "
             "importlib.import_module(tui.app.HEADER.split(':')[0]); "
             "print(json.dumps(sorted(m for m in sys.modules)))")

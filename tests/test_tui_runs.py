@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from engine import config as cfgmod
-from engine.runs import create_run
+from engine.rundir.runs import create_run
 from tests.tui_support import cells, text, until
 from tui import app as appmod
 from tui.app import TuneBench
@@ -96,7 +96,7 @@ def test_run_rows_read_only_what_changed(runs_dir, monkeypatch):
     (an engine can die without writing: the row turns to lost)."""
     import shutil
 
-    from engine.runs import Run
+    from engine.rundir.runs import Run
     from tui.panes.runs import RunRows
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

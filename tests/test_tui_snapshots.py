@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.runs import Run
+from engine.rundir.runs import Run
 from tests.tui_support import until
 from tui import app as appmod
 from tui.launching import PROJECT_PRESETS

@@ -1,14 +1,12 @@
 """The workbench app: mounts the panes listed in PANES into tabs, routes cross-pane messages, owns the helper.
 
-Thin on purpose: each pane lives in tui/panes/<name>.py. To add a pane, append a PaneSpec to PANES
+Thin on purpose: each pane lives in tui/panes/<name>.py. To add a pane, append a PaneSpec to tui.registry.PANES
 (key, tab title, "module:Class", key binding); the class is a Widget built as `Class(id=key)`.
 A pane that shows a run defines `open_run(path)`; the app routes RunSelected to it.
 """
 from __future__ import annotations
 
 import asyncio
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +15,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from engine.runs import runs_dir_from
+from engine.rundir.runs import runs_dir_from
 
-from .helper_client import HelperClient, HelperError
-from .messages import ConfigChosen, RunSelected, ShowPane
-from .widgets.spinner import Spinner
-
-
-@dataclass(frozen=True)
-class PaneSpec:
-    key: str       # tab id and pane widget id
-    title: str     # tab label
-    target: str    # "module:Class"
-    binding: str   # key that shows the pane
-
-
-PANES: list[PaneSpec] = [
-    PaneSpec("runs", "Runs", "tui.panes.runs:RunsPane", "1"),
-    PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2"),
-    PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3"),
-    PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
-    PaneSpec("checkpoints", "Checkpoints", "tui.panes.checkpoints:CheckpointsPane", "5"),
-    PaneSpec("overlay", "Overlay", "tui.panes.overlay:OverlayPane", "6"),
-]
-# The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
-HEADER = "tui.widgets.sysheader:SystemHeader"
-# Which pane gets RunSelected first (the first pane with open_run() otherwise).
-RUN_PANE = "monitor"
-
-
-def load(target: str) -> type:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+from tui.helper_client import HelperClient, HelperError
+from tui.registry import HEADER, PANES, RUN_PANE, PaneSpec, load  # noqa: F401 (PaneSpec: for extensions)
+from tui.messages import ConfigChosen, RunSelected, ShowPane
+from tui.widgets.spinner import Spinner
 
 
 class TuneBench(App):
@@ -126,7 +98,7 @@ class TuneBench(App):
             pass
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
+        from tui.screens.help import HelpScreen
 
         self.push_screen(HelpScreen())
 
@@ -189,7 +161,7 @@ class TuneBench(App):
                 pane.open_run(Path(message.run_path))
                 await self.action_show_pane(spec.key)
                 return
-        from .screens.run_status import RunStatusScreen  # until a Monitor pane exists
+        from tui.screens.run_status import RunStatusScreen  # until a Monitor pane exists
 
         self.push_screen(RunStatusScreen(Path(message.run_path)))
 

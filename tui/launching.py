@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine import config as cfgmod
-from engine.helper_ops import model_check
-from engine.launch import start
-from engine.runs import Run, create_run
+from engine.planning.preflight import model_check
+from engine.rundir.launch import start
+from engine.rundir.runs import Run, create_run
 
 PROJECT_PRESETS = Path(__file__).resolve().parent.parent / "presets"
 

@@ -11,8 +11,8 @@ Light module. Shapes (TRL 1.16 / transformers):
 """
 from __future__ import annotations
 
-from .formats import KIND
-from .load import DataError
+from engine.data.formats import KIND
+from engine.data.errors import DataError
 
 ACCEPTS = {
     "sft": ("chat", "completion", "text"),
@@ -95,14 +95,14 @@ def for_method(ex: dict, fmt: str, method: str) -> list[dict]:
 
 
 def _no_prompt():
-    from .formats import Invalid
+    from engine.data.formats import Invalid
 
     return Invalid("missing field", "no prompt: give a 'prompt' column, or chosen/rejected conversations that "
                                     "share their first turns")
 
 
 def _prompt_row(ex: dict, kind: str, extra: dict) -> dict:
-    from .formats import Invalid
+    from engine.data.formats import Invalid
 
     row = {k: v for k, v in extra.items() if k not in ("prompt", "reference")}
     if kind == "chat":

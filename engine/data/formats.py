@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from .load import DataError, Row
+from engine.data.errors import DataError, Row
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "kto", "classification",
            "prompt")

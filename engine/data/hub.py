@@ -10,7 +10,7 @@ import socket
 import threading
 from urllib.parse import urlparse
 
-from .load import DataError, Row
+from engine.data.errors import DataError, Row
 
 _TRUE = ("1", "true", "yes", "on")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from .. import config as cfgmod
-from .prepare import prepare_pairs
+from engine import config as cfgmod
+from engine.data.prepare import prepare_pairs
 
 CHARS_PER_TOKEN = 4  # the rough rule for English BPE text; only used, and labelled, when no tokenizer is given
 LIST_INVALID = 200  # invalid rows listed in the report (all are counted)
@@ -119,8 +119,8 @@ def _frac(n: int, d: int) -> float | None:
 
 
 def _token_report(tok, method: str, max_length: int, loss_on: str, pairs: list, problems: list) -> dict:
-    from .prepare import Problem
-    from .tokens import Measurer
+    from engine.data.prepare import Problem
+    from engine.data.tokens import Measurer
 
     m = Measurer(tok, method, max_length, loss_on)
     results = m.measure_many([row for _, row in pairs])

@@ -1,7 +1,7 @@
 """Read data files into rows (dicts), each remembering where it came from (file and line, index or row).
 
-Light module: plain json/csv at import; pyarrow (parquet, save_to_disk directories) and `datasets` (hub ids)
-are imported only when such a source is read. Sources: .jsonl/.ndjson, .json (array or object of arrays),
+Light module: plain json/csv at import; pyarrow (parquet, save_to_disk directories) only when such a file is
+read. Hub ids go through engine.data.sources, which adds engine.data.hub (`datasets`). Sources: .jsonl/.ndjson, .json (array or object of arrays),
 .csv, .tsv, .parquet, .txt, a `save_to_disk` directory, several files, a glob, or a hub dataset id.
 
 A row that cannot be read (invalid JSON, invalid UTF-8, not an object) is kept as a Row with `error` set,
@@ -14,23 +14,13 @@ import glob
 import io
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from engine.data.errors import DataError, Row
 
 FILE_TYPES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
 # Lone surrogates are what errors="surrogateescape" leaves where bytes were not UTF-8.
 _SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-class DataError(Exception):
-    """A problem with a data file; the message names the file and line or index."""
-
-
-@dataclass
-class Row:
-    data: dict | None
-    location: str  # "file.jsonl:12" (line), "file.json[3]" / "file.parquet[3]" (index), "file.csv row 4 (line 5)"
-    error: str | None = None  # "kind: detail" when the row cannot be used
 
 
 def bad_utf8(value) -> bool:
@@ -237,27 +227,3 @@ def read_file(path: Path, split: str | None = None) -> list[Row]:
                 else Row({"text": line}, f"{name}:{i}") for i, line in split_lines(text) if line.strip()]
     raise DataError(f"{name}: unsupported file type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, .txt "
                     "or a datasets save_to_disk directory")
-
-
-def load(spec, split: str | None = None, subset: str | None = None) -> list[Row]:
-    """Every row of a data spec (files, globs, directories or one hub id), bad rows included with `error` set."""
-    if isinstance(spec, str) and spec and is_hub_id(spec):
-        from .hub import load_hub
-
-        rows = load_hub(spec, split=split or "train", subset=subset)
-    else:
-        rows = []
-        for f in expand(spec):
-            rows += read_file(f, split)
-    if not rows:
-        raise DataError(f"{spec}: the data holds no rows")
-    return rows
-
-
-def read_rows(spec) -> list[Row]:
-    """Rows of a spec; raises DataError naming the first unreadable row (strict, for callers without validation)."""
-    rows = load(spec)
-    for r in rows:
-        if r.error:
-            raise DataError(f"{r.location}: {r.error}")
-    return rows

@@ -10,50 +10,12 @@ import hashlib
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
 
-from . import convert, formats
-from .formats import Invalid
-from .load import DataError, Row, load
-
-SHOW_PER_REASON = 3
-
-
-@dataclass
-class Problem:
-    location: str
-    kind: str
-    detail: str
-
-    def as_dict(self) -> dict:
-        return {"location": self.location, "reason": f"{self.kind}: {self.detail}", "kind": self.kind}
-
-
-def summarize(problems: list[Problem], total: int | None = None, show: int = SHOW_PER_REASON) -> str:
-    """Counts by reason and the first rows of each, one line each."""
-    by = Counter(p.kind for p in problems)
-    of = f" of {total}" if total else ""
-    lines = [f"{len(problems)} invalid row(s){of}:"]
-    for kind, n in by.most_common():
-        lines.append(f"  {kind}: {n}")
-        for p in [p for p in problems if p.kind == kind][:show]:
-            lines.append(f"    {p.location}: {p.detail}")
-    return "\n".join(lines)
-
-
-class InvalidRows(DataError):
-    """The data has invalid rows and data.skip_invalid is off; str() is the summary for the user."""
-
-    def __init__(self, problems: list[Problem], total: int):
-        self.problems, self.total = problems, total
-        super().__init__(summarize(problems, total) + "\n  fix these rows, or set data.skip_invalid: true to drop "
-                                                      "them (the run records how many and why)")
-
-
-def dropped_info(problems: list[Problem]) -> dict:
-    return {"count": len(problems), "by_reason": dict(Counter(p.kind for p in problems)),
-            "first": [p.as_dict() for p in problems[:10]]}
-
+from engine.data import convert, formats
+from engine.data.formats import Invalid
+from engine.data.errors import (SHOW_PER_REASON, DataError, InvalidRows, Problem, Row, dropped_info,  # noqa: F401
+                                 summarize)
+from engine.data.sources import load
 
 def collect(raw: list[Row], fmt: str, method: str, columns: dict) -> tuple[list[tuple[str, dict]], list[Problem]]:
     """Normalise and convert every row; returns ((location, method row) pairs, problems)."""
@@ -210,7 +172,7 @@ def prepare_pairs(cfg: dict, tokenizer=None):
         problems += p1 + p2
         info["labels"] = names
     if tokenizer is not None:
-        from .tokens import length_problems
+        from engine.data.tokens import length_problems
 
         too_long = length_problems(train + evals, tokenizer, d["max_length"], method)
         problems += too_long

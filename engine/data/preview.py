@@ -12,8 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from . import formats
-from .load import DataError, Row, _arrow_rows, expand, is_hub_id, is_saved_dataset, parse_json_line
+from engine.data import formats
+from engine.data.errors import DataError, Row
+from engine.data.load import _arrow_rows, expand, is_hub_id, is_saved_dataset, parse_json_line
 
 CHUNK = 1 << 20
 MAX_PREFIX = 64 << 20  # a preview never reads more than this, however long a line is
@@ -135,7 +136,7 @@ def _arrow(path: Path, n: int) -> tuple[list[Row], int | None, bool]:
         batch = next(pf.iter_batches(batch_size=n), None)
         rows = _arrow_rows(str(path), [batch] if batch is not None else [])
         return rows, pf.metadata.num_rows, pf.metadata.num_rows <= n
-    from .load import read_saved
+    from engine.data.load import read_saved
 
     rows = read_saved(path)  # save_to_disk shards are memory-mapped: cheap to open
     return rows[:n], len(rows), len(rows) <= n
@@ -166,7 +167,7 @@ def preview(spec, n: int = 20, method: str = "sft", fmt: str = "auto", columns=N
                 rows, estimate, exact = _json_array(path, n)
             except _NotArray:  # JSON lines in a .json file, or an object holding the rows
                 if path.stat().st_size <= MAX_PREFIX:
-                    from .load import read_file
+                    from engine.data.load import read_file
 
                     every = read_file(path)  # an object of arrays cannot be read in part; small enough to read
                     rows, estimate, exact = every[:n], len(every), len(every) <= n

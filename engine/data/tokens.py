@@ -6,7 +6,8 @@ is the cost there, ~0.1 ms a turn).
 """
 from __future__ import annotations
 
-from . import templates
+from engine.data import templates
+from engine.data.errors import Problem
 
 BATCH = 1024
 
@@ -120,8 +121,6 @@ class Measurer:
 
 def length_problems(pairs: list[tuple[str, dict]], tok, max_length: int, method: str, loss_on: str = "completion"):
     """Rows whose prompt alone fills max_length, so truncation would cut away every trained token."""
-    from .prepare import Problem
-
     if method in ("grpo", "rloo", "classification"):
         return []
     measurer = Measurer(tok, method, max_length, loss_on)

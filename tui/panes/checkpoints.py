@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
-from engine.runs import list_runs
+from engine.rundir.runs import list_runs
 
 COLUMNS = ("model", "step", "eval loss", "saved", "size", "base model")
 
@@ -202,7 +202,7 @@ class CheckpointsPane(Widget):
 
     def settings(self) -> dict:
         """The comparison's arguments from the inputs; ValueError names a bad field."""
-        from engine.generate import Decoding  # light: a dataclass (torch is imported inside its functions)
+        from engine.checkpoints.settings import Decoding
 
         try:
             tokens = int(self.query_one("#max-tokens", Input).value or 128)
@@ -235,7 +235,7 @@ class CheckpointsPane(Widget):
 
     async def start(self, a: Entry, b: Entry, args: dict, blind: bool) -> None:
         """Pick the device (asking when a training run holds the GPU), then open the comparison screen."""
-        from ..screens.compare import CompareScreen, DeviceChoice
+        from tui.screens.compare import CompareScreen, DeviceChoice
 
         advice = await asyncio.to_thread(self.advice, a, b)
         device = advice["device"]
@@ -257,8 +257,8 @@ class CheckpointsPane(Widget):
 
     def advice(self, a: Entry, b: Entry) -> dict:
         """engine.compare.device_advice over the GPUs NVML reports now (none on a CPU-only machine)."""
-        from engine.compare import busy_runs, device_advice, resolve_ref, weights_bytes
-        from engine.telemetry import Nvml
+        from engine.checkpoints.refs import busy_runs, device_advice, resolve_ref, weights_bytes
+        from engine.system.telemetry import Nvml
 
         gpus = self.gpus() if self.gpus else Nvml().devices()
         need = 0
@@ -270,7 +270,7 @@ class CheckpointsPane(Widget):
         return device_advice(gpus, need, busy_runs(self.app.runs_dir))
 
     def action_export(self) -> None:
-        from ..screens.export import ExportScreen
+        from tui.screens.export import ExportScreen
 
         e = self.selected()
         if e is None or e.kind == "base":

@@ -22,11 +22,11 @@ from textual.widgets import Button, DataTable, DirectoryTree, Input, OptionList,
 from textual.widgets.option_list import Option
 
 from engine.config import SCHEMA
-from engine.data.load import DataError
+from engine.data.errors import DataError
 from engine.data.preview import preview
 
-from ..helper_client import HelperError
-from ..messages import ConfigChosen
+from tui.helper_client import HelperError
+from tui.messages import ConfigChosen
 
 PAGE = 50  # rows per page of the table
 CELL = 60  # characters shown per cell

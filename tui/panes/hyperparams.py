@@ -13,8 +13,8 @@ from textual.widgets import Button, DataTable, Input, Label, Select, Static, Swi
 
 from engine import config as cfgmod
 
-from ..launching import absolute_paths, check_model, launch_run, list_presets, preset_text
-from ..messages import RunSelected
+from tui.launching import absolute_paths, check_model, launch_run, list_presets, preset_text
+from tui.messages import RunSelected
 
 
 def to_text(value) -> str:
@@ -276,7 +276,7 @@ class HyperparamsPane(Widget):
     @work(thread=True, exclusive=True, group="verdict", exit_on_error=False)
     def estimate_memory(self, cfg: dict) -> None:
         """The estimate against the target GPU's free memory (engine.verdict: no torch; NVML ~50 ms, so a thread)."""
-        from engine.verdict import check
+        from engine.planning.verdict import check
 
         v = check(cfg)
         text = v["message"] + (f"\non {v['target']}" if v.get("target") else "")
@@ -340,7 +340,7 @@ class HyperparamsPane(Widget):
 
     # -- yaml and launch --------------------------------------------------------------------------
     def action_yaml(self) -> None:
-        from ..screens.yaml_view import YamlScreen
+        from tui.screens.yaml_view import YamlScreen
 
         cfg, problems = self.current()
         self.app.push_screen(YamlScreen(cfgmod.dump(cfg), problems))

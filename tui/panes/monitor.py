@@ -22,11 +22,11 @@ from textual.widget import Widget
 from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.history import Follower, RunData
-from engine.runs import ACTIVE, Run
+from engine.monitor.history import Follower, RunData
+from engine.rundir.runs import ACTIVE, Run
 
-from ..fmt import fmt_bytes, fmt_duration
-from ..widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
+from tui.fmt import fmt_bytes, fmt_duration
+from tui.widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 
 POLL = 0.25          # seconds between reads of events.jsonl while following: the redraw rate bound
 CHART_EVERY = 0.5    # seconds between chart redraws while following (a chart costs ~10 ms to draw)

@@ -19,10 +19,10 @@ from textual.widget import Widget
 from textual.widgets import SelectionList, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from engine.history import Follower, RunData
-from engine.runs import list_runs
+from engine.monitor.history import Follower, RunData
+from engine.rundir.runs import list_runs
 
-from ..widgets.charts import ChartData, LineChart, Trace
+from tui.widgets.charts import ChartData, LineChart, Trace
 
 KINDS = ("metrics", "eval")
 POLL = 1.0  # seconds between reads of the checked runs' events (a comparison need not be faster)

@@ -13,9 +13,9 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from engine.runs import ACTIVE, Run, created_time
+from engine.rundir.runs import ACTIVE, Run, created_time
 
-from ..messages import RunSelected
+from tui.messages import RunSelected
 
 STATE_STYLE = {"running": "bold green", "starting": "green", "paused": "yellow", "stopping": "yellow",
                "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim"}

@@ -17,8 +17,8 @@ from textual.content import Content
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, Static
 
-from engine.compare import printable, prompt_text, word_diff
-from engine.votes import BlindOrder, VoteBook, default_path
+from engine.checkpoints.display import printable, prompt_text, word_diff
+from engine.checkpoints.votes import BlindOrder, VoteBook, default_path
 
 DIFF_STYLE = "bold $text-warning on $warning-muted"  # theme variables: the words where A and B differ
 
@@ -104,7 +104,7 @@ class CompareScreen(Screen):
         self.paint()
 
     async def stream(self) -> None:
-        from ..helper_client import HelperError
+        from tui.helper_client import HelperError
 
         try:
             async for msg in self.app.helper_stream("comparing", "compare", **self.args):

@@ -67,7 +67,7 @@ class ExportScreen(ModalScreen[dict | None]):
         self.run_worker(self.export(args), group="export", exclusive=True, exit_on_error=False)
 
     async def export(self, args: dict) -> None:
-        from ..helper_client import HelperError
+        from tui.helper_client import HelperError
 
         Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -7,6 +7,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Markdown
 
+from tui.registry import PANES
+
 
 class HelpScreen(Screen):
     """Keys and panes; escape or q closes it."""
@@ -14,8 +16,6 @@ class HelpScreen(Screen):
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
 
     def compose(self) -> ComposeResult:
-        from ..app import PANES
-
         yield self.app.system_header()
         rows = "\n".join(f"| `{p.binding}` | {p.title} |" for p in PANES)
         text = f"""# tunebench

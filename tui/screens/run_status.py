@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.runs import Run
+from engine.rundir.runs import Run
 
 
 class RunStatusScreen(Screen):

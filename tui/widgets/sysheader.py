@@ -19,8 +19,8 @@ from textual import work
 from textual.message import Message
 from textual.widgets import Static
 
-from engine.runs import ACTIVE, list_runs
-from engine.telemetry import Nvml, process_info
+from engine.rundir.runs import ACTIVE, list_runs
+from engine.system.telemetry import Nvml, process_info
 
 GIB = 1 << 30
 RUN_MAP_EVERY = 5.0  # seconds between re-reads of the runs' status.json files (one small read per run)

@@ -1,1 +1,0 @@
-"""Subcommands of the `tunebench` CLI, one module each (add_parser + run)."""

@@ -1,0 +1,109 @@
+"""Built-in helper ops: model checks, tokenising, rendering a row as the model sees it.
+
+Imported by the helper process only (engine.helper.server.OP_MODULES); heavy imports stay inside ops.
+"""
+from __future__ import annotations
+
+from engine.helper.server import OpError, cached, op
+from engine.planning.preflight import model_check
+
+
+@op("model_check")
+def _model_check(args, emit):
+    return model_check(args["path"])
+
+
+def tokenizer(path: str):
+    from transformers import AutoTokenizer  # ~3 s the first time in this process, cached after
+
+    return cached(("tokenizer", path), lambda: AutoTokenizer.from_pretrained(path))
+
+
+@op("tokenize")
+def _tokenize(args, emit):
+    """Token counts for texts (streamed in chunks so the client can show progress)."""
+    tok = tokenizer(args["tokenizer"])
+    texts = list(args.get("texts") or [])
+    out = []
+    for i in range(0, len(texts), 256):
+        chunk = [len(ids) for ids in tok(texts[i:i + 256])["input_ids"]]
+        out += chunk
+        emit(done=len(out), total=len(texts))
+    return {"lengths": out}
+
+
+def _data_cfg(args: dict) -> dict:
+    """A full config for the data functions from the pane's args (spec, method, format, max_length, ...)."""
+    from engine.data.inspect import _cfg
+
+    cfg = _cfg(args["spec"], args.get("method") or "sft", args.get("format") or "auto",
+               int(args.get("max_length") or 1024), args.get("columns"))
+    cfg["data"]["loss_on"] = args.get("loss_on") or "completion"
+    return cfg
+
+
+def _file_key(spec) -> tuple:
+    """A cache key that changes when the file does (path, size, mtime)."""
+    import os
+
+    paths = spec if isinstance(spec, list) else [spec]
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((p, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((p, None, None))
+    return tuple(out)
+
+
+def measurer_tokenizer(model: str | None, trust: bool = False):
+    if not model:
+        return None
+    from engine.data.inspect import load_tokenizer
+
+    return cached(("inspect-tokenizer", model, trust), lambda: load_tokenizer(model, trust))
+
+
+@op("inspect")
+def _inspect(args, emit):
+    """The dataset report of engine.data.inspect (every row validated; tokens on a sample of big sets)."""
+    from engine.data.inspect import report
+
+    cfg = _data_cfg(args)
+    emit(stage="tokenizer" if args.get("model") else "rows")
+    tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")))
+    emit(stage="rows")
+    return report(args["spec"], tokenizer=tok, sample=int(args.get("sample") or 5000), cfg=cfg,
+                  loss_on=cfg["data"]["loss_on"])
+
+
+@op("render_row")
+def _render_row(args, emit):
+    """Row `index` (of the valid rows) as the model sees it: text runs marked trained / not / truncated."""
+    from engine.data.inspect import _plain_example, _segments
+    from engine.data.prepare import prepare_pairs
+
+    cfg = _data_cfg(args)
+    key = ("pairs", _file_key(args["spec"]), cfg["method"], cfg["data"]["format"], str(cfg["data"].get("columns")))
+    train, evals, _, _ = cached(key, lambda: prepare_pairs(cfg))
+    pairs = train + evals
+    if not pairs:
+        raise OpError("no valid rows to show")
+    index = int(args.get("index", 0)) % len(pairs)
+    location, row = pairs[index]
+    out = {"index": index, "count": len(pairs), "location": location}
+    tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")))
+    if tok is None:
+        out.update(text=_plain_example(row), segments=None)
+        return out
+    from engine.data.tokens import Measurer
+
+    m = Measurer(tok, cfg["method"], cfg["data"]["max_length"], cfg["data"]["loss_on"])
+    try:
+        enc = m.encode(row)
+    except Exception as e:  # noqa: BLE001 - a template failure on one row is that row's report
+        raise OpError(f"{location}: cannot render: {e}") from None
+    out.update(text=tok.decode(enc["ids"]), tokens=len(enc["ids"]), trained=sum(enc["mask"]),
+               segments=_segments(tok, enc["ids"], enc["mask"], cfg["data"]["max_length"]))
+    return out

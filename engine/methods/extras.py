@@ -1,9 +1,0 @@
-"""Options every method shares once its trainer is built: layer freezing and the forgetting watch."""
-from __future__ import annotations
-
-from . import forgetting, freezing
-
-
-def attach(trainer, cfg: dict, run_callback) -> None:
-    freezing.apply(trainer, cfg, run_callback.events)
-    forgetting.watch(trainer, cfg, run_callback)

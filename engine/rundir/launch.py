@@ -1,0 +1,51 @@
+"""Start an engine process for a run, detached from the caller (its own session, output to engine.log).
+
+Light module. The command is an argument list, never a shell string built from user input.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from engine.rundir.runs import Run
+
+
+def engine_command(run: Run, resume: bool = False) -> list[str]:
+    cfg = run.config()
+    n = int((cfg.get("hardware") or {}).get("num_processes", 1) or 1)
+    args = ["-m", "engine.worker", str(run.path)] + (["--resume"] if resume else [])
+    if n <= 1:
+        return [sys.executable, *args]
+    # Several processes: torchrun works for CUDA (nccl) and CPU (gloo); `accelerate launch --cpu` would
+    # silently start a single process. An accelerate config (FSDP, DeepSpeed) goes through accelerate.
+    acc = cfg["hardware"].get("accelerate_config")
+    if acc:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", acc, "--num_processes", str(n),
+                *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args]
+
+
+def start(run: Run, resume: bool = False, wait_s: float = 15.0) -> int:
+    """Spawn the engine and wait until it has taken the run (status leaves `created`); return its pid."""
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    before = run.status().get("started")
+    with open(run.log_path, "ab") as log:
+        os.chmod(run.log_path, 0o600)
+        proc = subprocess.Popen(engine_command(run, resume), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, env=env)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        status = run.status()
+        if status.get("started") != before and status.get("state") != "created":
+            return proc.pid
+        if proc.poll() is not None:
+            tail = run.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the engine exited at start (status {proc.returncode}); engine.log ends:\n{tail}")
+        time.sleep(0.05)
+    return proc.pid
