@@ -36,10 +36,7 @@ def make_run(runs_dir: Path, name: str = "bench") -> Path:
     from engine import config as cfgmod
     from engine.rundir.runs import create_run
 
-    cfg = cfgmod.defaults()
-    cfg["model"]["name_or_path"] = "bench/tiny-llama"
-    cfg["data"]["train"] = "bench.jsonl"
-    cfg["name"] = name
+    cfg = cfgmod.Config(name=name).with_values({"model.name_or_path": "bench/tiny-llama", "data.train": "bench.jsonl"})
     run = create_run(runs_dir, cfg)
     return run.path
 

@@ -47,8 +47,8 @@ def build_assets(base: Path) -> dict:
     return out
 
 
-def config(model: Path, data_file: Path, **sections) -> dict:
-    """A validated config dict for a quick CPU run."""
+def config(model: Path, data_file: Path, **sections):
+    """A validated Config for a quick CPU run."""
     from engine.config import load_config
 
     cfg = {"model": {"name_or_path": str(model)}, "data": {"train": str(data_file), "max_length": 32},

@@ -22,10 +22,7 @@ from tests.test_engine_train import detached, wait_for
 
 def test_listing_while_runs_are_created_and_deleted(tmp_path):
     runs = tmp_path / "runs"
-    cfg = C.defaults()
-    cfg["model"]["name_or_path"] = "m"
-    cfg["data"]["train"] = "d.jsonl"
-    cfg = C.validate(cfg)[0]
+    cfg = C.load_config(None, ["model.name_or_path=m", "data.train=d.jsonl"])
     stop = threading.Event()
     errors = []
 

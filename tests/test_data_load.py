@@ -16,11 +16,9 @@ from .conftest import shared_file, tunebench
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 
-def cfg_for(train, method="sft", **data):
-    cfg = cfgmod.defaults()
-    cfg["method"] = method
-    cfg["data"].update(train=str(train) if not isinstance(train, list) else [str(t) for t in train], **data)
-    return cfg
+def cfg_for(train, method="sft", **data) -> cfgmod.Config:
+    train = str(train) if not isinstance(train, list) else [str(t) for t in train]
+    return cfgmod.Config(method=method).replace(data={"train": train, **data})
 
 
 def write_jsonl(path, rows):

@@ -34,7 +34,7 @@ def model_dir(tmp_path):
     return make
 
 
-def cfg_for(path, *overrides) -> dict:
+def cfg_for(path, *overrides) -> cfgmod.Config:
     return cfgmod.load_config(overrides=[f"model.name_or_path={path}", *overrides])
 
 
@@ -94,7 +94,7 @@ def test_step_time_is_flops_over_peak_times_efficiency(model_dir, tmp_path):
     assert est["flops_per_token"] == fpt
     assert est["efficiency"]["source"] == "prior"
     assert est["step_seconds"] == pytest.approx(2048 * fpt / (989e12 * gpus.PRIOR_MFU["full"]))
-    lora = E.estimate({**cfg, "adapter": {**cfg["adapter"], "kind": "lora"}}, gpu="H100", store=store)
+    lora = E.estimate(cfg.replace(adapter={"kind": "lora"}), gpu="H100", store=store)
     assert lora["flops_per_token"] == 4 * n + 6 * lora["adapter_params"] + 3 * 2 * 32 * 2048 * 4096
     # a measured run on this GPU replaces the prior
     gpus.add_record({"device": "H100", "kind": "full", "precision": "bf16", "flops_per_s": 5e14, "mfu": 0.5}, store)

@@ -75,11 +75,8 @@ def test_concurrent_writers_threads_never_interleave_lines(tmp_path):
     assert sorted(e["seq"] for e in events) == list(range(900))
 
 
-def _cfg():
-    cfg = C.defaults()
-    cfg["model"]["name_or_path"] = "m"
-    cfg["data"]["train"] = "d.jsonl"
-    return C.validate(cfg)[0]
+def _cfg() -> C.Config:
+    return C.load_config(None, ["model.name_or_path=m", "data.train=d.jsonl"])
 
 
 def test_run_directory_layout_permissions_and_atomic_status(tmp_path):
@@ -88,7 +85,7 @@ def test_run_directory_layout_permissions_and_atomic_status(tmp_path):
     assert stat.S_IMODE(run.path.stat().st_mode) == 0o700
     assert stat.S_IMODE(run.status_path.stat().st_mode) == 0o600
     assert run.status()["state"] == "created"
-    assert C.load_config(base=run.config())["model"]["name_or_path"] == "m"
+    assert run.settings().model.name_or_path == "m" and run.settings() == _cfg()
     run.write_status(state="running", step=3)
     assert run.status()["step"] == 3 and run.status()["state"] == "running"
     assert not [n for n in os.listdir(run.path) if n.endswith(".tmp")]

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import config as C
+from engine.config.files import name
 from engine.data.errors import DataError
 from engine.data.sources import read_rows
 from engine.rundir.runs import list_runs
@@ -33,16 +34,17 @@ def configs(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs())
 def test_any_config_is_accepted_or_rejected_with_named_fields(cfg):
-    problems: list[str] = []
+    problems: list = []
     merged = C.merge(C.defaults(), cfg, problems)
     try:
         C.load_config(None, [], base=merged)
     except C.ConfigError as e:
         problems += e.problems
-    named = set(KEYS) | set(C.SECTIONS) | {C._name(k) for k in cfg}
-    named |= {f"{s}.{C._name(k)}" for s, v in cfg.items() if s in C.SECTIONS and isinstance(v, dict) for k in v}
+    named = set(KEYS) | set(C.SECTIONS) | {name(k) for k in cfg}
+    named |= {f"{s}.{name(k)}" for s, v in cfg.items() if s in C.SECTIONS and isinstance(v, dict) for k in v}
     for p in problems:
-        assert any(p.startswith(n + ":") for n in named), p  # every problem opens with the field it is about
+        assert p.path in named, p  # every problem names the field it is about
+        assert str(p).startswith(p.path + ":"), p
 
 
 @settings(max_examples=200, deadline=None)
@@ -52,7 +54,7 @@ def test_any_override_is_typed_or_rejected(keys, values):
     try:
         C.load_config(None, ["model.name_or_path=m", *overrides])
     except C.ConfigError as e:
-        assert all(":" in p for p in e.problems)
+        assert all(p.path and p.message and ":" in str(p) for p in e.problems)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -13,10 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def problems(*overrides: str) -> list[str]:
+    """Each problem as the CLI prints it (structured Problems rendered one line each)."""
     try:
         load_config(None, ["model.name_or_path=m", "data.train=d", *overrides])
     except ConfigError as e:
-        return e.problems
+        return [str(p) for p in e.problems]
     return []
 
 
@@ -56,7 +57,7 @@ def test_grpo_num_generations_must_divide_the_batch(tmp_path):
 def test_every_preset_validates(preset, monkeypatch):
     monkeypatch.chdir(ROOT)  # presets name files (reward functions, accelerate config) relative to the project
     cfg = load_config(ROOT / "presets" / preset, ["data.train=d.jsonl"])
-    assert cfg["model"]["name_or_path"]
+    assert cfg.model.name_or_path
     text = (ROOT / "presets" / preset).read_text()
     bare = [line for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#") and ":" in line

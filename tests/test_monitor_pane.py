@@ -23,9 +23,7 @@ GIB = 1 << 30
 
 
 def make_run(runs_dir, state="completed", pid=None, **status):
-    cfg = cfgmod.defaults()
-    cfg["model"]["name_or_path"] = "/models/tiny-llama"
-    cfg["data"]["train"] = "/data/chat.jsonl"
+    cfg = cfgmod.Config().with_values({"model.name_or_path": "/models/tiny-llama", "data.train": "/data/chat.jsonl"})
     run = create_run(runs_dir, cfg)
     extra = {"pid": pid, "pid_started": psutil.Process(pid).create_time()} if pid else {}
     run.write_status(state=state, started=time.time() - 60, **extra, **status)

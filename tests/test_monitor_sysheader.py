@@ -19,9 +19,7 @@ GIB = 1 << 30
 
 
 def _live_run(runs_dir, pid: int):
-    cfg = cfgmod.defaults()
-    cfg["model"]["name_or_path"] = "tiny"
-    run = create_run(runs_dir, cfg)
+    run = create_run(runs_dir, cfgmod.Config().with_values({"model.name_or_path": "tiny"}))
     run.write_status(state="running", pid=pid, pid_started=psutil.Process(pid).create_time())
     return run
 

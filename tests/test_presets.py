@@ -19,7 +19,7 @@ def test_there_are_the_four_recipes_at_least():
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_preset_validates(path):
     cfg = cfgmod.load_config(path)
-    assert cfg["model"]["name_or_path"]
+    assert cfg.model.name_or_path
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -36,8 +36,8 @@ def test_every_key_says_why(path):
 
 def test_qlora_preset_is_what_fits_24gb():
     cfg = cfgmod.load_config(PRESETS[0].parent / "qlora-8b-24gb.yaml")
-    assert cfg["model"]["quantization"] == "4bit" and cfg["adapter"]["kind"] == "lora"
-    assert cfg["training"]["batch_size"] == 1 and cfg["training"]["gradient_checkpointing"] in ("true", True)
+    assert cfg.model.quantization == "4bit" and cfg.adapter.kind == "lora"
+    assert cfg.training.batch_size == 1 and cfg.training.gradient_checkpointing in ("true", True)
 
 
 def test_demo_preset_and_data(tmp_path):
@@ -48,7 +48,7 @@ def test_demo_preset_and_data(tmp_path):
     preset = tmp_path / "demo.yaml"
     preset.write_text(PRESET.format(model=tmp_path / "model", train=train, eval=ev))
     cfg = cfgmod.load_config(preset)
-    assert cfg["data"]["train"] == str(train) and cfg["adapter"]["kind"] == "none"
+    assert cfg.data.train == str(train) and cfg.adapter.kind == "none"
     test_every_key_says_why(preset)
     answers = [json.loads(line)["messages"][1]["content"] for line in train.read_text().splitlines()]
     held = [json.loads(line)["messages"][1]["content"] for line in ev.read_text().splitlines()]

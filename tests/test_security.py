@@ -12,15 +12,12 @@ from engine.rundir.runs import create_run, list_runs
 from tests.conftest import ROOT, tunebench, write_config
 
 
-def _cfg():
-    cfg = C.defaults()
-    cfg["model"]["name_or_path"] = "m"
-    cfg["data"]["train"] = "d.jsonl"
-    return C.validate(cfg)[0]
+def _cfg() -> C.Config:
+    return C.load_config(None, ["model.name_or_path=m", "data.train=d.jsonl"])
 
 
 def test_trust_remote_code_is_off_by_default():
-    assert C.defaults()["model"]["trust_remote_code"] is False
+    assert C.defaults()["model"]["trust_remote_code"] is False and C.Config().model.trust_remote_code is False
 
 
 def test_run_files_are_owner_only(tmp_path):

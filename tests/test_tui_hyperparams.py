@@ -104,8 +104,8 @@ async def test_save_as_preset_and_pick_it_again(tmp_path, runs_dir):
         body = saved.read_text()
         assert "# LoRA rank" in body  # each key carries its description
         cfg = cfgmod.load_config(saved)  # a valid partial config over the defaults
-        assert cfg["adapter"]["r"] == 64 and cfg["data"]["max_length"] == 4096
-        assert cfg["training"]["learning_rate"] == 2e-4 and cfg["model"]["name_or_path"] == "Qwen/Qwen2.5-0.5B-Instruct"
+        assert cfg.adapter.r == 64 and cfg.data.max_length == 4096
+        assert cfg.training.learning_rate == 2e-4 and cfg.model.name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
         sel = pane.query_one("#preset-select")
         assert sel.value == str(saved) and "same as my-long" in text(app, "#diff")
         # Choosing another preset replaces the form's values.

@@ -16,10 +16,7 @@ from tui.app import TuneBench
 
 
 def make_run(runs_dir, name, state, pid=None, **status):
-    cfg = cfgmod.defaults()
-    cfg["name"] = name
-    cfg["model"]["name_or_path"] = "org/tiny-model"
-    run = create_run(runs_dir, cfg)
+    run = create_run(runs_dir, cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model"}))
     extra = {"pid": pid, "pid_started": psutil.Process(pid).create_time() if psutil.pid_exists(pid) else 1.0} if pid else {}
     run.write_status(state=state, started=time.time() - 120, **extra, **status)
     return run

@@ -27,7 +27,7 @@ def list_presets(workdir: str | Path | None = None) -> list[Path]:
     return out
 
 
-def preset_text(cfg: dict, source: Path | None = None) -> str:
+def preset_text(cfg: dict | cfgmod.Config, source: Path | None = None) -> str:
     """The config's changes from the defaults as a preset, each key commented with its schema help."""
     changed = cfgmod.diff(cfg)
     lines = [f"# Saved from the tunebench workbench{f' (started from {source.name})' if source else ''}.",
@@ -62,11 +62,8 @@ def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
     return True, f"{name}: {arch}; no remote code needed"
 
 
-def absolute_paths(cfg: dict, cwd: Path) -> dict:
+def absolute_paths(cfg: cfgmod.Config, cwd: Path) -> cfgmod.Config:
     """Local paths made absolute, so the run's config.yaml means the same from any directory."""
-    import copy
-
-    out = copy.deepcopy(cfg)
 
     def fix(value):
         if isinstance(value, list):
@@ -75,13 +72,11 @@ def absolute_paths(cfg: dict, cwd: Path) -> dict:
             return str((cwd / value).resolve())
         return value
 
-    out["model"]["name_or_path"] = fix(out["model"]["name_or_path"])
-    out["data"]["train"] = fix(out["data"]["train"])
-    out["data"]["eval"] = fix(out["data"]["eval"])
-    return out
+    return cfg.replace(model={"name_or_path": fix(cfg.model.name_or_path)},
+                       data={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval)})
 
 
-def launch_run(runs_dir: str | Path, cfg: dict) -> Run:
+def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
     """Create the run directory and start its engine detached; returns once the engine has taken it."""
     run = create_run(runs_dir, cfg)
     start(run)

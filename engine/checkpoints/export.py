@@ -45,11 +45,10 @@ def _load_base(ref: ModelRef, dtype, auto_class):
 
     quant = ref.meta.get("quantization") or "none"
     if ref.run is not None:
-        quant = cfgmod.load_config(base=ref.run.config())["model"]["quantization"]
+        quant = ref.run.settings().model.quantization
     if quant == "none":
         return auto_class.from_pretrained(ref.base_model, dtype=dtype), quant
-    cfg = cfgmod.defaults()
-    cfg["model"].update(name_or_path=ref.base_model, quantization=quant)
+    cfg = cfgmod.Config(model=cfgmod.Model(name_or_path=ref.base_model, quantization=quant))
     resolved = {"precision": "fp32" if str(dtype) == "torch.float32" else "bf16", "device": "cpu",
                 "dtype": str(dtype).removeprefix("torch."), "attn_implementation": "sdpa"}
     model = modeling.load_model(cfg, resolved, auto_class)

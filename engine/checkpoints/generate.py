@@ -8,7 +8,6 @@ same seed gives the same text whatever the interleaving.
 """
 from __future__ import annotations
 
-import copy
 import gc
 import math
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.checkpoints.refs import ModelRef
+from engine.config import Config
 from engine.checkpoints.settings import Decoding  # noqa: F401 (generate.Decoding for callers)
 from engine.checkpoints.display import prompt_text
 
@@ -69,25 +69,23 @@ class Side:
 
 
 # -- loading ------------------------------------------------------------------------------------------
-def _cfg_for(ref: ModelRef, device: str) -> tuple[dict, dict]:
+def _cfg_for(ref: ModelRef, device: str) -> tuple[Config, dict]:
     """The config the model loads with: its run's (dtype, quantization, attention as trained) or defaults."""
-    from engine import config as cfgmod
     from engine.training import modeling
 
     if ref.run is not None:
-        cfg = cfgmod.load_config(base=ref.run.config())
+        cfg = ref.run.settings()
     else:
-        cfg = cfgmod.defaults()
-        cfg["model"]["name_or_path"] = ref.base_model
-        cfg["model"]["quantization"] = ref.meta.get("quantization", "none")
-        cfg["adapter"]["kind"] = "lora" if ref.adapter else "none"
-    cfg["hardware"]["device"] = device
+        cfg = Config().replace(model={"name_or_path": ref.base_model,
+                                      "quantization": ref.meta.get("quantization", "none")},
+                               adapter={"kind": "lora" if ref.adapter else "none"})
+    cfg = cfg.replace(hardware={"device": device})
     if not ref.adapter:
-        cfg["model"]["quantization"] = "none"  # full weights load as saved
+        cfg = cfg.replace(model={"quantization": "none"})  # full weights load as saved
     resolved = modeling.resolve(cfg)
     if resolved["device"] == "cpu":
         resolved["dtype"] = "float32"  # half-precision matmuls are slow or missing on CPUs
-    elif cfg["model"]["dtype"] == "auto":
+    elif cfg.model.dtype == "auto":
         resolved["dtype"] = "bfloat16" if resolved["precision"] == "bf16" else "float16"
     return cfg, resolved
 
@@ -102,8 +100,7 @@ def _load_weights(ref: ModelRef, device: str, path: str | None = None):
     from engine.training import modeling
 
     cfg, resolved = _cfg_for(ref, device)
-    cfg = copy.deepcopy(cfg)
-    cfg["model"]["name_or_path"] = path or (ref.base_model if ref.adapter else ref.path)
+    cfg = cfg.replace(model={"name_or_path": path or (ref.base_model if ref.adapter else ref.path)})
     extra = {}
     labels = run_labels(ref) if ref.adapter and ref.method == "classification" else None
     if labels:  # the base gets a head of the run's size; the adapter checkpoint carries its trained weights

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import config as cfgmod
+from engine.config import Config, Model
 from engine.checkpoints.refs import ModelRef
 from engine.data.errors import DataError
 from engine.data.sources import read_rows
@@ -80,11 +80,9 @@ def run_split(ref: ModelRef | None, path: str | None = None) -> tuple[list[dict]
     """The eval rows of the run behind `ref` in its method's shape (or the rows of `path`), else ([], why not)."""
     if ref is None or (ref.run is None and path is None):
         return [], "no run behind this model"
-    cfg = cfgmod.load_config(base=ref.run.config()) if ref.run else cfgmod.defaults()
-    if ref.run is None:
-        cfg["model"]["name_or_path"] = ref.base_model
+    cfg = ref.run.settings() if ref.run else Config(model=Model(name_or_path=ref.base_model))
     if path is not None:  # a file of eval rows, read as the run reads its own data
-        cfg["data"].update(train=path, eval=None, eval_fraction=0.0)
+        cfg = cfg.replace(data={"train": path, "eval": None, "eval_fraction": 0.0})
         rows, _, _ = prepare(cfg)
         return rows, path
     _, evals, _ = prepare(cfg)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from engine import config as cfgmod
+from engine.config import Config
 from engine.data.prepare import prepare_pairs
 
 CHARS_PER_TOKEN = 4  # the rough rule for English BPE text; only used, and labelled, when no tokenizer is given
 LIST_INVALID = 200  # invalid rows listed in the report (all are counted)
 
 
-def _cfg(spec, method: str, fmt: str, max_length: int, columns, eval_spec=None, **data) -> dict:
-    cfg = cfgmod.defaults()
-    cfg["method"] = method
-    cfg["data"].update(train=spec, eval=eval_spec, format=fmt, max_length=max_length, columns=columns or [], **data)
-    return cfg
+def _cfg(spec, method: str, fmt: str, max_length: int, columns, eval_spec=None, **data) -> Config:
+    return Config(method=method).replace(data=dict(train=spec, eval=eval_spec, format=fmt, max_length=max_length,
+                                                   columns=columns or [], **data))
 
 
 def stats(values: list[int], max_length: int | None = None, bins: int = 12) -> dict | None:
@@ -75,17 +73,17 @@ def _text_length(row: dict) -> int:
 
 
 def report(spec, method: str = "sft", fmt: str = "auto", max_length: int = 1024, tokenizer=None, columns=None,
-           sample: int | None = None, seed: int = 0, loss_on: str = "completion", cfg: dict | None = None) -> dict:
+           sample: int | None = None, seed: int = 0, loss_on: str = "completion", cfg: Config | None = None) -> dict:
     """The whole inspection as one JSON-able dict (keys: see README, `tunebench inspect`).
 
     `sample` measures tokens on a seeded random sample of that many rows (validation always covers every
     row); `cfg` gives a full config instead (its data section and method are used).
     """
     cfg = cfg or _cfg(spec, method, fmt, max_length, columns)
-    method, max_length = cfg["method"], cfg["data"]["max_length"]
+    method, max_length = cfg.method, cfg.data.max_length
     train, evals, info, problems = prepare_pairs(cfg)
     pairs = train + evals
-    out = {"source": str(cfg["data"]["train"]), "format": info["format"], "method": method,
+    out = {"source": str(cfg.data.train), "format": info["format"], "method": method,
            "rows": info["source_rows"], "valid_rows": len(pairs), "max_length": max_length, "tokenizer": None,
            "warnings": []}
     if "labels" in info:

@@ -6,11 +6,13 @@ in which case they are dropped and counted in info["dropped"]: nothing is droppe
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
 from collections import Counter
 
+from engine.config import Config
 from engine.data import convert, formats
 from engine.data.formats import Invalid
 from engine.data.errors import (SHOW_PER_REASON, DataError, InvalidRows, Problem, Row, dropped_info,  # noqa: F401
@@ -132,26 +134,27 @@ def load_pairs(spec, d: dict, method: str, fmt: str | None = None):
     return pairs, problems, fmt, len(raw)
 
 
-def data_options(cfg: dict) -> dict:
-    """cfg["data"], with the classification section's column names folded into data.columns."""
-    d = dict(cfg["data"])
-    c = cfg.get("classification") or {}
-    if cfg["method"] == "classification" and c:
+def data_options(cfg: Config) -> dict:
+    """cfg.data as the options dict the loaders read, with the classification section's column names folded
+    into `columns` and its label names as `labels`."""
+    d = dataclasses.asdict(cfg.data)
+    if cfg.method == "classification":
+        c = cfg.classification
         columns = formats.parse_columns(d.get("columns"))
-        if c.get("text_column") not in (None, "", "auto"):
-            columns.setdefault("text", c["text_column"])
-        if c.get("text_pair_column"):
-            columns.setdefault("text_pair", c["text_pair_column"])
-        if c.get("label_column") not in (None, "", "label"):
-            columns.setdefault("label", c["label_column"])
+        if c.text_column not in (None, "", "auto"):
+            columns.setdefault("text", c.text_column)
+        if c.text_pair_column:
+            columns.setdefault("text_pair", c.text_pair_column)
+        if c.label_column not in (None, "", "label"):
+            columns.setdefault("label", c.label_column)
         d["columns"] = [f"{k}={v}" for k, v in columns.items()]
-        d["labels"] = c.get("labels") or []
+        d["labels"] = c.labels or []
     return d
 
 
-def prepare_pairs(cfg: dict, tokenizer=None):
+def prepare_pairs(cfg: Config, tokenizer=None):
     """Like prepare() but keeps each row's location: ([(location, row)], [(location, row)], info, problems)."""
-    d, method = data_options(cfg), cfg["method"]
+    d, method = data_options(cfg), cfg.method
     train, problems, fmt, n_raw = load_pairs(d["train"], d, method)
     evals: list = []
     if d.get("eval"):
@@ -181,23 +184,23 @@ def prepare_pairs(cfg: dict, tokenizer=None):
         evals = [p for p in evals if p[0] not in bad]
     if not d.get("eval") and d.get("eval_fraction", 0) > 0:
         strata = (lambda p: p[1]["label"]) if method == "classification" else None
-        train, evals = split(train, d["eval_fraction"], cfg["training"]["seed"], strata)
+        train, evals = split(train, d["eval_fraction"], cfg.training.seed, strata)
     return train, evals, info, problems
 
 
-def prepare(cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
-    """Train rows, eval rows and info for cfg["method"]; raises InvalidRows unless data.skip_invalid.
+def prepare(cfg: Config, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+    """Train rows, eval rows and info for cfg.method; raises InvalidRows unless data.skip_invalid.
 
     With a tokenizer, rows whose prompt alone reaches data.max_length (so truncation would cut every trained
     token) are invalid too. info: format, method, train_rows, eval_rows, source_rows, labels (classification),
     dropped ({count, by_reason, first}) and warnings (e.g. eval rows that also appear in train).
     """
     train, evals, info, problems = prepare_pairs(cfg, tokenizer)
-    d = cfg["data"]
-    if problems and not d.get("skip_invalid"):
+    d = cfg.data
+    if problems and not d.skip_invalid:
         raise InvalidRows(problems, info["source_rows"])
     if not train:
-        raise DataError(f"{d['train']}: no usable training row" + (f"\n{summarize(problems)}" if problems else ""))
+        raise DataError(f"{d.train}: no usable training row" + (f"\n{summarize(problems)}" if problems else ""))
     train_rows, eval_rows = [r for _, r in train], [r for _, r in evals]
     info.update(train_rows=len(train_rows), eval_rows=len(eval_rows), warnings=[])
     if problems:
@@ -206,12 +209,12 @@ def prepare(cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
                                 + ", ".join(f"{k} {n}" for k, n in info["dropped"]["by_reason"].items()))
     shared = overlap(train_rows, eval_rows) if eval_rows else 0
     if shared:
-        where = "data.eval" if d.get("eval") else "data.eval_fraction"
+        where = "data.eval" if d.eval else "data.eval_fraction"
         info["warnings"].append(f"{where}: {shared} of {len(eval_rows)} eval rows also appear in train (duplicates); "
                                 "the eval loss will look better than it is")
     return train_rows, eval_rows, info
 
 
-def prepare_sft(cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+def prepare_sft(cfg: Config, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
     """The sft rows (kept for callers written before prepare() covered every method)."""
-    return prepare({**cfg, "method": "sft"}, tokenizer)
+    return prepare(cfg.replace(method="sft"), tokenizer)

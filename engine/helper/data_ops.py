@@ -32,14 +32,12 @@ def _tokenize(args, emit):
     return {"lengths": out}
 
 
-def _data_cfg(args: dict) -> dict:
-    """A full config for the data functions from the pane's args (spec, method, format, max_length, ...)."""
+def _data_cfg(args: dict):
+    """A full Config for the data functions from the pane's args (spec, method, format, max_length, ...)."""
     from engine.data.inspect import _cfg
 
-    cfg = _cfg(args["spec"], args.get("method") or "sft", args.get("format") or "auto",
-               int(args.get("max_length") or 1024), args.get("columns"))
-    cfg["data"]["loss_on"] = args.get("loss_on") or "completion"
-    return cfg
+    return _cfg(args["spec"], args.get("method") or "sft", args.get("format") or "auto",
+                int(args.get("max_length") or 1024), args.get("columns"), loss_on=args.get("loss_on") or "completion")
 
 
 def _file_key(spec) -> tuple:
@@ -75,7 +73,7 @@ def _inspect(args, emit):
     tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")))
     emit(stage="rows")
     return report(args["spec"], tokenizer=tok, sample=int(args.get("sample") or 5000), cfg=cfg,
-                  loss_on=cfg["data"]["loss_on"])
+                  loss_on=cfg.data.loss_on)
 
 
 @op("render_row")
@@ -85,7 +83,7 @@ def _render_row(args, emit):
     from engine.data.prepare import prepare_pairs
 
     cfg = _data_cfg(args)
-    key = ("pairs", _file_key(args["spec"]), cfg["method"], cfg["data"]["format"], str(cfg["data"].get("columns")))
+    key = ("pairs", _file_key(args["spec"]), cfg.method, cfg.data.format, str(cfg.data.columns))
     train, evals, _, _ = cached(key, lambda: prepare_pairs(cfg))
     pairs = train + evals
     if not pairs:
@@ -99,11 +97,11 @@ def _render_row(args, emit):
         return out
     from engine.data.tokens import Measurer
 
-    m = Measurer(tok, cfg["method"], cfg["data"]["max_length"], cfg["data"]["loss_on"])
+    m = Measurer(tok, cfg.method, cfg.data.max_length, cfg.data.loss_on)
     try:
         enc = m.encode(row)
     except Exception as e:  # noqa: BLE001 - a template failure on one row is that row's report
         raise OpError(f"{location}: cannot render: {e}") from None
     out.update(text=tok.decode(enc["ids"]), tokens=len(enc["ids"]), trained=sum(enc["mask"]),
-               segments=_segments(tok, enc["ids"], enc["mask"], cfg["data"]["max_length"]))
+               segments=_segments(tok, enc["ids"], enc["mask"], cfg.data.max_length))
     return out

@@ -7,12 +7,13 @@ which re-measures them); the step time is FLOPs over peak FLOP/s times an effici
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import Config
+from engine.planning.resolve import Machine, installed, resolve
 from engine.system import gpus as gpumod
 
 MIB, GIB = 2**20, 2**30
@@ -158,26 +159,26 @@ def model_shape(name_or_path: str) -> Shape:
     return _SHAPES[key]
 
 
-def kind_of(cfg: dict) -> str:
+def kind_of(cfg: Config) -> str:
     """full, qlora (4-bit base with any adapter) or lora (any adapter on a 16/32-bit or 8-bit base)."""
-    if cfg["adapter"]["kind"] == "none":
+    if cfg.adapter.kind == "none":
         return "full"
-    return "qlora" if cfg["model"]["quantization"] == "4bit" else "lora"
+    return "qlora" if cfg.model.quantization == "4bit" else "lora"
 
 
 def adapter_param_count(shape: Shape, a: dict) -> int:
     """Trainable parameters of the adapter as peft builds it for a Llama-style model."""
-    k, r, kvd = a["kind"], a["r"], shape.kv_heads * shape.head_dim
+    k, r, kvd = a.kind, a.r, shape.kv_heads * shape.head_dim
     if k in ("lora", "dora"):
-        lins = target_linears(shape, a["target_modules"])
+        lins = target_linears(shape, a.target_modules)
         extra = sum(o * c for _, _, o, c in lins) if k == "dora" else 0  # DoRA's magnitude vectors
         return shape.layers * (sum(r * (i + o) * c for _, i, o, c in lins) + extra)
     if k == "ia3":  # peft's Llama default: scale k_proj and v_proj outputs and down_proj's input
         return shape.layers * (2 * kvd + shape.intermediate)
     if k == "prompt_tuning":
-        return a["num_virtual_tokens"] * shape.hidden
+        return a.num_virtual_tokens * shape.hidden
     if k == "prefix_tuning":
-        return a["num_virtual_tokens"] * shape.layers * 2 * kvd
+        return a.num_virtual_tokens * shape.layers * 2 * kvd
     return 0
 
 
@@ -189,26 +190,13 @@ def target_linears(shape: Shape, targets) -> list[tuple[str, int, int, int]]:
     return [lin for lin in shape.linears() if lin[0] in names]
 
 
-def plan(cfg: dict, gpu: gpumod.Gpu | None = None, resolved: dict | None = None) -> dict:
-    """What the engine's resolve() would pick, without torch: the real `resolved` wins where given."""
+def plan(cfg: Config, gpu: gpumod.Gpu | None = None, resolved: dict | None = None) -> dict:
+    """What the engine's resolve would pick on `gpu` (None: the CPU), without torch: the real `resolved` wins."""
     if resolved:
         return dict(resolved)
-    m, t, h = cfg["model"], cfg["training"], cfg["hardware"]
-    device = h["device"] if h["device"] != "auto" else ("cuda" if gpu else "cpu")
-    precision = t["precision"]
-    if precision == "auto":
-        precision = ("bf16" if gpu is None or gpu.bf16 else "fp16") if device == "cuda" else "fp32"
-    dtype = m["dtype"]
-    if dtype == "auto":
-        half = {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
-        dtype = half if half and cfg["adapter"]["kind"] != "none" else "float32"
-    gc = {"true": True, "false": False}.get(t["gradient_checkpointing"])  # None: auto, decided by memory
-    attn = m["attn_implementation"]
-    if attn == "auto":
-        attn = "flash_attention_2" if device == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
-    optim = t["optimizer"] if t["optimizer"] != "auto" else "adamw_torch_fused"
-    return {"device": device, "precision": precision, "dtype": dtype, "gradient_checkpointing": gc,
-            "attn_implementation": attn, "optimizer": optim}
+    machine = Machine(cuda=gpu is not None, bf16=gpu.bf16 if gpu else True, flash_attn=installed("flash_attn"),
+                      liger=installed("liger_kernel"))
+    return dict(resolve(cfg, machine))
 
 
 def optimizer_bytes_per_param(optim: str, param_bytes: int) -> tuple[float, float]:
@@ -249,20 +237,20 @@ def activation_bytes_per_layer_token(shape: Shape, kind: str, act: int, weight_b
     return per - (0 if dropout else drop) + base
 
 
-def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict | None = None,
+def estimate(cfg: Config, *, gpu: gpumod.Gpu | str | None = None, resolved: dict | None = None,
              shape: Shape | None = None, rows: int | None = None, tokens_per_row: float | None = None,
              free_bytes: int | None = None, store: Path | None = None) -> dict:
     """Predicted peak memory by part and time per step for `cfg` (a validated config) on `gpu` or the CPU."""
     gpu = gpumod.find_gpu(gpu) if isinstance(gpu, str) else gpu
-    shape = shape or model_shape(cfg["model"]["name_or_path"])
+    shape = shape or model_shape(cfg.model.name_or_path)
     p = plan(cfg, gpu, resolved)
     if p["gradient_checkpointing"] is None:
         off = estimate(cfg, gpu=gpu, resolved={**p, "gradient_checkpointing": False}, shape=shape, rows=rows,
                        tokens_per_row=tokens_per_row, store=store)
         limit = free_bytes or (gpu.memory if gpu else None)
         p["gradient_checkpointing"] = bool(p["device"] == "cuda" and limit and off["peak_bytes"] > FIT * limit)
-    m, a, t, d = cfg["model"], cfg["adapter"], cfg["training"], cfg["data"]
-    kind, quant = kind_of(cfg), m["quantization"]
+    m, a, t, d = cfg.model, cfg.adapter, cfg.training, cfg.data
+    kind, quant = kind_of(cfg), m.quantization
     wb = BYTES[p["dtype"]]
     act = 2 if p["precision"] in ("bf16", "fp16") else 4
     lin, rest = shape.linear_params, shape.embed_params + shape.head_params + shape.other_params
@@ -276,8 +264,8 @@ def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict |
         weights = (lin + rest) * wb
 
     # adapter: LoRA A and B on every targeted linear; TRL casts QLoRA adapters to bf16, PEFT keeps LoRA in fp32
-    lora_like = a["kind"] in ("lora", "dora")
-    r = a["r"] if lora_like else 0
+    lora_like = a.kind in ("lora", "dora")
+    r = a.r if lora_like else 0
     adapter_params = 0 if kind == "full" else adapter_param_count(shape, a)
     pb = wb if kind == "full" else (2 if kind == "qlora" else 4)
     adapter = adapter_params * pb
@@ -287,9 +275,9 @@ def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict |
     optimizer, step_temp = trainable * state_pp, trainable * temp_pp
 
     # activations for one micro-batch
-    seq = float(tokens_per_row or d["max_length"])
-    tokens = t["batch_size"] * seq
-    per_layer = activation_bytes_per_layer_token(shape, kind, act, wb, r, lora_like and a["dropout"] > 0)
+    seq = float(tokens_per_row or d.max_length)
+    tokens = t.batch_size * seq
+    per_layer = activation_bytes_per_layer_token(shape, kind, act, wb, r, lora_like and a.dropout > 0)
     outside = (wb + 8 + act) * shape.hidden  # embedding output, final norm, hidden states for the head
     if p["gradient_checkpointing"]:
         acts = tokens * (shape.layers * wb * shape.hidden + per_layer + outside)  # inputs + one layer recomputed
@@ -297,7 +285,7 @@ def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict |
         acts = tokens * (shape.layers * per_layer + outside)
     if p["attn_implementation"] == "eager":  # S x S probabilities per head: fp32 softmax + its 16-bit cast
         kept = 1 if p["gradient_checkpointing"] else shape.layers
-        acts += kept * t["batch_size"] * shape.heads * seq * seq * (4 + (act if act < 4 else 0))
+        acts += kept * t.batch_size * shape.heads * seq * seq * (4 + (act if act < 4 else 0))
     if kind == "full" and act < wb:
         acts += 2 * lin  # autocast's 16-bit copy of every weight, cached for the whole forward
     if quant != "none":
@@ -307,7 +295,7 @@ def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict |
     head_grad = shape.vocab * shape.hidden * 4 if kind == "full" else 0
 
     static = weights + adapter + optimizer
-    in_step = static + acts + logits + (grads if t["grad_accum"] > 1 else head_grad)
+    in_step = static + acts + logits + (grads if t.grad_accum > 1 else head_grad)
     after = static + grads + step_temp
     peak_alloc = max(in_step, after)
     if p["device"] == "cuda":
@@ -323,18 +311,18 @@ def estimate(cfg: dict, *, gpu: gpumod.Gpu | str | None = None, resolved: dict |
     else:
         model_fpt = 4 * n_mm + 6 * adapter_params + 3 * attn_fwd
     fpt = model_fpt + (2 * (n_mm + adapter_params) + attn_fwd if p["gradient_checkpointing"] else 0)
-    tokens_per_step = tokens * t["grad_accum"]
+    tokens_per_step = tokens * t.grad_accum
     eff = efficiency(p["device"], gpu, kind, p["precision"], store)
     step_s = tokens_per_step * fpt / eff["flops_per_s"] if eff.get("flops_per_s") else None
-    steps = t["max_steps"] if t["max_steps"] > 0 else None
+    steps = t.max_steps if t.max_steps > 0 else None
     if steps is None and rows:
-        steps = math.ceil(t["epochs"] * math.ceil(rows / t["batch_size"]) / t["grad_accum"])
+        steps = math.ceil(t.epochs * math.ceil(rows / t.batch_size) / t.grad_accum)
     notes = []
-    if a["kind"] == "dora" and kind != "full":
+    if a.kind == "dora" and kind != "full":
         notes.append("DoRA: its weight-norm temporaries are not counted; expect a higher peak")
     if shape.approximate:
         notes.append(f"model_type {shape.model_type or '?'}: counted as a Llama-style decoder; expect a wider error")
-    if cfg["method"] != "sft":
+    if cfg.method != "sft":
         notes.append(f"method {cfg['method']}: activations counted as for SFT on one sequence a row")
     return {
         "model_type": shape.model_type, "kind": kind, "device": p["device"], "gpu": gpu.key if gpu else None,
@@ -372,7 +360,7 @@ def efficiency(device: str, gpu: gpumod.Gpu | None, kind: str, precision: str, s
 
 
 # -- what a run records ---------------------------------------------------------------------------------
-def for_run(cfg: dict, resolved: dict) -> dict:
+def for_run(cfg: Config, resolved: dict) -> dict:
     """The prediction an engine records at start beside what it will measure; {} when the estimate cannot read
     the model. On a GPU compare predicted_peak_allocated_bytes with peak_cuda_bytes (torch) and
     predicted_peak_bytes with NVML; on a CPU predicted_peak_bytes with peak_rss_bytes."""
@@ -396,13 +384,13 @@ def _device_name(resolved: dict) -> str | None:
     return torch.cuda.get_device_name() if torch is not None and torch.cuda.is_available() else None
 
 
-def record_run(cfg: dict, resolved: dict, summary: dict, store: Path | None = None) -> dict | None:
+def record_run(cfg: Config, resolved: dict, summary: dict, store: Path | None = None) -> dict | None:
     """Store what a finished run achieved (FLOP/s, MFU) so later estimates on this device learn from it."""
     tokens, wall, steps = summary.get("num_tokens"), summary.get("train_wall_s"), summary.get("step")
     if not tokens or not wall or not steps or wall < 0.5:
         return None  # too short to say anything about speed
-    t = cfg["training"]
-    rows = steps * t["batch_size"] * t["grad_accum"]
+    t = cfg.training
+    rows = steps * t.batch_size * t.grad_accum
     name = _device_name(resolved)
     gpu = gpumod.find_gpu(name)
     if resolved.get("device") == "cuda" and gpu is None:

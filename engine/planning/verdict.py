@@ -5,60 +5,52 @@ millisecond after the model's config.json is cached, so the TUI can call it on e
 """
 from __future__ import annotations
 
-import copy
 import math
 
-from engine.system import gpus as gpumod
+from engine.config import Config
 from engine.planning.estimate import FIT, GIB, TIGHT, Shape, estimate, model_shape, plan
+from engine.system import gpus as gpumod
 
 
-def _with(cfg: dict, changes: dict) -> dict:
-    out = copy.deepcopy(cfg)
-    for key, value in changes.items():
-        section, _, sub = key.rpartition(".")
-        (out[section] if section else out)[sub] = value
-    return out
-
-
-def _candidates(cfg: dict, est: dict):
+def _candidates(cfg: Config, est: dict):
     """Single changes that save memory, least harmful to the result first: (why, {key: value})."""
-    t, d = cfg["training"], cfg["data"]
+    t, d = cfg.training, cfg.data
     if not est["gradient_checkpointing"]:
         yield "recompute activations (about 30% slower)", {"training.gradient_checkpointing": "true"}
     if est["kind"] == "full" and est["optimizer"] not in ("adamw_8bit", "paged_adamw_8bit") and est["device"] == "cuda":
         yield "8-bit AdamW states (2 instead of 8 bytes a parameter)", {"training.optimizer": "paged_adamw_8bit"}
-    b, eff = t["batch_size"], t["batch_size"] * t["grad_accum"]
+    b, eff = t.batch_size, t.batch_size * t.grad_accum
     for nb in sorted({b // 2, b // 4, b // 8, 1} - {0, b}, reverse=True):
         yield (f"smaller micro-batches, same effective batch {eff}",
                {"training.batch_size": nb, "training.grad_accum": math.ceil(eff / nb)})
     if est["kind"] == "full":
-        extra = {} if cfg["model"]["dtype"] == "auto" else {"model.dtype": "auto"}  # 16-bit frozen weights
+        extra = {} if cfg.model.dtype == "auto" else {"model.dtype": "auto"}  # 16-bit frozen weights
         yield "train LoRA adapters instead of every weight", {"adapter.kind": "lora", **extra}
     elif est["kind"] == "lora" and est["device"] == "cuda":
         yield "QLoRA: 4-bit base weights", {"model.quantization": "4bit"}
-    for nl in (d["max_length"] // 2, d["max_length"] // 4):
+    for nl in (d.max_length // 2, d.max_length // 4):
         if nl >= 64:
             yield "shorter sequences (longer rows get truncated)", {"data.max_length": nl}
 
 
-def _resolved_after(resolved: dict | None, changed: dict, gpu) -> dict | None:
+def _resolved_after(resolved: dict | None, changed: Config, gpu) -> dict | None:
     """The engine's resolved values for a changed config: same device and precision, the rest re-planned."""
     if not resolved:
         return None
-    pinned = _with(changed, {"hardware.device": resolved["device"], "training.precision": resolved["precision"]})
+    pinned = changed.with_values({"hardware.device": resolved["device"], "training.precision": resolved["precision"]})
     p = plan(pinned, gpu)
     if p["gradient_checkpointing"] is None:
         p["gradient_checkpointing"] = resolved.get("gradient_checkpointing", False)
     return {**resolved, **p}
 
 
-def verdict(cfg: dict, free_bytes: int | None = None, *, gpu: gpumod.Gpu | str | None = None,
+def verdict(cfg: Config, free_bytes: int | None = None, *, gpu: gpumod.Gpu | str | None = None,
             resolved: dict | None = None, shape: Shape | None = None, tokens_per_row: float | None = None,
             rows: int | None = None) -> dict:
     """fits / tight / does_not_fit for `cfg` against `free_bytes` (default: all of the named GPU's memory),
     with the one change that makes it fit. Light: the TUI can call it on every edit."""
     gpu = gpumod.find_gpu(gpu) if isinstance(gpu, str) else gpu
-    shape = shape or model_shape(cfg["model"]["name_or_path"])
+    shape = shape or model_shape(cfg.model.name_or_path)
     kw = dict(gpu=gpu, shape=shape, tokens_per_row=tokens_per_row, rows=rows)
     est = estimate(cfg, resolved=resolved, free_bytes=free_bytes, **kw)
     if free_bytes is None:
@@ -77,7 +69,7 @@ def verdict(cfg: dict, free_bytes: int | None = None, *, gpu: gpumod.Gpu | str |
     if out["verdict"] != "fits":
         fallback = None
         for why, changes in _candidates(cfg, est):
-            changed = _with(cfg, changes)
+            changed = cfg.with_values(changes)
             new = estimate(changed, resolved=_resolved_after(resolved, changed, gpu), free_bytes=free_bytes, **kw)
             r = new["peak_bytes"] / free_bytes
             fix = {"set": changes, "why": why, "peak_bytes": new["peak_bytes"], "ratio": round(r, 3),
@@ -98,12 +90,12 @@ def verdict(cfg: dict, free_bytes: int | None = None, *, gpu: gpumod.Gpu | str |
     return out
 
 
-def target(cfg: dict, name: str | None = None) -> tuple[gpumod.Gpu | None, int | None, str]:
+def target(cfg: Config, name: str | None = None) -> tuple[gpumod.Gpu | None, int | None, str]:
     """(GPU spec or None, free bytes or None, where from) for a config: `name`, else hardware.gpu, else the
     visible GPU (NVML, ~50 ms), else the CPU. A named GPU that is not here counts all its memory free.
     Raises ValueError for a name the table does not know."""
-    wanted = name or (cfg["hardware"]["gpu"] if cfg["hardware"]["gpu"] != "auto" else None)
-    if cfg["hardware"]["device"] == "cpu" and not name:
+    wanted = name or (cfg.hardware.gpu if cfg.hardware.gpu != "auto" else None)
+    if cfg.hardware.device == "cpu" and not name:
         return None, None, "cpu (hardware.device)"
     seen = gpumod.visible_gpu()
     if wanted:
@@ -120,14 +112,14 @@ def target(cfg: dict, name: str | None = None) -> tuple[gpumod.Gpu | None, int |
     return None, None, "cpu (no GPU visible; name one with --gpu or hardware.gpu)"
 
 
-def for_target(cfg: dict, where: str) -> dict:
+def for_target(cfg: Config, where: str) -> dict:
     """The config as the engine would run it there: hardware.device auto becomes cuda for a GPU target."""
-    if not where.startswith("cpu") and cfg["hardware"]["device"] == "auto":
-        return _with(cfg, {"hardware.device": "cuda"})
+    if not where.startswith("cpu") and cfg.hardware.device == "auto":
+        return cfg.with_values({"hardware.device": "cuda"})
     return cfg
 
 
-def check(cfg: dict, free_bytes: int | None = None, *, gpu: str | None = None,
+def check(cfg: Config, free_bytes: int | None = None, *, gpu: str | None = None,
           tokens_per_row: float | None = None) -> dict:
     """For the hyperparameters pane: the verdict for a validated config on its target GPU, in one call.
 

@@ -8,19 +8,20 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from engine.rundir.runs import Run
 
 
 def engine_command(run: Run, resume: bool = False) -> list[str]:
-    cfg = run.config()
-    n = int((cfg.get("hardware") or {}).get("num_processes", 1) or 1)
+    hw = run.settings().hardware
+    n = hw.num_processes
     args = ["-m", "engine.worker", str(run.path)] + (["--resume"] if resume else [])
     if n <= 1:
         return [sys.executable, *args]
     # Several processes: torchrun works for CUDA (nccl) and CPU (gloo); `accelerate launch --cpu` would
     # silently start a single process. An accelerate config (FSDP, DeepSpeed) goes through accelerate.
-    acc = cfg["hardware"].get("accelerate_config")
+    acc = hw.accelerate_config
     if acc:
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", acc, "--num_processes", str(n),
                 *args]
@@ -32,7 +33,7 @@ def start(run: Run, resume: bool = False, wait_s: float = 15.0) -> int:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(Path(__file__).resolve().parents[2])  # the project root, so the engine runs this same code
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     before = run.status().get("started")
     with open(run.log_path, "ab") as log:

@@ -95,7 +95,12 @@ class Run:
         return self.status_path.exists()
 
     def config(self) -> dict:
+        """config.yaml as written (a raw nested dict)."""
         return cfgmod.load_yaml(self.config_path)
+
+    def settings(self) -> cfgmod.Config:
+        """config.yaml validated into the typed Config (ConfigError names every problem)."""
+        return cfgmod.load_config(base=self.config())
 
     def status(self) -> dict:
         try:
@@ -180,13 +185,13 @@ class Run:
         return cps[-1] if cps else None
 
 
-def new_run_id(cfg: dict) -> str:
-    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in (cfg.get("name") or ""))[:32]
-    parts = [time.strftime("%Y%m%d-%H%M%S"), cfg.get("method", "sft")] + ([name] if name else []) + [secrets.token_hex(2)]
+def new_run_id(cfg: cfgmod.Config) -> str:
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in cfg.name)[:32]
+    parts = [time.strftime("%Y%m%d-%H%M%S"), cfg.method] + ([name] if name else []) + [secrets.token_hex(2)]
     return "-".join(parts)
 
 
-def create_run(runs_dir: str | Path, cfg: dict) -> Run:
+def create_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
     """Make runs/<id>/ (owner-only), write config.yaml once and status.json as `created`."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +207,7 @@ def create_run(runs_dir: str | Path, cfg: dict) -> Run:
     run.checkpoints_dir.mkdir(mode=0o700)
     atomic_write(run.config_path, cfgmod.dump(cfg))
     run.write_status(state="created", created=time.time(), host=socket.gethostname(),
-                     method=cfg.get("method"), model=cfg["model"]["name_or_path"], step=0, max_steps=None)
+                     method=cfg.method, model=cfg.model.name_or_path, step=0, max_steps=None)
     return run
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from engine.config import Config
 from engine.training.distributed import barrier, rank, sync_commands
 from engine.rundir.runs import META, Run
 
@@ -75,7 +76,7 @@ class RunCallback(TrainerCallback):
 
     METRIC_KEYS = {"loss", "grad_norm", "learning_rate", "epoch", "num_tokens", "mean_token_accuracy", "entropy"}
 
-    def __init__(self, run: Run, events, cfg: dict, job: dict, stop_flag):
+    def __init__(self, run: Run, events, cfg: Config, job: dict, stop_flag):
         self.run, self.events, self.cfg, self.job = run, events, cfg, job
         self.stop_flag = stop_flag  # a threading.Event set by SIGTERM/SIGINT handlers
         self.stopped = False
@@ -143,7 +144,7 @@ class RunCallback(TrainerCallback):
             self._handle("stop", state, control)
         if state.global_step >= state.max_steps:  # last step: evaluate (when there is eval data) and save
             control.should_save = True
-            if self.has_eval and not self.cfg["training"]["eval_steps"]:
+            if self.has_eval and not self.cfg.training.eval_steps:
                 control.should_evaluate = True
         self._status(state)  # progress only: states are written by _set_state
         self._mark = time.perf_counter()
@@ -210,7 +211,7 @@ class RunCallback(TrainerCallback):
         self.last_eval = metrics.get("eval_loss")
         self.events.write("eval", step=state.global_step,
                           **{k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, (int, float))})
-        patience = self.cfg["training"]["early_stopping_patience"]
+        patience = self.cfg.training.early_stopping_patience
         if self.last_eval is not None:
             if self.best_eval is None or self.last_eval < self.best_eval:
                 self.best_eval, self.bad_evals = self.last_eval, 0
@@ -240,9 +241,9 @@ class RunCallback(TrainerCallback):
         staged = self.save_dir / f"checkpoint-{step}"
         final = self.run.checkpoints_dir / f"checkpoint-{step}"
         if staged.exists():
-            meta = {"step": step, "time": time.time(), "run_id": self.run.id, "method": self.cfg["method"],
-                    "base_model": self.cfg["model"]["name_or_path"], "adapter": self.cfg["adapter"]["kind"],
-                    "quantization": self.cfg["model"]["quantization"], "config_hash": self.job["config_hash"],
+            meta = {"step": step, "time": time.time(), "run_id": self.run.id, "method": self.cfg.method,
+                    "base_model": self.cfg.model.name_or_path, "adapter": self.cfg.adapter.kind,
+                    "quantization": self.cfg.model.quantization, "config_hash": self.job["config_hash"],
                     "loss": self.last_loss, "eval_loss": self.last_eval, "max_steps": state.max_steps}
             (staged / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             fsync_tree(staged)
@@ -258,7 +259,7 @@ class RunCallback(TrainerCallback):
             self._rotate()
 
     def _rotate(self):
-        limit = self.cfg["training"]["save_total_limit"]
+        limit = self.cfg.training.save_total_limit
         cps = self.run.checkpoints()
         if not limit or len(cps) <= limit:
             return

@@ -23,6 +23,7 @@ import traceback
 import psutil
 
 from engine import config as cfgmod
+from engine.config import Config
 from engine.planning import estimate
 from engine.training.distributed import for_rank
 from engine.rundir.events import EventWriter
@@ -39,10 +40,10 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def oom_message(cfg: dict, step: int, resolved: dict) -> str:
+def oom_message(cfg: Config, step: int, resolved: dict) -> str:
     import torch
 
-    t, d = cfg["training"], cfg["data"]
+    t, d = cfg.training, cfg.data
     used = total = peak = None
     try:
         free, total = torch.cuda.mem_get_info()
@@ -50,12 +51,12 @@ def oom_message(cfg: dict, step: int, resolved: dict) -> str:
     except Exception:  # noqa: BLE001
         pass
     gib = lambda b: f"{b / 2**30:.1f} GiB" if b is not None else "N/A"  # noqa: E731
-    tips = [f"training.batch_size {t['batch_size']} -> {max(1, t['batch_size'] // 2)} "
-            f"(and training.grad_accum {t['grad_accum']} -> {t['grad_accum'] * 2} to keep the effective batch)",
-            f"data.max_length {d['max_length']} -> {max(64, d['max_length'] // 2)}"]
+    tips = [f"training.batch_size {t.batch_size} -> {max(1, t.batch_size // 2)} "
+            f"(and training.grad_accum {t.grad_accum} -> {t.grad_accum * 2} to keep the effective batch)",
+            f"data.max_length {d.max_length} -> {max(64, d.max_length // 2)}"]
     if not resolved.get("gradient_checkpointing"):
         tips.append("training.gradient_checkpointing: true")
-    if cfg["model"]["quantization"] != "4bit":
+    if cfg.model.quantization != "4bit":
         tips.append("model.quantization: 4bit with adapter.kind: lora (QLoRA)")
     return (f"CUDA out of memory at step {step}: {gib(used)} of {gib(total)} in use, torch peak {gib(peak)}. "
             f"To fit, change one of: {'; '.join(tips)}. Check `tunebench estimate` before relaunching.")
@@ -121,7 +122,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
     history = Snapshotter(run.events_path).start() if isinstance(events, EventWriter) else None
     step, resolved, cfg, callback = 0, {}, None, None
     try:
-        cfg = cfgmod.load_config(base=run.config())
+        cfg = run.settings()
         t_import = time.perf_counter()
         import torch  # noqa: F401 - 7-9 s; timed so the summary can say where start-up went
 
@@ -129,7 +130,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
         from engine.training import modeling
 
         resolved = modeling.resolve(cfg)
-        if cfg["model"]["trust_remote_code"]:
+        if cfg.model.trust_remote_code:
             events.write("log", level="warning", message="model.trust_remote_code is on: the model's own Python "
                          "code runs in this engine; only for models you trust")
         events.write("log", level="info", message=f"imported the ML stack in {time.perf_counter() - t_import:.1f} s")
@@ -139,7 +140,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
         job = {"trainer_dir": str(run.path / ".trainer"),
                "config_hash": hashlib.sha256(cfgmod.dump(cfg).encode()).hexdigest()[:16]}
         callback = RunCallback(run, events, cfg, job, stop_flag)
-        method = importlib.import_module(METHOD_MODULES[cfg["method"]])
+        method = importlib.import_module(METHOD_MODULES[cfg.method])
         trainer = method.build(cfg, resolved, job, [callback])
         from engine.training.methods.extras import attach  # training.freeze, gradual unfreezing, data.general_eval
 

@@ -70,7 +70,7 @@ class HyperparamsPane(Widget):
         self.preset_cfg: dict = cfgmod.defaults()
         self.values: dict = {field_path(s, k): get(self.preset_cfg, field_path(s, k))
                              for s, fields in cfgmod.SCHEMA.items() for k in fields}
-        self.problems: list[str] = []
+        self.problems: list[cfgmod.Problem] = []
         self.by_field: dict[str, str] = {}
         self.editing: str | None = None
         self.loading = False
@@ -227,8 +227,8 @@ class HyperparamsPane(Widget):
         if refresh_editor and path == self.editing:
             self.edit(path)
 
-    def current(self) -> tuple[dict, list[str]]:
-        """(validated config, problems)."""
+    def current(self) -> tuple[dict, list[cfgmod.Problem]]:
+        """(the form's values validated into a config dict, problems); a typed Config only when there are none."""
         return cfgmod.validate(nested(self.values))
 
     def update_static(self, selector: str, content: str, error: bool | None = None) -> None:
@@ -248,8 +248,8 @@ class HyperparamsPane(Widget):
         cfg, self.problems = self.current()
         by_field: dict[str, list[str]] = {}
         for p in self.problems:
-            key = p.split(":", 1)[0].split(" / ")[0].strip()
-            by_field.setdefault(key, []).append(p.split(":", 1)[1].strip() if ":" in p else p)
+            for key in p.keys():
+                by_field.setdefault(key, []).append(p.message + (f"; {p.fix}" if p.fix else ""))
         for path in set(self.by_field) | set(by_field):
             if path in table.rows:
                 table.update_cell(path, "mark", Text("✗", style="bold red") if path in by_field else "")
@@ -268,13 +268,13 @@ class HyperparamsPane(Widget):
         if self.problems:
             pass
         elif Path(model).is_dir():
-            self.estimate_memory(cfg)
+            self.estimate_memory(cfgmod.Config.from_dict(cfg))
         else:  # a hub id: its config.json is not here to read (and the pane never waits on the network)
             self.update_static("#memory", "estimated from a local model directory's config.json; "
                                "for a hub id run `tunebench estimate` once it is downloaded")
 
     @work(thread=True, exclusive=True, group="verdict", exit_on_error=False)
-    def estimate_memory(self, cfg: dict) -> None:
+    def estimate_memory(self, cfg: cfgmod.Config) -> None:
         """The estimate against the target GPU's free memory (engine.verdict: no torch; NVML ~50 ms, so a thread)."""
         from engine.planning.verdict import check
 
@@ -290,11 +290,11 @@ class HyperparamsPane(Widget):
 
     def load_preset(self, path: Path) -> None:
         """Lay the preset over the defaults; problems show in the form rather than refusing the file."""
-        problems: list[str] = []
+        problems: list[cfgmod.Problem] = []
         try:
             cfg = cfgmod.merge(cfgmod.defaults(), cfgmod.load_yaml(path), problems, source=str(path))
         except cfgmod.ConfigError as e:
-            self.app.notify("\n".join(e.problems), title="preset not loaded", severity="error")
+            self.app.notify("\n".join(map(str, e.problems)), title="preset not loaded", severity="error")
             return
         self.preset_path, self.preset_cfg = path, cfgmod.validate(cfg)[0]
         self.apply(cfg, all_keys=True)
@@ -304,7 +304,7 @@ class HyperparamsPane(Widget):
         with sel.prevent(Select.Changed):
             sel.value = str(path)
         if problems:
-            self.app.notify("\n".join(problems), title=f"{path.name}: unknown keys ignored", severity="warning")
+            self.app.notify("\n".join(map(str, problems)), title=f"{path.name}: unknown keys ignored", severity="warning")
         self.app.set_status(f"preset {path.name} loaded")
 
     def apply(self, cfg: dict, all_keys: bool = False) -> None:
@@ -353,18 +353,20 @@ class HyperparamsPane(Widget):
             actions[event.button.id]()
 
     def action_launch(self) -> None:
-        cfg, problems = self.current()
+        raw, problems = self.current()
         if problems:
-            self.app.notify("\n".join(problems[:6]), title=f"not launched: {len(problems)} problem(s)", severity="error")
+            self.app.notify("\n".join(map(str, problems[:6])), title=f"not launched: {len(problems)} problem(s)",
+                            severity="error")
             return
-        ok, text = check_model(cfg["model"]["name_or_path"], cfg["model"]["trust_remote_code"])
+        cfg = cfgmod.Config.from_dict(raw)
+        ok, text = check_model(cfg.model.name_or_path, cfg.model.trust_remote_code)
         if not ok:
             self.app.notify(text, title="not launched: model check", severity="error")
             return
         self.launch(absolute_paths(cfg, Path.cwd()))
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
-    def launch(self, cfg: dict) -> None:
+    def launch(self, cfg: cfgmod.Config) -> None:
         # launch.start waits (up to 15 s) for the engine to take the run: a thread keeps the UI live.
         self.app.call_from_thread(self.app.query_one("#spinner").start, "launching")
         try:

@@ -22,6 +22,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from engine.config import Config
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
 
@@ -66,22 +67,21 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
-def config_line(cfg: dict, status: dict) -> str:
+def config_line(cfg: Config | None, status: dict) -> str:
     """The run's config at a glance: method, adapter, model, data, schedule, precision."""
-    if not cfg:
+    if cfg is None:
         return "config: not readable"
-    m, a, d, t = cfg.get("model", {}), cfg.get("adapter", {}), cfg.get("data", {}), cfg.get("training", {})
+    m, a, d, t = cfg.model, cfg.adapter, cfg.data, cfg.training
     res = status.get("resolved") or {}
-    kind = a.get("kind", "?")
-    adapter = f"{kind} r={a.get('r')} α={a.get('alpha')}" if kind in ("lora", "dora") else kind
-    if m.get("quantization") not in (None, "none"):
-        adapter += f" on {m['quantization']}"
-    steps = t["max_steps"] if (t.get("max_steps") or 0) > 0 else f"{t.get('epochs')} epoch(s)"
-    return (f"{cfg.get('method', '?')} · {adapter} · model {Path(str(m.get('name_or_path', '?'))).name} · "
-            f"data {Path(str(d.get('train') or '?')).name} (max_len {d.get('max_length')}) · "
-            f"lr {t.get('learning_rate')} {t.get('lr_scheduler', '')} warmup {t.get('warmup_steps')} · "
-            f"batch {t.get('batch_size')}×{t.get('grad_accum')} · steps {steps} · "
-            f"{res.get('precision', t.get('precision'))} on {res.get('device', '?')}")
+    adapter = f"{a.kind} r={a.r} α={a.alpha}" if a.kind in ("lora", "dora") else a.kind
+    if m.quantization != "none":
+        adapter += f" on {m.quantization}"
+    steps = t.max_steps if t.max_steps > 0 else f"{t.epochs} epoch(s)"
+    return (f"{cfg.method} · {adapter} · model {Path(m.name_or_path or '?').name} · "
+            f"data {Path(str(d.train or '?')).name} (max_len {d.max_length}) · "
+            f"lr {t.learning_rate} {t.lr_scheduler} warmup {t.warmup_steps} · "
+            f"batch {t.batch_size}×{t.grad_accum} · steps {steps} · "
+            f"{res.get('precision', t.precision)} on {res.get('device', '?')}")
 
 
 def progress_bar(frac: float, width: int = 24) -> str:
@@ -152,7 +152,7 @@ class MonitorPane(Widget):
         self.data = RunData()
         self.status: dict = {}
         self.state: str = ""
-        self.cfg: dict = {}
+        self.cfg: Config | None = None
         self.attach_s: float | None = None
         self.attach_cpu_s: float | None = None
         self.smoothing = 1
@@ -191,9 +191,9 @@ class MonitorPane(Widget):
         self._drawn, self._charts_at = {}, 0.0
         self.status, self.state, self.attach_s = self.run.status(), "", None
         try:
-            self.cfg = self.run.config()
+            self.cfg = self.run.settings()
         except Exception:  # noqa: BLE001 - a missing or broken config.yaml still lets the run be watched
-            self.cfg = {}
+            self.cfg = None
         self.query_one("#mon-head", Static).update(f"attaching to {self.run.id}…")
         self.follow(self.run, self.data)
 
@@ -316,7 +316,8 @@ class MonitorPane(Widget):
 
     def _head(self, step: int, rate: float | None, events: int) -> None:
         st, state = self.status, self.state
-        max_steps = st.get("max_steps") or (self.cfg.get("training", {}).get("max_steps") or None)
+        max_steps = st.get("max_steps") or (self.cfg.training.max_steps if self.cfg and self.cfg.training.max_steps > 0
+                                             else None)
         started, ended = st.get("started"), st.get("ended")
         if state == "lost":  # the engine died: its last status write is when the clock stopped
             ended = ended or st.get("updated")

@@ -12,7 +12,7 @@ class YamlScreen(Screen):
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
 
-    def __init__(self, text: str, problems: list[str]):
+    def __init__(self, text: str, problems: list):
         super().__init__()
         self.text, self.problems = text, problems
 

@@ -42,26 +42,26 @@ def texts(row) -> list[str]:
     return []
 
 
-def look_at_data(cfg: dict, sample: int = 256) -> tuple[int | None, float | None, str | None]:
+def look_at_data(cfg: cfgmod.Config, sample: int = 256) -> tuple[int | None, float | None, str | None]:
     """(train rows, mean tokens a row, note): rows for the time to the end; tokens from the model's
     tokenizer.json through the `tokenizers` library (no torch), chat template left out, capped at max_length."""
-    if not cfg["data"]["train"]:
+    if not cfg.data.train:
         return None, None, None
     try:
         from engine.data.prepare import prepare
 
-        train, _, info = prepare({**cfg, "data": {**cfg["data"], "skip_invalid": True}})
+        train, _, info = prepare(cfg.replace(data={"skip_invalid": True}))
     except Exception as e:  # noqa: BLE001 - data only refines the time; the memory estimate stands
         return None, None, f"data not read ({type(e).__name__}: {e}); tokens a row taken as data.max_length"
     per_row = None
-    tok_file = Path(cfg["model"]["name_or_path"]) / "tokenizer.json"
+    tok_file = Path(cfg.model.name_or_path) / "tokenizer.json"
     if tok_file.is_file() and train:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tok_file))
         step = max(1, len(train) // sample)
         lengths = [len(tok.encode(" ".join(texts(r))).ids) for r in train[::step]]
-        per_row = sum(min(n, cfg["data"]["max_length"]) for n in lengths) / len(lengths)
+        per_row = sum(min(n, cfg.data.max_length) for n in lengths) / len(lengths)
     return info["train_rows"], per_row, None
 
 
@@ -91,7 +91,7 @@ def run(args) -> int:
                "message": v["message"], "gpu_source": where}
         print(json.dumps(out, indent=1))
         return 0
-    print(f"{cfg['model']['name_or_path']}: {est['model_type']}, {est['total_params'] / 1e9:.3g}B parameters, "
+    print(f"{cfg.model.name_or_path}: {est['model_type']}, {est['total_params'] / 1e9:.3g}B parameters, "
           f"{est['kind']}, {est['trainable_params'] / 1e6:.3g}M trainable")
     print(f"on {where}: {est['precision']}, weights {est['dtype']}, {est['optimizer']}, gradient checkpointing "
           f"{'on' if est['gradient_checkpointing'] else 'off'}, {est['tokens_per_step']:.0f} tokens a step "

@@ -28,7 +28,7 @@ def add_parser(sub):
     p.set_defaults(func=run)
 
 
-def preflight(cfg: dict) -> dict:
+def preflight(cfg: cfgmod.Config) -> dict:
     """Checks that need no ML stack, before a run directory exists: every data row must read and convert.
 
     Invalid rows raise InvalidRows (a DataError: exit 2 with counts by reason and the first rows of each)
@@ -61,8 +61,8 @@ def run(args) -> int:
         if not args.config:
             raise CliError("train: give a CONFIG file (see presets/) or --resume RUN")
         cfg = cfgmod.load_config(args.config, args.overrides)
-        if cfg["model"]["trust_remote_code"]:
-            print(f"warning: model.trust_remote_code is on: Python code shipped with {cfg['model']['name_or_path']} "
+        if cfg.model.trust_remote_code:
+            print(f"warning: model.trust_remote_code is on: Python code shipped with {cfg.model.name_or_path} "
                   "will run in the engine with your permissions; only for models you trust", file=sys.stderr)
         info = preflight(cfg)
         r = create_run(runs_dir, cfg)

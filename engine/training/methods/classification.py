@@ -7,6 +7,7 @@ first step too (eval_on_start), so the run shows where it started.
 """
 from __future__ import annotations
 
+from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
 from engine.training.methods.rows import take_rows
@@ -30,7 +31,7 @@ def scores(pred, gold, n: int) -> dict:
             "confusion_matrix": cm.tolist()}
 
 
-def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
+def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     import numpy as np
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainerCallback, \
         TrainingArguments, set_seed
@@ -42,7 +43,7 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     tok = modeling.load_tokenizer(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
-    set_seed(cfg["training"]["seed"])  # the new head's initial weights: the same every run of this config
+    set_seed(cfg.training.seed)  # the new head's initial weights: the same every run of this config
     model = modeling.load_model(cfg, resolved, auto_class=AutoModelForSequenceClassification, num_labels=len(labels),
                                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
                                 ignore_mismatched_sizes=True)  # a pretrained head of another size is replaced
@@ -52,7 +53,7 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
         from peft import get_peft_model
 
         model = get_peft_model(model, peft)
-    max_len = cfg["data"]["max_length"]
+    max_len = cfg.data.max_length
 
     def encode(rows):
         if not rows:
@@ -83,7 +84,7 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
                 events.write("confusion", step=state.global_step, labels=labels, matrix=last["confusion_matrix"])
 
     kw = training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows))
-    if cfg["training"].get("group_by_length"):  # padding to each batch's longest row costs less when rows match
+    if cfg.training.group_by_length:  # padding to each batch's longest row costs less when rows match
         kw["train_sampling_strategy"] = "group_by_length"
     args = TrainingArguments(**kw, eval_on_start=bool(eval_rows))
     return Trainer(model=model, args=args, train_dataset=encode(train_rows), eval_dataset=encode(eval_rows),

@@ -3,34 +3,36 @@ from __future__ import annotations
 
 import importlib.util
 
+from engine.config import Config
 
-def training_kwargs(cfg: dict, resolved: dict, trainer_dir: str, has_eval: bool) -> dict:
+
+def training_kwargs(cfg: Config, resolved: dict, trainer_dir: str, has_eval: bool) -> dict:
     """Keyword arguments common to TrainingArguments and TRL's *Config classes."""
-    t = cfg["training"]
+    t = cfg.training
     precision = resolved["precision"]
-    report = [r for r in t["report_to"] if r != "none" and importlib.util.find_spec(r)]
+    report = [r for r in t.report_to if r != "none" and importlib.util.find_spec(r)]
     return dict(
         output_dir=trainer_dir,
-        max_steps=t["max_steps"],
-        num_train_epochs=t["epochs"],
-        per_device_train_batch_size=t["batch_size"],
-        per_device_eval_batch_size=t["batch_size"],
-        gradient_accumulation_steps=t["grad_accum"],
-        learning_rate=t["learning_rate"],
-        lr_scheduler_type=t["lr_scheduler"],
-        warmup_steps=t["warmup_steps"],
-        weight_decay=t["weight_decay"],
-        max_grad_norm=t["max_grad_norm"],
+        max_steps=t.max_steps,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
         optim=resolved["optimizer"],
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=resolved["gradient_checkpointing"],
-        seed=t["seed"],
-        logging_steps=t["logging_steps"],
-        eval_strategy="steps" if has_eval and t["eval_steps"] else "no",
-        eval_steps=t["eval_steps"] or None,
-        save_strategy="steps" if t["save_steps"] else "no",  # the callback also saves at the end and on request
-        save_steps=t["save_steps"] or 500,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if has_eval and t.eval_steps else "no",
+        eval_steps=t.eval_steps or None,
+        save_strategy="steps" if t.save_steps else "no",  # the callback also saves at the end and on request
+        save_steps=t.save_steps or 500,
         report_to=report or "none",
         use_cpu=resolved["device"] == "cpu",
         use_liger_kernel=resolved.get("liger_kernel", False),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
+from engine.config import Config
+
 MAX_ROWS = 256
 BATCH = 8
 
@@ -28,19 +30,18 @@ def render(row: dict, tok) -> str:
     return f"{prompt}{completion}"
 
 
-def general_texts(cfg: dict, tok) -> list[str]:
+def general_texts(cfg: Config, tok) -> list[str]:
     from engine.data.prepare import prepare_sft
 
-    d = {**cfg["data"], "train": cfg["data"]["general_eval"], "eval": None, "eval_fraction": 0.0}
-    rows, _, _ = prepare_sft({**cfg, "data": d})
+    rows, _, _ = prepare_sft(cfg.replace(data={"train": cfg.data.general_eval, "eval": None, "eval_fraction": 0.0}))
     return [render(r, tok) for r in rows[:MAX_ROWS]]
 
 
 class ForgettingWatch(TrainerCallback):
-    def __init__(self, texts: list[str], tok, cfg: dict, events, has_eval: bool):
+    def __init__(self, texts: list[str], tok, cfg: Config, events, has_eval: bool):
         self.texts, self.tok, self.events, self.has_eval = texts, tok, events, has_eval
-        self.max_length = cfg["data"]["max_length"]
-        self.eval_steps = cfg["training"]["eval_steps"]
+        self.max_length = cfg.data.max_length
+        self.eval_steps = cfg.training.eval_steps
         self.model = None
         self.last_step = -1
 
@@ -83,8 +84,8 @@ class ForgettingWatch(TrainerCallback):
             self.events.write("eval", step=step, general_loss=self.loss())
 
 
-def watch(trainer, cfg: dict, run_callback) -> None:
-    if not cfg["data"]["general_eval"]:
+def watch(trainer, cfg: Config, run_callback) -> None:
+    if not cfg.data.general_eval:
         return
     tok = trainer.processing_class
     texts = general_texts(cfg, tok)

@@ -12,6 +12,8 @@ from fnmatch import fnmatchcase
 
 from transformers import TrainerCallback
 
+from engine.config import Config
+
 LAYER = re.compile(r"\.(?:layers?|h|blocks?)\.(\d+)\.|\.(\d+)\.")
 
 
@@ -21,9 +23,9 @@ def layer_index(name: str) -> int:
     return int(m.group(1) or m.group(2)) if m else -1
 
 
-def apply(trainer, cfg: dict, events) -> None:
-    t = cfg["training"]
-    patterns = t["freeze"] if isinstance(t["freeze"], list) else [t["freeze"]]
+def apply(trainer, cfg: Config, events) -> None:
+    t = cfg.training
+    patterns = t.freeze if isinstance(t.freeze, list) else [t.freeze]
     patterns = [p for p in patterns if p]
     if not patterns:
         return
@@ -36,8 +38,8 @@ def apply(trainer, cfg: dict, events) -> None:
         p.requires_grad_(False)
     events.write("log", level="info", message=f"froze {len(frozen)} tensors "
                  f"({sum(p.numel() for _, p in frozen):,} parameters) matching {', '.join(patterns)}")
-    if t["unfreeze_every"]:
-        trainer.add_callback(Unfreezer(frozen, t["unfreeze_every"], events))
+    if t.unfreeze_every:
+        trainer.add_callback(Unfreezer(frozen, t.unfreeze_every, events))
 
 
 class Unfreezer(TrainerCallback):

@@ -7,26 +7,27 @@ GRPO and RLOO are its online RL methods.
 """
 from __future__ import annotations
 
+from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
 from engine.training.methods.rewards import reward_sources, sample_callback
 from engine.training.methods.rows import take_rows
 
 
-def rl_kwargs(cfg: dict) -> dict:
-    rl = cfg["rl"]
-    return dict(num_generations=rl["num_generations"], max_completion_length=rl["max_completion_length"],
-                temperature=rl["temperature"], beta=rl["beta"], log_completions=False)
+def rl_kwargs(cfg: Config) -> dict:
+    rl = cfg.rl
+    return dict(num_generations=rl.num_generations, max_completion_length=rl.max_completion_length,
+                temperature=rl.temperature, beta=rl.beta, log_completions=False)
 
 
-def build_online(cfg: dict, resolved: dict, job: dict, callbacks: list, trainer_cls, config_cls, extra: dict):
+def build_online(cfg: Config, resolved: dict, job: dict, callbacks: list, trainer_cls, config_cls, extra: dict):
     train_rows, eval_rows, info = take_rows(cfg, job)
     tok = modeling.load_tokenizer(cfg)
     tok.padding_side = "left"  # generation appends to the prompt's end
     model = modeling.load_model(cfg, resolved)
     funcs, classes = reward_sources(cfg)
     events = next((c.events for c in callbacks if hasattr(c, "events")), None)
-    samples = sample_callback(events, cfg["rl"]["samples_per_log"]) if events is not None else None
+    samples = sample_callback(events, cfg.rl.samples_per_log) if events is not None else None
     kw = training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows))
     args = config_cls(**kw, **rl_kwargs(cfg), **extra)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=to_dataset(train_rows),
@@ -37,7 +38,7 @@ def build_online(cfg: dict, resolved: dict, job: dict, callbacks: list, trainer_
     return trainer
 
 
-def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
+def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import GRPOConfig, GRPOTrainer
 
     return build_online(cfg, resolved, job, callbacks, GRPOTrainer, GRPOConfig, {})

@@ -5,12 +5,13 @@ implicit under an adapter, as in DPO.
 """
 from __future__ import annotations
 
+from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
 from engine.training.methods.rows import take_rows
 
 
-def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
+def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import KTOConfig, KTOTrainer
 
     tok = modeling.load_tokenizer(cfg)
@@ -19,11 +20,11 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     for r in train_rows + eval_rows:
         r["label"] = bool(r["label"])
     model = modeling.load_model(cfg, resolved)
-    p = cfg["preference"]
-    loss = p["loss_type"][0] if p["loss_type"] else "kto"
+    p = cfg.preference
+    loss = p.loss_type[0] if p.loss_type else "kto"
     loss = "kto" if loss == "sigmoid" else loss  # sigmoid is the DPO default of the shared key
     args = KTOConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)),
-                     max_length=cfg["data"]["max_length"], beta=p["beta"], loss_type=loss,
-                     desirable_weight=p["desirable_weight"], undesirable_weight=p["undesirable_weight"])
+                     max_length=cfg.data.max_length, beta=p.beta, loss_type=loss,
+                     desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight)
     return KTOTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
                       processing_class=tok, peft_config=modeling.peft_config(cfg), callbacks=callbacks)

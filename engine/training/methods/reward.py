@@ -6,6 +6,7 @@ AutoModelForSequenceClassification (or base + adapter) and serve as rl.reward_mo
 """
 from __future__ import annotations
 
+from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
 from engine.training.methods.rows import take_rows
@@ -29,7 +30,7 @@ def pretokenize(rows: list[dict], tok, max_length: int) -> list[dict]:
             for r in rows]
 
 
-def load_reward_backbone(cfg: dict, resolved: dict):
+def load_reward_backbone(cfg: Config, resolved: dict):
     from transformers import AutoModelForSequenceClassification
 
     model = modeling.load_model(cfg, resolved, auto_class=AutoModelForSequenceClassification, num_labels=1,
@@ -37,7 +38,7 @@ def load_reward_backbone(cfg: dict, resolved: dict):
     return model
 
 
-def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
+def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
@@ -45,10 +46,10 @@ def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
     tok = modeling.load_tokenizer(cfg)
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
-    set_seed(cfg["training"]["seed"])  # the new head's initial weights: the same every run of this config
+    set_seed(cfg.training.seed)  # the new head's initial weights: the same every run of this config
     model = load_reward_backbone(cfg, resolved)
     model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token
-    max_len = cfg["data"]["max_length"]
+    max_len = cfg.data.max_length
     args = RewardConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)), max_length=max_len)
     return RewardTrainer(model=model, args=args, train_dataset=to_dataset(pretokenize(train_rows, tok, max_len)),
                          eval_dataset=to_dataset(pretokenize(eval_rows, tok, max_len)), processing_class=tok,

@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from engine.config import Config
+
 
 def load_reward_functions(path: str, names) -> list:
     """Import the reward file and return the named functions, each wrapped to check what it returns."""
@@ -75,16 +77,16 @@ def load_reward_model(path: str, dtype="float32"):
     return model, tok
 
 
-def reward_sources(cfg: dict) -> tuple[list, list]:
+def reward_sources(cfg: Config) -> tuple[list, list]:
     """(reward_funcs, reward_processing_classes) for TRL's GRPO/RLOO trainers from the `rl` section."""
-    rl = cfg["rl"]
+    rl = cfg.rl
     funcs, classes = [], []
-    if rl["reward_model"]:
-        model, tok = load_reward_model(rl["reward_model"])
+    if rl.reward_model:
+        model, tok = load_reward_model(rl.reward_model)
         funcs.append(model)
         classes.append(tok)
-    if rl["reward_file"]:
-        for fn in load_reward_functions(rl["reward_file"], rl["reward_functions"]):
+    if rl.reward_file:
+        for fn in load_reward_functions(rl.reward_file, rl.reward_functions):
             funcs.append(fn)
             classes.append(None)
     return funcs, classes

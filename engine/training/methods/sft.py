@@ -1,6 +1,7 @@
 """method: sft: supervised fine-tuning with TRL's SFTTrainer (full, LoRA, QLoRA)."""
 from __future__ import annotations
 
+from engine.config import Config
 from engine.data.prepare import prepare
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
@@ -40,22 +41,22 @@ def completion_only_plan(tok, rows: list[dict], loss_on: str) -> tuple[dict, lis
     return {"completion_only_loss": True}, notes, split_rows
 
 
-def build(cfg: dict, resolved: dict, job: dict, callbacks: list):
+def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import SFTConfig, SFTTrainer
 
     tok = modeling.load_tokenizer(cfg)
     train_rows, eval_rows, info = prepare(cfg, tok)  # with the tokenizer: rows too long to train are invalid too
     job.update(info, eval_rows=len(eval_rows))
-    loss_kw, notes, train_rows = completion_only_plan(tok, train_rows, cfg["data"]["loss_on"])
+    loss_kw, notes, train_rows = completion_only_plan(tok, train_rows, cfg.data.loss_on)
     notes = info.get("warnings", []) + notes
     if eval_rows:
-        _, _, eval_rows = completion_only_plan(tok, eval_rows, cfg["data"]["loss_on"])
+        _, _, eval_rows = completion_only_plan(tok, eval_rows, cfg.data.loss_on)
     job["notes"] = notes
     model = modeling.load_model(cfg, resolved)
     args = SFTConfig(
         **training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)),
-        max_length=cfg["data"]["max_length"],
-        packing=cfg["data"]["packing"],
+        max_length=cfg.data.max_length,
+        packing=cfg.data.packing,
         **loss_kw,
     )
     return SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
