@@ -1,13 +1,11 @@
 """Classification scores from predicted and gold labels: one definition for the trainer and for compare.
 
-Light: numpy only (no torch, no scikit-learn at runtime), so the helper's compare and a trainer's
-compute_metrics report the same numbers for the same predictions.
+Light: numpy only, imported when called (no torch, no scikit-learn at runtime), so the helper's compare
+and a trainer's compute_metrics report the same numbers for the same predictions.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
 
 
 def classification_scores(pred, gold, labels: Sequence[int] | None = None) -> dict:
@@ -20,6 +18,8 @@ def classification_scores(pred, gold, labels: Sequence[int] | None = None) -> di
     own. A label with no predictions scores precision 0 (scikit-learn's zero_division default). With no
     rows the means are None.
     """
+    import numpy as np  # here, not at the top: importing engine.checkpoints.generate stays cheap, as it says
+
     pred, gold = np.asarray(pred).ravel(), np.asarray(gold).ravel()
     if pred.shape != gold.shape:
         raise ValueError(f"{len(pred)} predictions for {len(gold)} gold labels")
