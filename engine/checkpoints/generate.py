@@ -18,6 +18,7 @@ from engine.checkpoints.refs import ModelRef
 from engine.config import Config
 from engine.checkpoints.settings import Decoding  # noqa: F401 (generate.Decoding for callers)
 from engine.checkpoints.display import prompt_text
+from engine.training.metrics import classification_scores as label_scores
 
 
 class Switch:
@@ -382,7 +383,8 @@ def eval_loss(side: Side, rows: list[dict], max_length: int = 1024) -> dict:
 
 def classification_scores(side: Side, rows: list[dict], text_key: str = "text", label_key: str = "label",
                           max_length: int = 512) -> dict:
-    """Accuracy and macro F1 of a sequence-classification model on rows with a text and an integer label."""
+    """Accuracy and macro F1 (over the gold labels, as the trainer reports them) of a sequence-classification
+    model on rows with a text and an integer label."""
     import torch
 
     side.activate()
@@ -393,13 +395,6 @@ def classification_scores(side: Side, rows: list[dict], text_key: str = "text", 
                            return_tensors="pt").to(side.device)
             preds.append(int(side.model(**enc).logits[0].argmax()))
             gold.append(int(row[label_key]))
-    labels = sorted(set(gold) | set(preds))
-    f1s = []
-    for c in labels:
-        tp = sum(p == c and g == c for p, g in zip(preds, gold))
-        fp = sum(p == c and g != c for p, g in zip(preds, gold))
-        fn = sum(p != c and g == c for p, g in zip(preds, gold))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    acc = sum(p == g for p, g in zip(preds, gold)) / len(gold) if gold else None
-    return {"accuracy": round(acc, 6) if acc is not None else None,
-            "macro_f1": round(sum(f1s) / len(f1s), 6) if f1s else None, "eval_rows": len(gold)}
+    out = label_scores(preds, gold)
+    rounded = {k: round(out[k], 6) if out[k] is not None else None for k in ("accuracy", "f1_macro")}
+    return {"accuracy": rounded["accuracy"], "macro_f1": rounded["f1_macro"], "eval_rows": len(gold)}

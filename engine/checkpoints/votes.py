@@ -13,7 +13,7 @@ import random
 import time
 from pathlib import Path
 
-from engine.rundir.runs import atomic_write
+from engine.rundir.atomic import atomic_write
 
 CHOICES = ("a", "b", "tie")
 

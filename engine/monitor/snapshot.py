@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from engine.rundir.runs import atomic_write
+from engine.rundir.atomic import atomic_write
 
 NAME = "history.msgpack"
 FORMAT = 1

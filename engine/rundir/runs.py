@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from engine import config as cfgmod
+from engine.rundir.atomic import atomic_write
 
 STATES = ("created", "starting", "running", "paused", "stopping", "completed", "stopped", "failed")
 ACTIVE = ("starting", "running", "paused", "stopping")
@@ -28,26 +29,6 @@ _STATUS_LOCK = threading.Lock()  # the engine's threads (training loop, progress
 
 def runs_dir_from(arg: str | None = None) -> Path:
     return Path(arg or os.environ.get("TUNEBENCH_RUNS_DIR") or DEFAULT_RUNS_DIR)
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o600, fsync: bool = True) -> None:
-    """Write a temp file beside `path`, fsync it, rename it over `path`: readers see old or new, never half.
-    fsync=False for caches a reader can rebuild: after a power cut they may be empty, never torn."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())  # cost: one disk flush per status update (a few per run, not per step)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def process_alive(pid: int | None, started: float | None = None) -> bool:

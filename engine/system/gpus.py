@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.rundir.atomic import atomic_write
+
 GIB = 2**30
 T = 1e12
 
@@ -127,9 +129,8 @@ def add_record(record: dict, path: Path | None = None) -> Path:
     path = path or store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     records = (load_records(path) + [{**record, "time": time.time()}])[-KEEP:]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"records": records}, indent=0))
-    os.replace(tmp, path)
+    # not fsynced, as before: a store lost to a power cut only sends the estimate back to the priors
+    atomic_write(path, json.dumps({"records": records}, indent=0), fsync=False)
     return path
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import psutil
 
@@ -122,32 +122,25 @@ class Probe:
         return s
 
 
-class Sampler:
-    """Calls `fn()` every `interval` seconds on a fixed schedule in a daemon thread.
+class FixedSchedule:
+    """Ticks at start + k*interval until `stop` is set: iterate it and take one sample per tick.
 
-    Ticks are at start + k*interval, so the schedule does not drift; a slow sample skips the ticks it
-    overran instead of running twice in a row, so samples never overlap or bunch up.
+    Each tick is computed from the start, not from the previous tick, so the schedule does not drift; a
+    slow sample skips the ticks it overran instead of running twice in a row, so samples never overlap or
+    bunch up. One schedule for every sampler (the engine's telemetry, the TUI's system header).
     """
 
-    def __init__(self, fn: Callable[[], None], interval: float = 1.0, name: str = "telemetry"):
-        self.fn, self.interval = fn, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+    def __init__(self, interval: float, stop: threading.Event | None = None):
+        self.interval = interval
+        self.stop = stop if stop is not None else threading.Event()
         self.ticks = 0
         self.skipped = 0
 
-    def start(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
+    def __iter__(self) -> Iterator[int]:
         start = time.monotonic()
         k = 0
-        while not self._stop.is_set():
-            try:
-                self.fn()
-            except Exception:  # noqa: BLE001 - telemetry must never take the run down
-                pass
+        while not self.stop.is_set():
+            yield self.ticks
             self.ticks += 1
             k += 1
             now = time.monotonic()
@@ -157,9 +150,37 @@ class Sampler:
                 self.skipped += missed
                 k += missed
                 due = start + k * self.interval
-            self._stop.wait(due - now)
+            self.stop.wait(due - now)
+
+
+class Sampler:
+    """Calls `fn()` on a FixedSchedule of `interval` seconds in a daemon thread."""
+
+    def __init__(self, fn: Callable[[], None], interval: float = 1.0, name: str = "telemetry"):
+        self.fn = fn
+        self.schedule = FixedSchedule(interval)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    @property
+    def ticks(self) -> int:
+        return self.schedule.ticks
+
+    @property
+    def skipped(self) -> int:
+        return self.schedule.skipped
+
+    def start(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        for _ in self.schedule:
+            try:
+                self.fn()
+            except Exception:  # noqa: BLE001 - telemetry must never take the run down
+                pass
 
     def stop(self) -> None:
-        self._stop.set()
+        self.schedule.stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)

@@ -36,10 +36,6 @@ METHOD_MODULES = {"sft": "engine.training.methods.sft", "dpo": "engine.training.
                   "classification": "engine.training.methods.classification"}
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
 def oom_message(cfg: Config, step: int, resolved: dict) -> str:
     import torch
 

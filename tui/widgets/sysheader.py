@@ -1,9 +1,10 @@
 """The system header on every screen, like nvitop's: each GPU, its memory, utilisation and who holds it.
 
-A thread worker samples NVML (engine.telemetry.Nvml) and psutil at 1 Hz on a fixed schedule and posts
-the snapshot; the UI thread only formats it, so a slow NVML call never blocks a keystroke. GPU
-processes are matched to tunebench runs through the pids in the runs' status.json files (and their
-parents, for ranks started by accelerate/torchrun). Without a GPU the header is one line: CPU and RAM.
+A thread worker samples NVML (engine.system.telemetry.Nvml) and psutil at 1 Hz on the engine's
+FixedSchedule (the one its telemetry Sampler keeps) and posts the snapshot; the UI thread only formats it,
+so a slow NVML call never blocks a keystroke. GPU processes are matched to tunebench runs through the pids
+in the runs' status.json files (and their parents, for ranks started by accelerate/torchrun). Without a
+GPU the header is one line: CPU and RAM.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from engine.rundir.runs import ACTIVE, list_runs
-from engine.system.telemetry import Nvml, process_info
+from engine.system.telemetry import FixedSchedule, Nvml, process_info
 
 GIB = 1 << 30
 RUN_MAP_EVERY = 5.0  # seconds between re-reads of the runs' status.json files (one small read per run)
@@ -177,19 +178,14 @@ class SystemHeader(Static):
         psutil.cpu_percent(None)  # prime: the first system-wide reading is always 0
         pids: dict[int, str] = {}
         pids_at = 0.0
-        start, k = time.monotonic(), 0
-        while not self._stop.is_set():
+        for _ in FixedSchedule(self.INTERVAL, self._stop):
             now = time.monotonic()
             if nvml.available and now - pids_at > RUN_MAP_EVERY:
                 try:
                     pids, pids_at = run_pids(self.runs_dir), now
                 except OSError:
                     pass
-            snap = take_snapshot(nvml, self.runs_dir, pids)
-            self.post_message(self.Sampled(snap))
-            # Fixed schedule (start + k * interval): no drift, and an overrun skips ticks, never bunches.
-            k = max(k + 1, int((time.monotonic() - start) / self.INTERVAL) + 1)
-            self._stop.wait(max(0.0, start + k * self.INTERVAL - time.monotonic()))
+            self.post_message(self.Sampled(take_snapshot(nvml, self.runs_dir, pids)))
 
     def on_system_header_sampled(self, message: Sampled) -> None:
         self.snapshot = message.snapshot

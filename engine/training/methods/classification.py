@@ -1,7 +1,7 @@
 """method: classification: AutoModelForSequenceClassification with transformers' Trainer.
 
 Binary or multi-class, named labels (`classification.labels` or from the data). Evaluation reports accuracy,
-macro precision, recall and F1 (numpy, no scikit-learn at runtime) as `eval` events, a `confusion` event
+macro precision, recall and F1 (engine.training.metrics, shared with compare) as `eval` events, a `confusion` event
 with the matrix, and the last evaluation in the run's summary. The model is evaluated once before the
 first step too (eval_on_start), so the run shows where it started.
 """
@@ -11,24 +11,7 @@ from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
 from engine.training.methods.rows import take_rows
-
-
-def scores(pred, gold, n: int) -> dict:
-    """Accuracy, macro precision/recall/F1 and the confusion matrix (rows = true label, columns = predicted)."""
-    import numpy as np
-
-    pred, gold = np.asarray(pred), np.asarray(gold)
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (gold, pred), 1)
-    tp = np.diag(cm).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(cm.sum(0) > 0, tp / cm.sum(0), 0.0)
-        recall = np.where(cm.sum(1) > 0, tp / cm.sum(1), 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = cm.sum(1) > 0  # macro over the labels that occur in the gold data, as scikit-learn warns about
-    return {"accuracy": float(tp.sum() / max(1, cm.sum())), "precision": float(precision[present].mean()),
-            "recall": float(recall[present].mean()), "f1_macro": float(f1[present].mean()),
-            "confusion_matrix": cm.tolist()}
+from engine.training.metrics import classification_scores
 
 
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
@@ -71,7 +54,7 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
 
     def compute_metrics(p):
         logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
-        out = scores(np.argmax(logits, -1), p.label_ids, len(labels))
+        out = classification_scores(np.argmax(logits, -1), p.label_ids, labels=range(len(labels)))
         last.clear()
         last.update(out)
         job["summary_extra"] = {**{k: round(v, 4) for k, v in out.items() if k != "confusion_matrix"},
