@@ -48,7 +48,12 @@ def adapter_logits(ckpt, base, quant=None):
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.float32)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **kw), ckpt)
+    base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **kw)
+    if quant:  # the 4-bit forward as training computed it (bitsandbytes' CPU inference kernel runs in bf16)
+        from engine.training.modeling import cpu_4bit_safe
+
+        cpu_4bit_safe(base_model, exact=True)
+    model = PeftModel.from_pretrained(base_model, ckpt)
     ids = AutoTokenizer.from_pretrained(base)(TEXT, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         return model(input_ids=ids).logits[0]

@@ -84,13 +84,36 @@ def load_model(cfg: Config, resolved: dict, auto_class=None, **extra):
     if resolved["device"] == "cuda":
         kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     try:
-        return auto_class.from_pretrained(m.name_or_path, **kw)
+        model = auto_class.from_pretrained(m.name_or_path, **kw)
     except (ValueError, ImportError) as e:
-        if "attn_implementation" in str(e) or "sdpa" in str(e).lower():
-            kw["attn_implementation"] = "eager"  # an architecture without SDPA support
-            resolved["attn_implementation"] = "eager"
-            return auto_class.from_pretrained(m.name_or_path, **kw)
-        raise
+        if "attn_implementation" not in str(e) and "sdpa" not in str(e).lower():
+            raise
+        kw["attn_implementation"] = "eager"  # an architecture without SDPA support
+        resolved["attn_implementation"] = "eager"
+        model = auto_class.from_pretrained(m.name_or_path, **kw)
+    if q is not None and resolved["device"] == "cpu":
+        cpu_4bit_safe(model)
+    return model
+
+
+def cpu_4bit_safe(model, exact: bool = False) -> int:
+    """Keep bitsandbytes' portable 4-bit matmul for layers its AVX512-bf16 CPU kernel cannot take.
+
+    bitsandbytes 0.49+ repacks a Linear4bit's weights for that kernel at its first forward in eval mode on a
+    CPU; it needs out_features a multiple of 32 (its block_n) and in_features a multiple of the quantisation
+    block (64), else it fails at the first generation (a model with 170 MLP units, say). That kernel also
+    computes in bf16; `exact` keeps every layer on the portable path, in the compute dtype training used.
+    Returns how many layers were switched to the portable path.
+    """
+    switched = 0
+    for module in model.modules():
+        if not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        block = getattr(getattr(module.weight, "quant_state", None), "blocksize", 64)
+        if exact or module.out_features % 32 or module.in_features % block:
+            module.support_avx512bf16_for_cpu = False
+            switched += 1
+    return switched
 
 
 def peft_config(cfg: Config, task_type: str = "CAUSAL_LM"):
