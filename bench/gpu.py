@@ -209,12 +209,14 @@ def main(argv=None) -> int:
     if not PEER.exists() or not ALPACA.exists():
         print("bench/gpu.py needs ../shared (the peer script and the Alpaca data)")
         return 1
+    import peft
     import torch
-    import transformers, trl, peft  # noqa: E401 - versions for the record
+    import transformers  # noqa: E401 - versions for the record
+    import trl
 
-    from engine.system.gpus import find_gpu
-    from engine.planning.verdict import verdict
     from engine import config as cfgmod
+    from engine.planning.verdict import verdict
+    from engine.system.gpus import find_gpu
 
     if not a.cpu and not torch.cuda.is_available():
         print("no CUDA GPU visible: run with --cpu, or on a GPU machine")

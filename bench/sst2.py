@@ -66,8 +66,14 @@ def run_one(name: str, overrides: list[str], data: Path, runs_dir: Path) -> dict
 def run_plain(data: Path, seed: int = 0) -> dict:
     """The reference itself: plain transformers Trainer, same split and settings, no tunebench (for the ratio)."""
     import numpy as np
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from engine.config import load_config
     from engine.data.prepare import prepare

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from engine.checkpoints.refs import device_advice, resolve_ref
 from engine.checkpoints.display import word_diff
 from engine.checkpoints.prompts import read_prompts
+from engine.checkpoints.refs import device_advice, resolve_ref
 from engine.data.errors import DataError
 from tests.compare_support import trained_run
 from tests.conftest import tunebench
@@ -69,7 +69,7 @@ def test_shared_base_switching_matches_models_loaded_alone(ab):
     from engine.checkpoints import generate
 
     run, runs_dir = ab["run"], ab["runs_dir"]
-    a, b, base = (resolve_ref(f"{run.id}@2", runs_dir), resolve_ref(run.id, runs_dir),
+    a, _, base = (resolve_ref(f"{run.id}@2", runs_dir), resolve_ref(run.id, runs_dir),
                   resolve_ref(str(ab["model"]), runs_dir))
     prompts = [{"messages": [{"role": "user", "content": f"say {w}"}]} for w in ("apple", "stone")]
     dec = generate.Decoding(max_new_tokens=6)

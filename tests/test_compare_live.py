@@ -1,7 +1,6 @@
 """A comparison while a training run trains on the CPU: both progress, the run is untouched, the device pick is the CPU."""
 from __future__ import annotations
 
-
 import pytest
 
 from engine.checkpoints.compare import run_comparison
@@ -17,8 +16,8 @@ def ab(tmp_path_factory, tiny_model, chat_jsonl):
 
 
 def test_compare_while_a_run_trains_on_the_cpu(ab, tmp_path, tiny_model, chat_jsonl):
-    from tunebench.commands.compare import pick_device
     from engine.checkpoints.settings import Decoding
+    from tunebench.commands.compare import pick_device
 
     runs = tmp_path / "runs"
     cfg = write_config(tmp_path / "long.yaml", tiny_model, chat_jsonl,

@@ -13,11 +13,11 @@ import time
 import psutil
 
 from engine import config as C
-from tunebench.commands.runs import summary
 from engine.rundir.events import EventTail
 from engine.rundir.runs import create_run, list_runs
 from tests.conftest import ROOT, write_config
 from tests.test_engine_train import detached, wait_for
+from tunebench.commands.runs import summary
 
 
 def test_listing_while_runs_are_created_and_deleted(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 from engine import config as cfgmod
 from engine.data.errors import DataError
-from engine.data.sources import load, read_rows
 from engine.data.prepare import InvalidRows, prepare
+from engine.data.sources import load, read_rows
 
 from .conftest import shared_file, tunebench
 

@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from engine.monitor import snapshot
-from engine.rundir.events import read_events
 from engine.monitor.history import load_run_data
+from engine.rundir.events import read_events
 from engine.rundir.runs import Run, list_runs
 from tests.conftest import ROOT, tunebench, wait_for, write_config
 

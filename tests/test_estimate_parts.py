@@ -13,8 +13,8 @@ import pytest
 
 from engine import config as cfgmod
 from engine.planning import estimate as E
-from engine.system import gpus
 from engine.planning.verdict import verdict
+from engine.system import gpus
 
 from .conftest import ROOT, tunebench
 

@@ -11,7 +11,7 @@ import time
 
 from engine import config as C
 from engine.rundir.events import EventTail, EventWriter, read_events
-from engine.rundir.runs import META, Run, create_run, list_runs, resolve_run
+from engine.rundir.runs import META, create_run, list_runs, resolve_run
 from engine.system.telemetry import Probe, Sampler
 
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import config as C
-from engine.config.files import name
+from engine.config.files import name as key_name
 from engine.data.errors import DataError
 from engine.data.sources import read_rows
 from engine.rundir.runs import list_runs
@@ -40,8 +40,8 @@ def test_any_config_is_accepted_or_rejected_with_named_fields(cfg):
         C.load_config(None, [], base=merged)
     except C.ConfigError as e:
         problems += e.problems
-    named = set(KEYS) | set(C.SECTIONS) | {name(k) for k in cfg}
-    named |= {f"{s}.{name(k)}" for s, v in cfg.items() if s in C.SECTIONS and isinstance(v, dict) for k in v}
+    named = set(KEYS) | set(C.SECTIONS) | {key_name(k) for k in cfg}
+    named |= {f"{s}.{key_name(k)}" for s, v in cfg.items() if s in C.SECTIONS and isinstance(v, dict) for k in v}
     for p in problems:
         assert p.path in named, p  # every problem names the field it is about
         assert str(p).startswith(p.path + ":"), p

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.rundir.events import read_events
 from engine.monitor.history import load_run_data
+from engine.rundir.events import read_events
 from engine.rundir.runs import list_runs
 from tests.conftest import tunebench, write_config
 

@@ -5,10 +5,10 @@ import json
 import math
 import random
 
-from engine.rundir.events import EventWriter
 from engine.monitor.decoding import Batch, decode, parse_lines
 from engine.monitor.history import Follower, RunData, load_run_data
 from engine.monitor.series import CAP, Series
+from engine.rundir.events import EventWriter
 from tui.widgets.charts import ChartData, Marker, Trace, render_chart
 
 

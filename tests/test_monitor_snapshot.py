@@ -8,9 +8,9 @@ import time
 import pytest
 
 from engine.monitor import snapshot
-from engine.rundir.events import EventWriter
 from engine.monitor.history import Follower, RunData, load_run_data
 from engine.monitor.snapshotter import Snapshotter
+from engine.rundir.events import EventWriter
 
 
 def write_events(w: EventWriter, start: int, steps: int, pref: bool = False, nan_at: int | None = None) -> None:

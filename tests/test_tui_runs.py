@@ -58,7 +58,7 @@ async def test_runs_listed_with_state_step_loss_and_live_refresh(runs_dir, tmp_p
 
 @pytest.mark.asyncio
 async def test_enter_opens_the_run(runs_dir, tmp_path, monkeypatch):
-    run = make_run(runs_dir, "done", "completed", step=4, max_steps=4, last_loss=0.5)
+    make_run(runs_dir, "done", "completed", step=4, max_steps=4, last_loss=0.5)
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
     async with app.run_test(size=(120, 30)) as pilot:
         await until(pilot, lambda: app.query_one("#runs-table").row_count == 1)
@@ -75,7 +75,7 @@ async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_
     from tui.screens.run_status import RunStatusScreen
 
     monkeypatch.setattr(appmod, "PANES", [p for p in appmod.PANES if p.key in ("runs", "dataset", "hyperparams")])
-    run = make_run(runs_dir, "crashed", "running", pid=2 ** 22 + 7, step=3, max_steps=10)
+    make_run(runs_dir, "crashed", "running", pid=2 ** 22 + 7, step=3, max_steps=10)
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
     async with app.run_test(size=(120, 30)) as pilot:
         await until(pilot, lambda: app.query_one("#runs-table").row_count == 1)

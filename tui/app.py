@@ -16,10 +16,9 @@ from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from engine.rundir.runs import runs_dir_from
-
 from tui.helper_client import HelperClient, HelperError
-from tui.registry import HEADER, PANES, RUN_PANE, PaneSpec, load  # noqa: F401 (PaneSpec: for extensions)
 from tui.messages import ConfigChosen, RunSelected, ShowPane
+from tui.registry import HEADER, PANES, RUN_PANE, PaneSpec, load  # noqa: F401 (PaneSpec: for extensions)
 from tui.widgets.spinner import Spinner
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 
 from engine.checkpoints import generate
-from engine.checkpoints.refs import ModelRef
 from engine.checkpoints.prompts import default_prompts, run_split, sft_view
+from engine.checkpoints.refs import ModelRef
+
 
 def run_comparison(a: ModelRef, b: ModelRef, prompts: list[dict] | None, dec, *, device: str = "cpu",
                    eval_rows: list[dict] | None = None, eval_source: str = "", max_eval: int = 200,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from engine.checkpoints.refs import ModelRef
-from engine.config import Config
-from engine.checkpoints.settings import Decoding  # noqa: F401 (generate.Decoding for callers)
 from engine.checkpoints.display import prompt_text
+from engine.checkpoints.refs import ModelRef
+from engine.checkpoints.settings import Decoding  # noqa: F401 (generate.Decoding for callers)
+from engine.config import Config
 from engine.training.metrics import classification_scores as label_scores
 
 
@@ -241,8 +240,13 @@ class Stream:
 
     def __init__(self, side: Side, prompt_ids: list[int], dec: Decoding, seed: int):
         import torch
-        from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
-                                                            TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+        from transformers.generation.logits_process import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         self.side, self.dec = side, dec
         self.device = side.device

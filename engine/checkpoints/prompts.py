@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import Config, Model
 from engine.checkpoints.refs import ModelRef
+from engine.config import Config, Model
 from engine.data.errors import DataError
-from engine.data.sources import read_rows
 from engine.data.prepare import load_pairs, prepare, summarize
+from engine.data.sources import read_rows
+
 
 def prompt_of(row: dict, location: str = "") -> dict:
     """One data row -> a prompt: {"messages": [...]} (chat template applied) or {"text": "..."} (raw)."""

@@ -5,12 +5,42 @@ structured problems, YAML files and `--set` overrides. The lowest layer: light, 
     cfg.training.learning_rate, cfg.replace(data={"eval": None}), cfg.to_dict()
     raw, problems = validate(form_values)   # never raises: Problems with .path, .message, .fix
 """
-from engine.config.files import (all_keys, apply_overrides, defaults, diff, dump, field_for, load_config, load_yaml,
-                                 merge, parse, parse_override)
+from engine.config.files import (
+                                 all_keys,
+                                 apply_overrides,
+                                 defaults,
+                                 diff,
+                                 dump,
+                                 field_for,
+                                 load_config,
+                                 load_yaml,
+                                 merge,
+                                 parse,
+                                 parse_override,
+)
 from engine.config.problems import ConfigError, Problem
-from engine.config.schema import (ADAPTERS, DPO_LOSSES, FORMATS, KTO_LOSSES, METHOD_ADAPTERS, METHODS, REPORT_TO,
-                                  RL, SCHEMA, SECTION_CLASSES, SECTIONS, Adapter, Classification, Config, Data, Field,
-                                  Hardware, Model, Preference, Training)
+from engine.config.schema import (
+                                 ADAPTERS,
+                                 DPO_LOSSES,
+                                 FORMATS,
+                                 KTO_LOSSES,
+                                 METHOD_ADAPTERS,
+                                 METHODS,
+                                 REPORT_TO,
+                                 RL,
+                                 SCHEMA,
+                                 SECTION_CLASSES,
+                                 SECTIONS,
+                                 Adapter,
+                                 Classification,
+                                 Config,
+                                 Data,
+                                 Field,
+                                 Hardware,
+                                 Model,
+                                 Preference,
+                                 Training,
+)
 from engine.config.validate import coerce, validate
 
 __all__ = ["ADAPTERS", "DPO_LOSSES", "FORMATS", "KTO_LOSSES", "METHOD_ADAPTERS", "METHODS", "REPORT_TO", "RL", "SCHEMA",

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.problems import Problem
-from engine.config.schema import (ADAPTERS, DPO_LOSSES, KTO_LOSSES, METHOD_ADAPTERS, REPORT_TO, SCHEMA, SECTIONS,
-                                  Field)
+from engine.config.schema import ADAPTERS, DPO_LOSSES, KTO_LOSSES, METHOD_ADAPTERS, REPORT_TO, SCHEMA, SECTIONS, Field
 
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
                "str?": "a string", "strlist": "a string or a list of strings"}

@@ -11,8 +11,8 @@ Light module. Shapes (TRL 1.16 / transformers):
 """
 from __future__ import annotations
 
-from engine.data.formats import KIND
 from engine.data.errors import DataError
+from engine.data.formats import KIND
 
 ACCEPTS = {
     "sft": ("chat", "completion", "text"),

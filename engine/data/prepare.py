@@ -14,10 +14,10 @@ from collections import Counter
 
 from engine.config import Config
 from engine.data import convert, formats
+from engine.data.errors import SHOW_PER_REASON, DataError, InvalidRows, Problem, Row, dropped_info, summarize  # noqa: F401
 from engine.data.formats import Invalid
-from engine.data.errors import (SHOW_PER_REASON, DataError, InvalidRows, Problem, Row, dropped_info,  # noqa: F401
-                                 summarize)
 from engine.data.sources import load
+
 
 def collect(raw: list[Row], fmt: str, method: str, columns: dict) -> tuple[list[tuple[str, dict]], list[Problem]]:
     """Normalise and convert every row; returns ((location, method row) pairs, problems)."""

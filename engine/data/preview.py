@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine.data import formats
 from engine.data.errors import DataError, Row
-from engine.data.load import _arrow_rows, expand, is_hub_id, is_saved_dataset, parse_json_line
+from engine.data.load import _arrow_rows, expand, is_hub_id, parse_json_line
 
 CHUNK = 1 << 20
 MAX_PREFIX = 64 << 20  # a preview never reads more than this, however long a line is

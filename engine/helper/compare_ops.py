@@ -29,8 +29,8 @@ def _compare(args, emit):
     device, metrics, max_eval, limit. Streams {event: phase|prompts|token|row}; returns {prompts, metrics, models}."""
     from engine.checkpoints.compare import run_comparison
     from engine.checkpoints.prompts import default_prompts, read_prompts
-    from engine.data.errors import DataError
     from engine.checkpoints.settings import Decoding
+    from engine.data.errors import DataError
 
     a, b = _refs(args)
     dec = Decoding(**(args.get("decoding") or {}))
@@ -66,8 +66,8 @@ def _compare(args, emit):
 @op("export")
 def _export(args, emit):
     """args: ref, out, merge, dtype, runs_dir. Streams {event: phase}; returns what was written."""
-    from engine.checkpoints.refs import resolve_ref
     from engine.checkpoints.export import export
+    from engine.checkpoints.refs import resolve_ref
 
     try:
         ref = resolve_ref(args["ref"], args.get("runs_dir"))

@@ -14,10 +14,18 @@ from operator import attrgetter
 from pathlib import Path
 
 from engine.monitor import snapshot
-from engine.monitor.decoding import (GPU_FIELDS, PREF_PREFIXES, TELE_FIELDS, TYPED_CHARTED, Batch, decode, gc_paused,
-    to_lines)
-from engine.rundir.events import EventTail
+from engine.monitor.decoding import (
+    GPU_FIELDS,
+    PREF_PREFIXES,
+    TELE_FIELDS,
+    TYPED_CHARTED,
+    Batch,
+    decode,
+    gc_paused,
+    to_lines,
+)
 from engine.monitor.series import Series, numeric, present
+from engine.rundir.events import EventTail
 
 CHUNK = 4 << 20     # bytes decoded per read when attaching: bounds the transient memory of a big history
 CHARTED = {"loss", "learning_rate", "grad_norm", "tokens_per_s"}

@@ -17,8 +17,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from engine.config import Config
-from engine.training.distributed import barrier, rank, sync_commands
 from engine.rundir.runs import META, Run
+from engine.training.distributed import barrier, rank, sync_commands
 
 
 def fsync_tree(path: Path) -> None:

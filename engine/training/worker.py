@@ -24,12 +24,12 @@ import psutil
 
 from engine import config as cfgmod
 from engine.config import Config
+from engine.monitor.snapshotter import Snapshotter
 from engine.planning import estimate
-from engine.training.distributed import for_rank
 from engine.rundir.events import EventWriter
 from engine.rundir.runs import Run
-from engine.monitor.snapshotter import Snapshotter
 from engine.system.telemetry import Probe, Sampler
+from engine.training.distributed import for_rank
 
 METHOD_MODULES = {"sft": "engine.training.methods.sft", "dpo": "engine.training.methods.dpo", "kto": "engine.training.methods.kto",
                   "reward": "engine.training.methods.reward", "grpo": "engine.training.methods.grpo", "rloo": "engine.training.methods.rloo",
@@ -122,8 +122,8 @@ def run_engine(run: Run, resume: bool = False) -> int:
         t_import = time.perf_counter()
         import torch  # noqa: F401 - 7-9 s; timed so the summary can say where start-up went
 
-        from engine.training.callbacks import RunCallback
         from engine.training import modeling
+        from engine.training.callbacks import RunCallback
 
         resolved = modeling.resolve(cfg)
         if cfg.model.trust_remote_code:

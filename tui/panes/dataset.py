@@ -24,7 +24,6 @@ from textual.widgets.option_list import Option
 from engine.config import SCHEMA
 from engine.data.errors import DataError
 from engine.data.preview import preview
-
 from tui.helper_client import HelperError
 from tui.messages import ConfigChosen
 

@@ -12,7 +12,6 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, Switch
 
 from engine import config as cfgmod
-
 from tui.launching import absolute_paths, check_model, launch_run, list_presets, preset_text
 from tui.messages import RunSelected
 

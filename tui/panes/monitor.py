@@ -25,7 +25,6 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine.config import Config
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
-
 from tui.fmt import fmt_bytes, fmt_duration
 from tui.widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 

@@ -21,7 +21,6 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import list_runs
-
 from tui.widgets.charts import ChartData, LineChart, Trace
 
 KINDS = ("metrics", "eval")

@@ -14,7 +14,6 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from engine.rundir.runs import ACTIVE, Run, created_time
-
 from tui.messages import RunSelected
 
 STATE_STYLE = {"running": "bold green", "starting": "green", "paused": "yellow", "stopping": "yellow",

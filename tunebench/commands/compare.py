@@ -51,13 +51,13 @@ def pick_device(choice: str, a, b) -> str:
 
 
 def run(args) -> int:
+    import warnings
+
     from engine.checkpoints.compare import run_comparison
-    from engine.checkpoints.refs import resolve_ref
     from engine.checkpoints.display import word_diff
     from engine.checkpoints.prompts import read_prompts, run_split
+    from engine.checkpoints.refs import resolve_ref
     from engine.checkpoints.settings import Decoding
-
-    import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes are not the user's business
     dec = Decoding(max_new_tokens=args.max_new_tokens, sample=args.sample, temperature=args.temperature,

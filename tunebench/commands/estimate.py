@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from engine import config as cfgmod
-
 from tunebench.errors import CliError
 
 GIB = 2**30

@@ -24,8 +24,8 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from engine.checkpoints.refs import resolve_ref
     from engine.checkpoints.export import export
+    from engine.checkpoints.refs import resolve_ref
 
     ref = resolve_ref(args.checkpoint)
     phase = (lambda text: None) if args.json else (lambda text: print(f"· {text}", file=sys.stderr))

@@ -6,7 +6,6 @@ import sys
 import time
 
 from engine.rundir.runs import CONTROLS, list_runs, resolve_run, runs_dir_from
-
 from tunebench.errors import CliError
 
 

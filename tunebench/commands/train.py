@@ -14,7 +14,6 @@ from engine import config as cfgmod
 from engine.rundir import launch
 from engine.rundir.events import EventTail
 from engine.rundir.runs import Run, create_run, resolve_run, runs_dir_from
-
 from tunebench.errors import CliError
 
 
@@ -79,7 +78,14 @@ def run(args) -> int:
 def follow(r: Run) -> int:
     """Show the run's progress until it ends; Ctrl-C once = stop gracefully, twice = leave it running."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=False)
     interrupts = []

@@ -16,8 +16,14 @@ from engine.training.metrics import classification_scores
 
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     import numpy as np
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainerCallback, \
-        TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
 
     train_rows, eval_rows, info = take_rows(cfg, job)
     labels = list(info.get("labels") or sorted({r["label"] for r in train_rows}))
