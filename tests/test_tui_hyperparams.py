@@ -6,10 +6,11 @@ import time
 
 import pytest
 import yaml
+from textual import events
 
 from engine import config as cfgmod
 from engine.rundir.runs import Run, list_runs
-from tests.tui_support import cells, text, until
+from tests.tui_support import cells, settled, text, until
 from tui.app import TuneBench
 from tui.launching import PROJECT_PRESETS
 
@@ -188,3 +189,34 @@ async def test_memory_verdict_follows_the_config(tmp_path, runs_dir, tiny_model,
         await edit(pilot, pane, "data.max_length", "4096")
         await until(pilot, lambda: "does not fit" in text(app, "#memory"))
         assert "training.batch_size=1" in text(app, "#memory")
+
+
+@pytest.mark.asyncio
+async def test_holding_down_across_every_key_changes_nothing(tmp_path, runs_dir):
+    """Arrow keys held down (auto-repeat: bursts of keys faster than the pane handles them) only move the
+    cursor: no key takes the value of the key before it, and no value changes its type (32 -> "32")."""
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("3")
+        pane = await app.ensure_pane("hyperparams")
+        table = pane.query_one("#hp-table")
+        table.focus()
+        table.move_cursor(row=0)
+        await until(pilot, lambda: table.has_focus and settled(app), what="the form ready")
+        before = dict(pane.values)
+        last = table.row_count - 1
+        for i in range(last):
+            for _ in range(1 + i % 3):  # bursts of 1-3 keys, as a held key sends them
+                app._driver.send_message(events.Key("down", None))
+            await pilot.pause(0)
+        await until(pilot, lambda: table.cursor_row == last and settled(app) and pane._pending is None,
+                    what="the cursor on the last key and every message handled")
+        changed = {k: (before[k], pane.values[k]) for k in before if pane.values[k] != before[k]
+                   or type(pane.values[k]) is not type(before[k])}
+        assert not changed
+        for i in range(last):  # and back up, one key at a time
+            app._driver.send_message(events.Key("up", None))
+        await until(pilot, lambda: table.cursor_row == 0 and settled(app) and pane._pending is None,
+                    what="the cursor back on the first row")
+        assert pane.values == before
+        assert "same as sft-lora-small" in text(app, "#diff")

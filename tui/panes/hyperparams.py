@@ -72,7 +72,7 @@ class HyperparamsPane(Widget):
         self.problems: list[cfgmod.Problem] = []
         self.by_field: dict[str, str] = {}
         self.editing: str | None = None
-        self.loading = False
+        self._loaded = None  # the editor control's value as loaded for `editing` (not typed by the user)
         self._model_checked = None
         self._pending = None  # the debounce timer of revalidate()
 
@@ -151,22 +151,23 @@ class HyperparamsPane(Widget):
 
     def edit(self, path: str) -> None:
         """Show `path` in the editor (the section rows have no editor)."""
+        self.commit_editor()  # what the editor holds belongs to the key it showed, whatever is still queued
         if self._pending is not None:  # finish the last field's typing before the editor leaves it
             self._pending.stop()
             self.revalidate()
         f = cfgmod.field_for(path) if not path.startswith("section:") else None
         editor = self.query_one("#hp-editor")
         editor.display = f is not None
+        self.editing, self._loaded = (path if f is not None else None), None
         if f is None:
-            self.editing = None
             return
-        self.editing = path
         value = self.values[path]
-        self.loading = True
-        try:
-            inp, sel, sw = self.query_one("#edit-input", Input), self.query_one("#edit-select", Select), self.query_one(
-                "#edit-switch", Switch)
-            inp.display, sel.display, sw.display = f.type != "bool" and not f.choices, bool(f.choices), f.type == "bool"
+        inp, sel, sw = self.query_one("#edit-input", Input), self.query_one("#edit-select", Select), self.query_one(
+            "#edit-switch", Switch)
+        inp.display, sel.display, sw.display = f.type != "bool" and not f.choices, bool(f.choices), f.type == "bool"
+        # Loading the editor posts no Changed: one handled after the cursor had moved on wrote this key's value
+        # into the next key (arrow keys held down turned data.general_eval into "completion").
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             if f.type == "bool":
                 sw.value = bool(value) if isinstance(value, bool) else str(value).lower() in ("true", "1", "yes", "on")
             elif f.choices:
@@ -176,8 +177,7 @@ class HyperparamsPane(Widget):
             else:
                 inp.value = to_text(value)
                 inp.placeholder = f"default: {to_text(f.default) or '(empty)'}"
-        finally:
-            self.loading = False
+        self._loaded = self.control_value()
         self.query_one("#edit-name", Label).update(f"{path}  ({f.type.rstrip('?')}"
                                                    f"{', one of ' + ', '.join(map(str, f.choices)) if f.choices else ''})")
         self.query_one("#edit-help", Static).update(f.help)
@@ -187,20 +187,34 @@ class HyperparamsPane(Widget):
         msg = self.by_field.get(self.editing or "", "")
         self.update_static("#edit-error", msg, bool(msg))
 
+    def control_value(self):
+        """What the editor's control holds now (text, choice or switch), or None without a field."""
+        return self.editor_control().value if self.editing else None
+
+    def commit_editor(self) -> None:
+        """Store what the user put in the editor for the key it shows; nothing when it holds what was loaded."""
+        if not self.editing or self._loaded is None:
+            return
+        shown = self.control_value()
+        if shown == self._loaded:
+            return
+        self._loaded = shown
+        f = cfgmod.field_for(self.editing)
+        if isinstance(shown, str) and f.type != "bool" and not f.choices:
+            value = from_text(f, shown)
+        elif shown is Select.NULL:
+            value = None
+        else:
+            value = shown
+        self.set_value(self.editing, value, refresh_editor=False, debounce=True)
+
     @on(Input.Changed, "#edit-input")
     @on(Select.Changed, "#edit-select")
     @on(Switch.Changed, "#edit-switch")
     def editor_changed(self, event) -> None:
-        if self.loading or not self.editing:
-            return
-        f = cfgmod.field_for(self.editing)
-        if isinstance(event, Input.Changed):
-            value = from_text(f, event.value)
-        elif isinstance(event, Select.Changed):
-            value = None if event.value is Select.NULL else event.value
-        else:
-            value = event.value
-        self.set_value(self.editing, value, refresh_editor=False, debounce=True)
+        # The event only says "the control changed"; the value stored is the control's value now, for the key
+        # the editor shows now, and only if it differs from what was loaded there.
+        self.commit_editor()
 
     @on(Input.Submitted, "#edit-input")
     def editor_submitted(self, event: Input.Submitted) -> None:
@@ -308,6 +322,7 @@ class HyperparamsPane(Widget):
 
     def apply(self, cfg: dict, all_keys: bool = False) -> None:
         """Put values into the form: a full nested config, or {"section.key": value} updates."""
+        self.commit_editor()
         updates = {p: get(cfg, p) for p in self.values} if all_keys else cfg
         table = self.query_one("#hp-table", DataTable)
         for path, value in updates.items():
