@@ -35,7 +35,7 @@ async def test_rows_invalid_rows_tokens_and_rendering(tmp_path, runs_dir, tiny_m
         hp = await app.ensure_pane("hyperparams")
         hp.apply({"model.name_or_path": str(tiny_model), "data.max_length": 256})
         await pilot.press("2")
-        pane = app.query_one("#pane-dataset")
+        pane = await app.ensure_pane("dataset")
         # The path input completes from the directory listing; Enter opens the file.
         await pilot.click("#ds-path")
         await pilot.press(*"ch")
@@ -88,7 +88,7 @@ async def test_format_override_browse_and_a_broken_file(tmp_path, runs_dir, monk
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
     async with app.run_test(size=(150, 45)) as pilot:
         await pilot.press("2")
-        pane = app.query_one("#pane-dataset")
+        pane = await app.ensure_pane("dataset")
         await pilot.press("ctrl+o")
         tree = pane.query_one("#ds-tree")
         assert tree.display and tree.has_focus

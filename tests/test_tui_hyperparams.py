@@ -41,7 +41,7 @@ async def test_form_covers_the_schema_and_validates_as_you_type(tmp_path, runs_d
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
     async with app.run_test(size=(130, 40)) as pilot:
         await pilot.press("3")
-        pane = app.query_one("#pane-hyperparams")
+        pane = await app.ensure_pane("hyperparams")
         table = pane.query_one("#hp-table")
         keys = {str(k.value) for k in table.rows}
         assert set(cfgmod.all_keys()) <= keys  # every schema key is in the form, with its help
@@ -94,7 +94,7 @@ async def test_save_as_preset_and_pick_it_again(tmp_path, runs_dir):
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
     async with app.run_test(size=(130, 40)) as pilot:
         await pilot.press("3")
-        pane = app.query_one("#pane-hyperparams")
+        pane = await app.ensure_pane("hyperparams")
         await edit(pilot, pane, "adapter.r", "64")
         await edit(pilot, pane, "data.max_length", "4096")
         await pilot.click("#preset-name")
@@ -125,7 +125,7 @@ async def test_model_check_blocks_remote_code_until_trusted(tmp_path, runs_dir, 
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
     async with app.run_test(size=(130, 40)) as pilot:
         await pilot.press("3")
-        pane = app.query_one("#pane-hyperparams")
+        pane = await app.ensure_pane("hyperparams")
         await edit(pilot, pane, "model.name_or_path", "remote-model")
         assert "set model.trust_remote_code: true" in text(app, "#model-check")
         await pilot.press("escape", "ctrl+l")
@@ -149,7 +149,7 @@ async def test_launch_starts_a_detached_run_and_opens_it(tmp_path, runs_dir, tin
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
     async with app.run_test(size=(130, 40)) as pilot:
         await pilot.press("3")
-        pane = app.query_one("#pane-hyperparams")
+        pane = await app.ensure_pane("hyperparams")
         pane.apply({"model.name_or_path": str(tiny_model), "data.train": "chat.jsonl", "data.max_length": 64,
                     "training.max_steps": 2, "training.batch_size": 4, "training.eval_steps": 0,
                     "training.save_steps": 0, "data.eval_fraction": 0.0, "training.warmup_steps": 0})
@@ -180,7 +180,7 @@ async def test_memory_verdict_follows_the_config(tmp_path, runs_dir, tiny_model,
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
     async with app.run_test(size=(130, 40)) as pilot:
         await pilot.press("3")
-        pane = app.query_one("#pane-hyperparams")
+        pane = await app.ensure_pane("hyperparams")
         await edit(pilot, pane, "model.name_or_path", str(tiny_model))
         await edit(pilot, pane, "hardware.gpu", "T4")
         await until(pilot, lambda: "fits:" in text(app, "#memory"))

@@ -63,7 +63,7 @@ def test_dataset_pane(snap_compare, steady):
 
     async def inspected(pilot):
         await pilot.press("2")
-        pane = app.query_one("#pane-dataset")
+        pane = await app.ensure_pane("dataset")
         await until(pilot, lambda: pane.report is not None and "row 1 of" in str(pane.query_one("#ds-render").render()),
                     timeout=120, what="the inspection")
         await until(pilot, lambda: not app.query_one("#spinner").jobs, what="the spinner off")

@@ -200,8 +200,8 @@ class DatasetPane(Widget):
 
     def hp_value(self, path: str):
         """A value from the Hyperparameters form (model, max_length, method), or None without that pane."""
-        found = self.app.query("#pane-hyperparams")
-        return found.first().values.get(path) if found else None
+        pane = self.app.pane("hyperparams")
+        return pane.values.get(path) if pane is not None else None
 
     def open(self, path: str) -> None:
         if not path:
