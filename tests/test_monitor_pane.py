@@ -97,7 +97,8 @@ def test_attach_loads_the_whole_history(runs_dir):
             assert "eval" in lines[0] and "\n".join(lines[1:]).count("●") == 3
             assert "eval loss" in text_of(app, "#mon-numbers")
             mem = chart_lines(app, "#chart-mem")
-            assert "GPU0 memory" in mem[0] and "40.0G" in mem[1]  # y axis runs to the GPU's total
+            top = next(line for line in mem if "┤" in line)  # the first plot row (the legend may wrap)
+            assert "GPU0 memory" in mem[0] and "40.0G" in top  # y axis runs to the GPU's total
             assert "torch peak so far 27.0 GiB" in text_of(app, "#mon-gpu")
             assert not app.query_one("#chart-pref").has_class("-show")
             assert not app.query_one("#mon-error").has_class("-show")
@@ -222,7 +223,8 @@ def test_preference_metrics_get_their_own_chart(runs_dir):
             legend = chart_lines(app, "#chart-pref", w=160)[0]
             assert "rewards/chosen 0.5" in legend and "rewards/margins 1" in legend
             mem = chart_lines(app, "#chart-mem")  # no GPU telemetry: host RAM and the run's RSS instead
-            assert "no GPU telemetry" in mem[0] and "run process RSS" in mem[0]
+            legend = " ".join(mem[:2])  # a legend wider than the chart wraps onto a second row
+            assert "no GPU telemetry" in legend and "run process RSS" in legend
 
     asyncio.run(body())
 

@@ -155,13 +155,15 @@ class CheckpointsPane(Widget):
         table = self.query_one("#models", DataTable)
         if keys == self._shown:
             return
-        cursor = table.cursor_row
+        cursor, was = table.cursor_row, self.selected()
         table.clear()
         for e in found:
             table.add_row(*cells(e), key=e.ref)
         self._shown = keys
         if found:
-            table.move_cursor(row=min(cursor, len(found) - 1))
+            # The highlight stays on the model it was on (a/b/e act on it), not on its row number.
+            row = keys.index(was.ref) if was is not None and was.ref in keys else min(cursor, len(found) - 1)
+            table.move_cursor(row=row)
         self.status(f"{len(found)} model(s) in {self.app.runs_dir}" if found else
                     f"No checkpoints yet in {self.app.runs_dir}: a run saves one at its end (or press s in Monitor).")
 

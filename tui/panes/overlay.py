@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import SelectionList, Static
+from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.monitor.history import Follower, RunData
@@ -28,6 +29,16 @@ POLL = 1.0  # seconds between reads of the checked runs' events (a comparison ne
 SMOOTHING = (0.0, 0.6, 0.9, 0.97)
 
 
+def short_id(run_id: str, width: int) -> str:
+    """A run id cut in the middle to `width`: the time at its start and the random suffix at its end stay."""
+    return run_id if len(run_id) <= width else run_id[:width - 6] + "…" + run_id[-5:]
+
+
+def run_prompt(run_id: str, state: str) -> str:
+    """One line of the run list: the state first (never cut), then the id."""
+    return f"{state:<9} {short_id(run_id, 31)}"
+
+
 class OverlayPane(Widget):
     """Check runs on the left; their loss curves share the chart on the right."""
 
@@ -35,7 +46,7 @@ class OverlayPane(Widget):
                 Binding("v", "eval_loss", "Train/eval loss"), Binding("r", "refresh_runs", "Refresh runs")]
     DEFAULT_CSS = """
     OverlayPane { height: 1fr; }
-    OverlayPane #ov-runs { width: 44; height: 1fr; }
+    OverlayPane #ov-runs { width: 48; height: 1fr; }
     OverlayPane #ov-right { width: 1fr; }
     OverlayPane #ov-chart { height: 1fr; min-height: 10; }
     OverlayPane #ov-info { height: auto; color: $text-muted; }
@@ -54,7 +65,7 @@ class OverlayPane(Widget):
         self.by_tokens = False
         self.eval_loss = False
         self.smoothing = 1
-        self.known: list[str] = []
+        self.known: dict[str, str] = {}  # run id -> the prompt shown
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -73,13 +84,26 @@ class OverlayPane(Widget):
         self.query_one(SelectionList).focus()
 
     def refresh_runs(self) -> None:
+        """New runs land at the bottom (oldest first); every run's state is re-read; the highlight stays on
+        the run it was on, whatever was added or removed."""
         sel = self.query_one(SelectionList)
-        for run in reversed(list_runs(self.app.runs_dir)):  # oldest first: new runs land at the bottom
+        was = sel.get_option_at_index(sel.highlighted).id if sel.highlighted is not None else None
+        runs = list(reversed(list_runs(self.app.runs_dir)))
+        for run in runs:
+            prompt = run_prompt(run.id, run.state())
             if run.id not in self.known:
-                self.known.append(run.id)
-                st = run.status()
-                sel.add_option((f"{run.id}  {run.state(st)}", str(run.path)))
-        if sel.highlighted is None and sel.option_count:
+                self.known[run.id] = prompt
+                sel.add_option(Selection(prompt, str(run.path), id=run.id))
+            elif self.known[run.id] != prompt:
+                self.known[run.id] = prompt
+                sel.replace_option_prompt(run.id, prompt)
+        gone = set(self.known) - {r.id for r in runs}
+        for run_id in gone:
+            del self.known[run_id]
+            sel.remove_option(run_id)
+        if was in self.known:
+            sel.highlighted = sel.get_option_index(was)
+        elif sel.highlighted is None and sel.option_count:
             sel.highlighted = 0  # so space checks a run straight away
 
     def select(self, paths: list[str | Path]) -> None:
@@ -131,7 +155,7 @@ class OverlayPane(Widget):
             if series is None or not len(series):
                 missing.append(name)
                 continue
-            traces.append(Trace(name, series, i, smooth=0.0 if self.eval_loss else SMOOTHING[self.smoothing],
+            traces.append(Trace(short_id(name, 24), series, i, smooth=0.0 if self.eval_loss else SMOOTHING[self.smoothing],
                                 points=self.eval_loss, lock=d.lock))
         axis = "tokens seen" if self.by_tokens and not self.eval_loss else "step"
         what = "eval loss" if self.eval_loss else "train loss"
