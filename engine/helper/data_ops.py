@@ -5,12 +5,21 @@ Imported by the helper process only (engine.helper.server.OP_MODULES); heavy imp
 from __future__ import annotations
 
 from engine.helper.server import OpError, cached, op
-from engine.planning.preflight import model_check
+from engine.planning.preflight import model_check, preflight
 
 
 @op("model_check")
 def _model_check(args, emit):
     return model_check(args["path"])
+
+
+@op("preflight")
+def _preflight(args, emit):
+    """engine.planning.preflight on a config dict: what `tunebench train` checks before creating a run. Here
+    because a hub-id dataset loads through `datasets`, which the workbench process never imports."""
+    from engine.config import Config
+
+    return preflight(Config.from_dict(args["config"])).to_dict()
 
 
 def tokenizer(path: str):

@@ -1,6 +1,7 @@
 """The Hyperparameters pane: a form built from engine.config.SCHEMA, presets, diff, YAML, save, Launch."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from rich.text import Text
@@ -12,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, Switch
 
 from engine import config as cfgmod
+from tui.helper_client import HelperError
 from tui.launching import absolute_paths, check_model, launch_run, list_presets, preset_text
 from tui.messages import RunSelected
 
@@ -75,6 +77,7 @@ class HyperparamsPane(Widget):
         self._loaded = None  # the editor control's value as loaded for `editing` (not typed by the user)
         self._model_checked = None
         self._pending = None  # the debounce timer of revalidate()
+        self._preflight_keys: set[str] = set()  # keys a refused launch marked
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -263,10 +266,11 @@ class HyperparamsPane(Widget):
         for p in self.problems:
             for key in p.keys():
                 by_field.setdefault(key, []).append(p.message + (f"; {p.fix}" if p.fix else ""))
-        for path in set(self.by_field) | set(by_field):
+        for path in set(self.by_field) | set(by_field) | self._preflight_keys:
             if path in table.rows:
                 table.update_cell(path, "mark", Text("✗", style="bold red") if path in by_field else "")
         self.by_field = {k: "; ".join(v) for k, v in by_field.items()}
+        self._preflight_keys = set()  # a refused launch's marks last until the next edit
         self.show_field_error()
         self.update_static("#problems", "\n".join(f"• {p}" for p in self.problems) if self.problems
                            else "none: ready to launch", bool(self.problems))
@@ -372,24 +376,44 @@ class HyperparamsPane(Widget):
             self.app.notify("\n".join(map(str, problems[:6])), title=f"not launched: {len(problems)} problem(s)",
                             severity="error")
             return
-        cfg = cfgmod.Config.from_dict(raw)
-        ok, text = check_model(cfg.model.name_or_path, cfg.model.trust_remote_code)
-        if not ok:
-            self.app.notify(text, title="not launched: model check", severity="error")
-            return
-        self.launch(absolute_paths(cfg, Path.cwd()))
+        self.launch(absolute_paths(cfgmod.Config.from_dict(raw), Path.cwd()))
 
-    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
-    def launch(self, cfg: cfgmod.Config) -> None:
-        # launch.start waits (up to 15 s) for the engine to take the run: a thread keeps the UI live.
-        self.app.call_from_thread(self.app.query_one("#spinner").start, "launching")
+    @work(exclusive=True, group="launch", exit_on_error=False)
+    async def launch(self, cfg: cfgmod.Config) -> None:
+        """The preflight `tunebench train` runs (in the helper: a hub-id dataset needs `datasets`), then the run.
+        Nothing is created unless every check passes; the same messages as the CLI's."""
         try:
-            run = launch_run(self.app.runs_dir, cfg)
+            pf = await self.app.helper_request("checking the model and every data row", "preflight",
+                                               config=cfg.to_dict())
+        except HelperError as e:
+            self.app.notify(str(e), title="not launched: the checks could not run", severity="error")
+            return
+        for warning in pf["warnings"]:
+            self.app.notify(warning, title="data", severity="warning")
+        if not pf["ok"]:
+            self.show_preflight(pf)
+            return
+        spinner = self.app.query_one("#spinner")
+        spinner.start("launching")
+        try:
+            # launch.start waits (up to 15 s) for the engine to take the run: a thread keeps the UI live.
+            run = await asyncio.to_thread(launch_run, self.app.runs_dir, cfg)
         except Exception as e:  # noqa: BLE001 - any failure is the user's to read, in one place
-            self.app.call_from_thread(self.app.notify, str(e)[-600:], title="launch failed", severity="error")
+            self.app.notify(str(e)[-600:], title="launch failed", severity="error")
             return
         finally:
-            self.app.call_from_thread(self.app.query_one("#spinner").stop, "launching")
-        self.app.call_from_thread(self.app.set_status, f"launched {run.id}")
-        self.app.call_from_thread(self.app.notify, f"run {run.id} started", title="launched")
+            spinner.stop("launching")
+        self.app.set_status(f"launched {run.id}")
+        self.app.notify(f"run {run.id} started", title="launched")
         self.post_message(RunSelected(run.path))
+
+    def show_preflight(self, pf: dict) -> None:
+        """A refused launch: the messages in the problems panel (whole) and a notification (the first lines)."""
+        msgs = pf["messages"]
+        self.app.notify("\n".join(msgs)[:900], title=f"not launched: {len(msgs)} problem(s)", severity="error")
+        self.update_static("#problems", "not launched:\n" + "\n".join(f"• {m}" for m in msgs), True)
+        table = self.query_one("#hp-table", DataTable)
+        self._preflight_keys = set(pf["keys"])
+        for key in pf["keys"]:
+            if key in table.rows:
+                table.update_cell(key, "mark", Text("✗", style="bold red"))

@@ -28,17 +28,18 @@ def add_parser(sub):
 
 
 def preflight(cfg: cfgmod.Config) -> dict:
-    """Checks that need no ML stack, before a run directory exists: every data row must read and convert.
+    """engine.planning.preflight (the checks the workbench's Launch runs too), before a run directory exists:
+    the model, data.general_eval, and every data row read and converted. Raises CliError with one line per
+    problem (the data check's report: counts by reason and the first rows of each) when anything fails."""
+    from engine.planning.preflight import preflight as check
 
-    Invalid rows raise InvalidRows (a DataError: exit 2 with counts by reason and the first rows of each)
-    unless data.skip_invalid is set; the engine repeats the check with the tokenizer (rows too long to train).
-    """
-    from engine.data.prepare import prepare
-
-    _, _, info = prepare(cfg)
-    for warning in info.get("warnings", []):
+    pf = check(cfg)
+    for warning in pf.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return info
+    if not pf.ok:
+        raise CliError(f"not started: {len(pf.messages)} problem(s), nothing was created\n"
+                       + "\n".join("  " + m.replace("\n", "\n  ") for m in pf.messages))
+    return pf.info
 
 
 def run(args) -> int:
