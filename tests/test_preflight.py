@@ -7,7 +7,9 @@ import json
 import pytest
 
 from engine import config as cfgmod
-from engine.planning.preflight import looks_like_path, model_check, preflight
+from engine.data.prepare import prepare
+from engine.planning.preflight import looks_like_path, model_check
+from engine.planning.preflight import preflight as check
 from engine.rundir.runs import list_runs
 from tests.conftest import tunebench, write_config
 from tests.tui_support import text, until
@@ -38,27 +40,27 @@ def test_problems_name_the_key_and_the_fix(tmp_path, chat_jsonl):
     remote = tmp_path / "remote"
     remote.mkdir()
     (remote / "config.json").write_text(json.dumps({"architectures": ["X"], "auto_map": {"AutoModel": "m.X"}}))
-    pf = preflight(cfg_with(**{"model.name_or_path": str(remote), "data.train": str(chat_jsonl),
-                               "data.general_eval": "completion"}))
+    pf = check(cfg_with(**{"model.name_or_path": str(remote), "data.train": str(chat_jsonl),
+                               "data.general_eval": "completion"}), prepare)
     assert not pf.ok and pf.data_error is None
     by_key = {p.path: p for p in pf.problems}
     assert set(by_key) == {"model.trust_remote_code", "data.general_eval"}
     assert "auto_map" in by_key["model.trust_remote_code"].message
     assert "set model.trust_remote_code: true" in by_key["model.trust_remote_code"].fix
     assert "'completion' is not a data file" in by_key["data.general_eval"].message
-    trusted = preflight(cfg_with(**{"model.name_or_path": str(remote), "model.trust_remote_code": True,
-                                    "data.train": str(chat_jsonl)}))
+    trusted = check(cfg_with(**{"model.name_or_path": str(remote), "model.trust_remote_code": True,
+                                    "data.train": str(chat_jsonl)}), prepare)
     assert trusted.ok and trusted.info["train_rows"] == 64
 
 
 def test_general_eval_rows_must_read(tmp_path, tiny_model, chat_jsonl):
     bad = tmp_path / "general.jsonl"
     bad.write_text('{"messages": [\n')
-    pf = preflight(cfg_with(**{"model.name_or_path": str(tiny_model), "data.train": str(chat_jsonl),
-                               "data.general_eval": str(bad)}))
+    pf = check(cfg_with(**{"model.name_or_path": str(tiny_model), "data.train": str(chat_jsonl),
+                               "data.general_eval": str(bad)}), prepare)
     assert [p.path for p in pf.problems] == ["data.general_eval"] and f"{bad}:1" in pf.problems[0].message
-    ok = preflight(cfg_with(**{"model.name_or_path": str(tiny_model), "data.train": str(chat_jsonl),
-                               "data.general_eval": str(chat_jsonl)}))
+    ok = check(cfg_with(**{"model.name_or_path": str(tiny_model), "data.train": str(chat_jsonl),
+                               "data.general_eval": str(chat_jsonl)}), prepare)
     assert ok.ok
 
 

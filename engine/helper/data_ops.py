@@ -18,8 +18,9 @@ def _preflight(args, emit):
     """engine.planning.preflight on a config dict: what `tunebench train` checks before creating a run. Here
     because a hub-id dataset loads through `datasets`, which the workbench process never imports."""
     from engine.config import Config
+    from engine.data.prepare import prepare
 
-    return preflight(Config.from_dict(args["config"])).to_dict()
+    return preflight(Config.from_dict(args["config"]), prepare).to_dict()
 
 
 def tokenizer(path: str):

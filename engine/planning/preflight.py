@@ -1,8 +1,9 @@
 """The launch preflight: every check before a run directory exists, shared by `tunebench train` and the workbench.
 
-Light: reads config.json and the data files, never imports transformers (a hub-id dataset reaches `datasets`
-through engine.data.sources, which is why the workbench runs `preflight` in its helper process). What the CLI
-refuses, the TUI refuses, with the same messages:
+Light: reads config.json, never imports the ML stack. Reading the data is the caller's `read` (always
+engine.data.prepare.prepare): a hub-id dataset loads through `datasets`, which this layer must not reach, and
+which is why the workbench runs `preflight` in its helper process. What the CLI refuses, the TUI refuses, with
+the same messages:
 
 - the model: a value that looks like a path (absolute, ./, ../, ~, or more than one /) is a path and must be a
   directory with config.json, never a hub id; a model that ships code (auto_map) needs model.trust_remote_code;
@@ -15,9 +16,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from engine.config import Config, Problem
 from engine.data.errors import DataError
+from engine.data.load import expand
+
+Read = Callable[[Config], tuple]  # engine.data.prepare.prepare: (train rows, eval rows, info)
 
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # owner/name (or a bare legacy name such as gpt2)
 MODEL_FIX = "give a local model directory (with config.json) or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
@@ -71,14 +76,11 @@ def model_problems(cfg: Config) -> list[Problem]:
     return []
 
 
-def general_eval_problems(cfg: Config) -> list[Problem]:
+def general_eval_problems(cfg: Config, read: Read) -> list[Problem]:
     """data.general_eval must be local data whose rows read as SFT rows (the engine takes its first 256)."""
     spec = cfg.data.general_eval
     if not spec:
         return []
-    from engine.data.load import expand
-    from engine.data.prepare import prepare_sft
-
     fix = "give a local chat or text file (JSONL, JSON, CSV, ...) whose loss to watch, or leave it empty"
     try:
         expand(spec)
@@ -86,7 +88,7 @@ def general_eval_problems(cfg: Config) -> list[Problem]:
         return [Problem("data.general_eval", f"{spec!r} is not a data file here", fix)]
     try:
         # as the engine reads it (engine/training/methods/forgetting.py)
-        prepare_sft(cfg.replace(data={"train": spec, "eval": None, "eval_fraction": 0.0}))
+        read(cfg.replace(method="sft", data={"train": spec, "eval": None, "eval_fraction": 0.0}))
     except DataError as e:
         return [Problem("data.general_eval", str(e).replace("\n", " "), fix)]
     return []
@@ -123,15 +125,14 @@ class Preflight:
                 "info": {k: v for k, v in self.info.items() if k in ("format", "train_rows", "eval_rows", "dropped")}}
 
 
-def preflight(cfg: Config) -> Preflight:
+def preflight(cfg: Config, read: Read) -> Preflight:
     """Every check that needs no ML stack, on a validated config, all reported at once; creates nothing.
 
-    The engine repeats the data check with the tokenizer (rows whose prompt alone fills data.max_length)."""
-    from engine.data.prepare import prepare
-
-    out = Preflight(problems=model_problems(cfg) + general_eval_problems(cfg))
+    `read` is engine.data.prepare.prepare (rows for cfg.method; DataError on invalid rows). The engine repeats
+    the data check with the tokenizer (rows whose prompt alone fills data.max_length)."""
+    out = Preflight(problems=model_problems(cfg) + general_eval_problems(cfg, read))
     try:
-        _, _, out.info = prepare(cfg)
+        _, _, out.info = read(cfg)
     except DataError as e:
         out.data_error = str(e)
     return out

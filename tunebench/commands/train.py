@@ -31,9 +31,10 @@ def preflight(cfg: cfgmod.Config) -> dict:
     """engine.planning.preflight (the checks the workbench's Launch runs too), before a run directory exists:
     the model, data.general_eval, and every data row read and converted. Raises CliError with one line per
     problem (the data check's report: counts by reason and the first rows of each) when anything fails."""
+    from engine.data.prepare import prepare
     from engine.planning.preflight import preflight as check
 
-    pf = check(cfg)
+    pf = check(cfg, prepare)
     for warning in pf.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not pf.ok:
