@@ -18,7 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
-from engine.rundir.runs import list_runs
+from engine.checkpoints.refs import final_checkpoint
+from engine.rundir.runs import ACTIVE, list_runs
 
 COLUMNS = ("model", "step", "eval loss", "saved", "size", "base model")
 
@@ -62,11 +63,8 @@ def entries(runs_dir: str | Path) -> list[Entry]:
             bases[model] = None
         if not cps:
             continue
-        final_name = status.get("final_checkpoint")
-        final = next((c for c in cps if c.name == final_name), None)
-        if final is None and run.state(status) not in ("starting", "running", "paused", "stopping"):
-            final = cps[-1]  # an ended run's last checkpoint is its final model
-        if final is not None:
+        final, _ = final_checkpoint(run, status, cps)
+        if final is not None and run.state(status) not in ACTIVE:  # a live run has no final model yet
             out.append(Entry(str(run.path), "final", f"{run.id} final", final.step, final.meta.get("eval_loss"),
                              final.meta.get("time"), dir_size(final.path), final.meta.get("base_model", model), run.id))
         for c in reversed(cps):
