@@ -155,8 +155,10 @@ def test_an_oom_failure_shows_the_error_first_then_the_memory_timeline(runs_dir)
             err = app.query_one("#mon-error")
             assert err.has_class("-show") and "OUT OF MEMORY" in text_of(app, "#mon-error")
             assert "batch_size 8 -> 4" in text_of(app, "#mon-error")
-            order = [c.id for c in app.query_one("#mon-scroll").children]
-            assert order.index("mon-error") < order.index("mem-box") < order.index("train-box")
+            order = [c.id for c in app.query_one("#mon-body").children]
+            charts = [c.id for c in app.query_one("#mon-charts").children]
+            assert order.index("mon-error") < order.index("mon-charts")
+            assert charts.index("mem-box") < charts.index("train-box")  # the memory timeline first
             assert mon.data.tele["gpu0.mem_used"].count == 4  # the timeline up to the failure
 
     asyncio.run(body())
@@ -224,7 +226,7 @@ def test_preference_metrics_get_their_own_chart(runs_dir):
             assert "rewards/chosen 0.5" in legend and "rewards/margins 1" in legend
             mem = chart_lines(app, "#chart-mem")  # no GPU telemetry: host RAM and the run's RSS instead
             legend = " ".join(mem[:2])  # a legend wider than the chart wraps onto a second row
-            assert "no GPU telemetry" in legend and "run process RSS" in legend
+            assert "no GPU telemetry" in legend and "run RSS" in legend
 
     asyncio.run(body())
 

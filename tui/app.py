@@ -55,7 +55,8 @@ class TuneBench(App):
         first = RUN_PANE if self.initial_run is not None and any(p.key == RUN_PANE for p in PANES) else PANES[0].key
         with TabbedContent(id="panes", initial=first):
             for spec in PANES:
-                with TabPane(f"{spec.title} [{spec.binding}]", id=spec.key):
+                # "1 Runs": key first, no brackets, so the six tabs fit an 80-column terminal
+                with TabPane(f"{spec.binding} {spec.title}", id=spec.key):
                     # Only the first pane is built before the first paint; the others are mounted
                     # right after it (mount_later), or at once when asked for (ensure_pane). Each pane
                     # adds hundreds of styled widgets: building them all first doubled the time to paint.
