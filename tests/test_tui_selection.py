@@ -11,6 +11,7 @@ from engine import config as cfgmod
 from engine.rundir.runs import META, create_run
 from tests.tui_support import cells, until
 from tui.app import TuneBench
+from tui.panes.overlay import short_id
 
 
 def make_run(runs_dir, name, state="completed", **status):
@@ -84,8 +85,8 @@ async def test_overlay_run_list_refreshes_states_and_keeps_the_highlight(runs_di
         sel = pane.query_one("#ov-runs")
         await until(pilot, lambda: sel.option_count == 2, what="two runs")
         prompts = lambda: [str(sel.get_option_at_index(i).prompt) for i in range(sel.option_count)]  # noqa: E731
-        assert prompts()[0].startswith("completed ") and first.id in prompts()[0]
-        assert prompts()[1].startswith("lost ") and second.id in prompts()[1]  # the whole state, not a letter
+        assert prompts()[0] == f"completed {short_id(first.id)}" and short_id(first.id).endswith(first.id[-4:])
+        assert prompts()[1] == f"lost      {short_id(second.id)}"  # the whole state, not a letter
         sel.highlighted = 1
         second.write_status(state="failed")
         first.path.rename(first.path.with_name(".gone"))  # a run removed: the list shrinks above the highlight

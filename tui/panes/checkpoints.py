@@ -70,8 +70,9 @@ def entries(runs_dir: str | Path) -> list[Entry]:
         for c in reversed(cps):
             out.append(Entry(str(c.path), "checkpoint", f"{run.id}/{c.name}", c.step, c.meta.get("eval_loss"),
                              c.meta.get("time"), dir_size(c.path), c.meta.get("base_model", model), run.id))
-    base_rows = [Entry(b, "base", f"base {Path(b).name or b}", size=dir_size(Path(b)) if Path(b).is_dir() else None,
-                       base=b) for b in bases if Path(b).is_dir() or "/" in b]
+    base_rows = [Entry(b, "base", f"base {Path(b).name if Path(b).is_dir() else b}",
+                       size=dir_size(Path(b)) if Path(b).is_dir() else None, base=b)
+                 for b in bases if Path(b).is_dir() or "/" in b]
     return base_rows + out
 
 

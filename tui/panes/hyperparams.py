@@ -49,6 +49,26 @@ def get(cfg: dict, path: str):
     return (cfg.get(section, {}) if section else cfg).get(key)
 
 
+def normal(path: str, value):
+    """A key's value as validation makes it (types, a one-item list for a list key), whatever else is invalid."""
+    f = cfgmod.field_for(path)
+    value = cfgmod.coerce(path, f, value)[0]
+    return [value] if f.type == "strlist" and isinstance(value, str) else value
+
+
+def changes(cfg: dict, base: dict) -> dict:
+    """The keys whose value differs from `base`'s, compared as validated values: "none" and ["none"], 32 and
+    "32" are the same, and an invalid key elsewhere does not make every list key look changed."""
+    out: dict = {}
+    for section, fields in cfgmod.SCHEMA.items():
+        for k in fields:
+            path = field_path(section, k)
+            a = get(cfg, path)
+            if normal(path, a) != normal(path, get(base, path)):
+                (out.setdefault(section, {}) if section else out)[k] = a
+    return out
+
+
 def nested(values: dict) -> dict:
     cfg: dict = {}
     for path, value in values.items():
@@ -68,7 +88,7 @@ class HyperparamsPane(Widget):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.preset_path: Path | None = None
-        self.preset_cfg: dict = cfgmod.defaults()
+        self.preset_cfg: dict = cfgmod.validate(cfgmod.defaults())[0]
         self.values: dict = {field_path(s, k): get(self.preset_cfg, field_path(s, k))
                              for s, fields in cfgmod.SCHEMA.items() for k in fields}
         self.problems: list[cfgmod.Problem] = []
@@ -274,7 +294,7 @@ class HyperparamsPane(Widget):
         self.show_field_error()
         self.update_static("#problems", "\n".join(f"• {p}" for p in self.problems) if self.problems
                            else "none: ready to launch", bool(self.problems))
-        changed = cfgmod.diff(cfg, self.preset_cfg)
+        changed = changes(cfg, self.preset_cfg)
         name = self.preset_path.stem if self.preset_path else "defaults"
         self.update_static("#diff", f"from {name}:\n" + cfgmod.dump(changed).rstrip() if changed else f"same as {name}")
         model = cfg["model"]["name_or_path"]

@@ -145,6 +145,7 @@ class MonitorPane(Widget):
         self.attach_cpu_s: float | None = None
         self.smoothing = 1
         self.redraws = 0
+        self.posts = 0  # updates the follower posted (one a poll at most; queued ones merge)
         self._drawn: dict[str, tuple] = {}  # chart group -> data versions it shows: unchanged groups skip drawing
         self._charts_at = 0.0
         self._later = None
@@ -236,6 +237,7 @@ class MonitorPane(Widget):
                 changed = new != status or new_state != state or new_state in ACTIVE
                 status, state, last_status = new, new_state, now
             if n or changed:
+                self.posts += 1  # at most one update a poll, however many events it read
                 self.post_message(self.Updated(run.path, status, state))
             if n < 1000:  # a backlog (the run wrote faster than one poll reads) is read at once
                 # A finished run only grows again if resumed: look four times less often.
@@ -342,8 +344,7 @@ class MonitorPane(Widget):
         t.append(f"   elapsed {fmt_duration(elapsed)}")
         if state in ("running", "starting") and max_steps and rate:
             t.append(f"   ETA {fmt_duration((max_steps - step) / rate)}   {rate:.2f} steps/s")
-        t.append(f"   {events} events" + (f", attached in {self.attach_s:.2f} s" if self.attach_s is not None else ""),
-                 self._style("dim"))
+        t.append(f"   {events} events", self._style("dim"))  # (attach_s, the attach time, is for bench/monitor.py)
         self.query_one("#mon-head", Static).update(t)
         self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
 

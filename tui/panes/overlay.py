@@ -6,6 +6,7 @@ keep growing on the chart. Unchecking a run drops its data.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +30,16 @@ POLL = 1.0  # seconds between reads of the checked runs' events (a comparison ne
 SMOOTHING = (0.0, 0.6, 0.9, 0.97)
 
 
-def short_id(run_id: str, width: int) -> str:
-    """A run id cut in the middle to `width`: the time at its start and the random suffix at its end stay."""
-    return run_id if len(run_id) <= width else run_id[:width - 6] + "…" + run_id[-5:]
+def short_id(run_id: str, width: int = 30) -> str:
+    """A run id without its start time (`20250301-101500-`: the Runs pane shows it), cut in the middle to `width`:
+    the method and name at the start and the random suffix at the end stay, so two runs never look alike."""
+    rest = re.sub(r"^\d{8}-\d{6}-", "", run_id)
+    return rest if len(rest) <= width else rest[:width - 6] + "…" + rest[-5:]
 
 
 def run_prompt(run_id: str, state: str) -> str:
     """One line of the run list: the state first (never cut), then the id."""
-    return f"{state:<9} {short_id(run_id, 31)}"
+    return f"{state:<9} {short_id(run_id)}"
 
 
 class OverlayPane(Widget):
@@ -46,7 +49,7 @@ class OverlayPane(Widget):
                 Binding("v", "eval_loss", "Train/eval loss"), Binding("r", "refresh_runs", "Refresh runs")]
     DEFAULT_CSS = """
     OverlayPane { height: 1fr; }
-    OverlayPane #ov-runs { width: 48; height: 1fr; }
+    OverlayPane #ov-runs { width: 40%; min-width: 34; max-width: 48; height: 1fr; }
     OverlayPane #ov-right { width: 1fr; }
     OverlayPane #ov-chart { height: 1fr; min-height: 10; }
     OverlayPane #ov-info { height: auto; color: $text-muted; }
@@ -155,7 +158,7 @@ class OverlayPane(Widget):
             if series is None or not len(series):
                 missing.append(name)
                 continue
-            traces.append(Trace(short_id(name, 24), series, i, smooth=0.0 if self.eval_loss else SMOOTHING[self.smoothing],
+            traces.append(Trace(short_id(name), series, i, smooth=0.0 if self.eval_loss else SMOOTHING[self.smoothing],
                                 points=self.eval_loss, lock=d.lock))
         axis = "tokens seen" if self.by_tokens and not self.eval_loss else "step"
         what = "eval loss" if self.eval_loss else "train loss"
@@ -167,7 +170,7 @@ class OverlayPane(Widget):
                 f"smoothing {SMOOTHING[self.smoothing]:g}" if SMOOTHING[self.smoothing] else "smoothing off"]
         if missing:
             info.append(f"no {'token counts' if self.by_tokens else what} yet: {', '.join(missing)}")
-        self.query_one("#ov-info", Static).update("  ·  ".join(info) + "   [a] step/tokens [v] train/eval [m] smoothing")
+        self.query_one("#ov-info", Static).update("  ·  ".join(info))  # the keys are in the footer
 
     def action_align(self) -> None:
         self.by_tokens = not self.by_tokens
