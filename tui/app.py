@@ -117,9 +117,12 @@ class TuneBench(App):
             pane.focus_first()
 
     def action_help(self) -> None:
+        """Help, with the keys of the pane in front first."""
         from tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen())
+        key = self.query_one("#panes", TabbedContent).active
+        spec = next((p for p in PANES if p.key == key), None)
+        self.push_screen(HelpScreen(self.pane(key), f"{spec.title} [{spec.binding}]" if spec else ""))
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)

@@ -104,12 +104,14 @@ class CheckpointsPane(Widget):
         Binding("e", "export", "Export"),
         Binding("x", "swap", "Swap A/B", show=False),
         Binding("r", "refresh_models", "Refresh", show=False),
+        Binding("escape", "leave_field", "Back to the list", show=False),
     ]
     DEFAULT_CSS = """
     CheckpointsPane { height: 1fr; }
     CheckpointsPane DataTable { height: 1fr; }
     CheckpointsPane #ab { height: 2; }
-    CheckpointsPane .opts { height: 3; }
+    CheckpointsPane .opts { height: 1; margin-bottom: 1; }
+    CheckpointsPane .opts Input, CheckpointsPane .opts Checkbox { margin-right: 1; }
     CheckpointsPane .opts Input { width: 1fr; }
     CheckpointsPane .opts #max-tokens, CheckpointsPane .opts #seed { width: 14; }
     """
@@ -129,10 +131,10 @@ class CheckpointsPane(Widget):
             yield Static("", id="ab")
             with Horizontal(classes="opts"):
                 yield Input(placeholder="prompt to compare on (empty: the eval split of A's run; @FILE: a prompts file)",
-                            id="prompt")
-                yield Input("128", placeholder="tokens", id="max-tokens", type="integer")
-                yield Input("0", placeholder="seed", id="seed", type="integer")
-                yield Checkbox("sample", id="sample")
+                            id="prompt", compact=True)
+                yield Input("128", placeholder="tokens", id="max-tokens", type="integer", compact=True)
+                yield Input("0", placeholder="seed", id="seed", type="integer", compact=True)
+                yield Checkbox("sample", id="sample", compact=True)
             yield Label("", id="ckpt-status", classes="help-text")
 
     def on_mount(self) -> None:
@@ -144,6 +146,10 @@ class CheckpointsPane(Widget):
         self.show_ab()
 
     def focus_first(self) -> None:
+        self.query_one("#models", DataTable).focus()
+
+    def action_leave_field(self) -> None:
+        """escape in the prompt (or tokens, seed): back to the list, where a, b, c, e act again."""
         self.query_one("#models", DataTable).focus()
 
     # -- table ------------------------------------------------------------------------------------

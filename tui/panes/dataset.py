@@ -120,7 +120,8 @@ class DatasetPane(Widget):
     BINDINGS = [Binding("ctrl+o", "browse", "Browse files"), Binding("ctrl+u", "use", "Use in config"),
                 Binding("ctrl+t", "inspect", "Inspect"), Binding("right_square_bracket", "page(1)", "Next page"),
                 Binding("left_square_bracket", "page(-1)", "Prev page"), Binding("n", "step(1)", "Next row"),
-                Binding("p", "step(-1)", "Prev row"), Binding("escape", "leave_input", show=False)]
+                Binding("p", "step(-1)", "Prev row"), Binding("slash", "type_path", "Type a path"),
+                Binding("escape", "leave_input", show=False)]
     DEFAULT_CSS = "DatasetPane { height: 1fr; }"
 
     def __init__(self, **kw):
@@ -146,7 +147,7 @@ class DatasetPane(Widget):
             yield Button("Use in config", id="ds-use", variant="primary", compact=True)
         with Horizontal(id="ds-body"):
             with Vertical(id="ds-left"):
-                yield Static("Pick a data file: type a path, or Browse (ctrl+o).", id="ds-info")
+                yield Static("Pick a data file: / to type its path (→ completes), or ctrl+o to browse.", id="ds-info")
                 yield DirectoryTree(".", id="ds-tree")
                 yield DataTable(id="ds-rows", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="ds-side"):
@@ -171,7 +172,11 @@ class DatasetPane(Widget):
         self.open(path)
 
     def focus_first(self) -> None:
-        self.query_one("#ds-rows" if self.path else "#ds-path").focus()
+        # The rows, never the path field: keys typed next (1-6, n, p) act on the workbench, not into a field.
+        self.query_one("#ds-rows").focus()
+
+    def action_type_path(self) -> None:
+        self.query_one("#ds-path", Input).focus()
 
     def commands(self):
         return [("Inspect dataset", "Validate every row and measure tokens (helper process)", self.action_inspect),
