@@ -186,10 +186,19 @@ async def test_memory_verdict_follows_the_config(tmp_path, runs_dir, tiny_model,
         await edit(pilot, pane, "hardware.gpu", "T4")
         await until(pilot, lambda: "fits:" in text(app, "#memory"))
         assert "of 15.0 GiB free" in text(app, "#memory") and "T4" in text(app, "#memory")
+        # the time beside the memory: a typical MFU on a named GPU no run was measured on
+        assert "time: ~" in text(app, "#memory") and "a typical MFU" in text(app, "#memory")
         await edit(pilot, pane, "training.batch_size", "4096")
         await edit(pilot, pane, "data.max_length", "4096")
         await until(pilot, lambda: "does not fit" in text(app, "#memory"))
         assert "training.batch_size=1" in text(app, "#memory")
+        table = pane.query_one("#hp-table")
+        table.focus()
+        table.move_cursor(row=table.get_row_index("hardware.device"))
+        await until(pilot, lambda: pane.editing == "hardware.device" and settled(app), what="the device editor")
+        pane.query_one("#edit-select").value = "cpu"
+        await until(pilot, lambda: "time: unknown until a run of this model" in text(app, "#memory"),
+                    what="no CPU figure without a run of this model")
 
 
 @pytest.mark.asyncio

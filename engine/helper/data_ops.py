@@ -13,6 +13,16 @@ def _model_check(args, emit):
     return model_check(args["path"])
 
 
+@op("data_shape")
+def _data_shape(args, emit):
+    """Training rows and mean tokens a row of a config's data (engine.data.measure), for the time estimate."""
+    from engine.config import Config
+    from engine.data.measure import look_at_data
+
+    rows, per_row, note = look_at_data(Config.from_dict(args["config"]))
+    return {"rows": rows, "tokens_per_row": per_row, "note": note}
+
+
 @op("preflight")
 def _preflight(args, emit):
     """engine.planning.preflight on a config dict: what `tunebench train` checks before creating a run. Here

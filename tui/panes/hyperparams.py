@@ -98,6 +98,7 @@ class HyperparamsPane(Widget):
         self._model_checked = None
         self._pending = None  # the debounce timer of revalidate()
         self._preflight_keys: set[str] = set()  # keys a refused launch marked
+        self._data_shapes: dict[tuple, tuple] = {}  # data -> (rows, tokens a row), measured by the helper
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -121,7 +122,7 @@ class HyperparamsPane(Widget):
             with VerticalScroll(id="hp-side"):
                 yield Static("model", classes="section-title")
                 yield Static("", id="model-check")
-                yield Static("memory (estimate)", classes="section-title")
+                yield Static("memory and time (estimate)", classes="section-title")
                 yield Static("", id="memory")
                 yield Static("problems", classes="section-title")
                 yield Static("", id="problems")
@@ -310,14 +311,37 @@ class HyperparamsPane(Widget):
             self.update_static("#memory", "estimated from a local model directory's config.json; "
                                "for a hub id run `tunebench estimate` once it is downloaded")
 
-    @work(thread=True, exclusive=True, group="verdict", exit_on_error=False)
-    def estimate_memory(self, cfg: cfgmod.Config) -> None:
-        """The estimate against the target GPU's free memory (engine.verdict: no torch; NVML ~50 ms, so a thread)."""
+    @work(exclusive=True, group="verdict", exit_on_error=False)
+    async def estimate_memory(self, cfg: cfgmod.Config) -> None:
+        """The memory verdict and the time estimate for the target GPU (or the CPU). The data's rows and tokens a
+        row come from the helper once per data file (reading them needs the data layer); the estimate itself is
+        light (engine.planning.verdict; NVML ~50 ms, so a thread)."""
+        from engine.planning.estimate import time_text
         from engine.planning.verdict import check
 
-        v = check(cfg)
+        rows, per_row = await self.data_shape(cfg)
+        v = await asyncio.to_thread(check, cfg, tokens_per_row=per_row, rows=rows)
         text = v["message"] + (f"\non {v['target']}" if v.get("target") else "")
-        self.app.call_from_thread(self.update_static, "#memory", text, v["verdict"] == "does_not_fit")
+        if v.get("estimate"):
+            text += "\n" + time_text(v["estimate"])
+            if per_row:
+                text += f" ({per_row:.0f} tokens a row, from the data)"
+        self.update_static("#memory", text, v["verdict"] == "does_not_fit")
+
+    async def data_shape(self, cfg: cfgmod.Config) -> tuple[int | None, float | None]:
+        """(training rows, mean tokens a row) of data.train, asked of the helper once per data, model and length."""
+        d = cfg.data
+        if not d.train:
+            return None, None
+        key = (str(d.train), d.format, str(d.columns), cfg.method, d.max_length, cfg.model.name_or_path,
+               d.eval_fraction, str(d.eval))
+        if key not in self._data_shapes:
+            try:
+                out = await self.app.helper_request("measuring the data", "data_shape", config=cfg.to_dict())
+            except HelperError:
+                out = {}
+            self._data_shapes[key] = (out.get("rows"), out.get("tokens_per_row"))
+        return self._data_shapes[key]
 
     # -- presets ----------------------------------------------------------------------------------
     @on(Select.Changed, "#preset-select")
