@@ -174,3 +174,20 @@ def test_export_from_the_pane_and_waiting_for_the_gpu(ab, tmp_path):
     asyncio.run(body())
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "tunebench_export.json"} <= names
+
+
+def test_votes_are_private_as_runs_are(tmp_path):
+    """Votes hold prompts and answers: 0600 files in a 0700 folder, like run directories."""
+    import os
+
+    from engine.checkpoints.votes import VoteBook, default_path
+
+    old = os.umask(0o022)  # the usual umask, which left them 0644 in 0755
+    try:
+        book = VoteBook(default_path(tmp_path / "runs", "run-a", "base"), {"a": "run-a", "b": "base"})
+        book.cast(0, {"messages": [{"role": "user", "content": "hi"}]}, {"a": "hello", "b": "yo"}, "a")
+    finally:
+        os.umask(old)
+    assert oct(book.path.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(book.path.stat().st_mode & 0o777) == "0o600"
+    assert oct(book.summary_path.stat().st_mode & 0o777) == "0o600"

@@ -53,7 +53,7 @@ def test_demo_walkthrough_launch_quit_and_the_run_goes_on(tmp_path):
     tmux = Tmux(f"{BIN} demo --dir {work}", tmp_path)
     run = None
     try:
-        tmux.wait_for("Runs [1]", "No runs yet", timeout=240)  # the model is built first (~10 s idle)
+        tmux.wait_for("1 Runs", "No runs yet", timeout=240)  # the model is built first (~10 s idle)
         tmux.keys("2")
         tmux.wait_for("numbers-train.jsonl:1", "format: messages", "write")
         tmux.wait_for("row 1 of", timeout=180)  # the helper process rendered a row with its trained tokens

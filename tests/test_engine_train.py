@@ -166,7 +166,7 @@ def test_lost_terminal_does_not_stop_the_engine(tiny_model, chat_jsonl, runs_dir
 
 
 def test_ctrl_c_in_the_foreground_stops_gracefully(tiny_model, chat_jsonl, runs_dir, tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 100000})
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, training={"max_steps": 100000, "logging_steps": 7})
     env = dict(os.environ, TUNEBENCH_RUNS_DIR=str(runs_dir))
     cli = subprocess.Popen([sys.executable, "-m", "tunebench", "train", str(cfg)], cwd=ROOT, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -178,6 +178,8 @@ def test_ctrl_c_in_the_foreground_stops_gracefully(tiny_model, chat_jsonl, runs_
     assert run.status()["state"] == "stopped"
     assert run.last_checkpoint().step == run.status()["step"]
     assert "stopped at step" in out
+    # the bar ends at the step the run stopped at, not at the last logged one (a multiple of 7)
+    assert f"{run.status()['step']}/100000" in out, out[-600:]
 
 
 def test_data_error_is_reported_before_a_run_exists(tiny_model, runs_dir, tmp_path):

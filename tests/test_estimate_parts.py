@@ -184,3 +184,34 @@ def test_check_for_the_pane_picks_the_target_and_never_raises(model_dir, tmp_pat
     assert picked["free_bytes"] == 10 * 2**30 and picked["verdict"] == "does_not_fit" and picked["fix"]
     assert check(cfg_for(tmp_path / "absent"))["verdict"] == "unknown"
     assert "unknown GPU" in check(cfg_for(d, "hardware.gpu=Z9"))["message"]
+
+
+def test_cpu_step_time_comes_from_runs_of_the_same_model_shape(model_dir, tmp_path):
+    """Another model's runs on this CPU do not set this one's speed (a tiny model is all overhead); the
+    estimate says how many runs it used and how close their speeds were."""
+    store = tmp_path / "eff.json"
+    small, big = model_dir(LLAMA_1B, "small"), model_dir(LLAMA_8B, "big")
+    small_cfg = cfg_for(small, "hardware.device=cpu", "adapter.kind=none")
+    big_cfg = cfg_for(big, "hardware.device=cpu", "adapter.kind=none")
+    cpu = gpus.cpu_key()
+    shape = E.model_shape(str(small))
+    for rate in (1.0e9, 1.2e9):  # two runs of the small model
+        gpus.add_record({"device": cpu, "kind": "full", "precision": "fp32", "flops_per_s": rate,
+                         "shape": E.shape_key(shape), "params": shape.total_params}, store)
+    gpus.add_record({"device": cpu, "kind": "full", "precision": "fp32", "flops_per_s": 5e10,  # the big one
+                     "shape": E.shape_key(E.model_shape(str(big))), "params": E.model_shape(str(big)).total_params},
+                    store)
+    est = E.estimate(small_cfg, store=store)
+    eff = est["efficiency"]
+    assert (eff["source"], eff["match"], eff["runs"]) == ("measured", "this model", 2)
+    assert eff["flops_per_s"] == pytest.approx(1.1e9) and eff["spread"] == pytest.approx(0.2 / 1.1)
+    assert "from 2 run(s) of this model on this device, their speeds within ±9%" in E.time_text(est)
+    assert E.estimate(big_cfg, store=store)["efficiency"]["flops_per_s"] == 5e10
+    # a model of about the small one's size learns from it; one 100x smaller gets no figure on a CPU
+    similar = model_dir({**LLAMA_1B, "intermediate_size": 7168}, "similar")
+    assert E.estimate(cfg_for(similar, "hardware.device=cpu", "adapter.kind=none"),
+                      store=store)["efficiency"]["match"] == "a similar model"
+    tiny = model_dir({**LLAMA_1B, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+                      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 384}, "tiny")
+    none = E.estimate(cfg_for(tiny, "hardware.device=cpu", "adapter.kind=none"), store=store)
+    assert none["step_seconds"] is None and "unknown until a run of this model" in E.time_text(none)

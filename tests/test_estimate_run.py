@@ -88,6 +88,8 @@ def test_run_records_predicted_and_measured_peak_and_teaches_the_step_time(tiny_
     assert len(records) == 1 and records[0]["device"].startswith("cpu:") and records[0]["flops_per_s"] > 0
     after = json.loads(tunebench("estimate", cfg, "--json", env=env).stdout)
     assert after["efficiency"]["source"] == "measured" and after["step_seconds"] > 0
+    assert after["efficiency"]["match"] == "this model" and after["efficiency"]["runs"] == 1
+    assert records[0]["shape"] == E.shape_key(E.model_shape(str(tiny_model)))
     measured_step = summary["train_wall_s"] / summary["step"]
     # the same config on the same machine: the learned rate predicts the measured step time
     assert after["step_seconds"] == pytest.approx(measured_step, rel=0.5)

@@ -164,3 +164,29 @@ def test_probe_without_gpu_is_a_normal_state():
     s = Probe().sample()
     assert s["rss"] > 0 and s["ram_total"] > 0
     assert "gpus" not in s or isinstance(s["gpus"], list)
+
+
+def test_a_non_finite_metric_is_written_as_null_and_named(tmp_path):
+    """A diverged loss must not make events.jsonl invalid for strict readers (jq, JSON.parse, msgspec)."""
+    import math
+
+    from engine.monitor.history import Follower, RunData
+    from engine.rundir.events import EventWriter
+
+    path = tmp_path / "events.jsonl"
+    w = EventWriter(path)
+    w.write("metrics", step=1, loss=2.0, grad_norm=1.0)
+    w.write("metrics", step=2, loss=float("nan"), grad_norm=float("inf"), extra={"x": [1.0, float("-inf")]})
+    w.write("metrics", step=3, loss=1.5, grad_norm=0.5)
+    w.close()
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"bare {c}")))
+
+    lines = [strict(line) for line in path.read_text().splitlines()]
+    assert lines[1]["loss"] is None and lines[1]["grad_norm"] is None and lines[1]["extra"] == {"x": [1.0, None]}
+    assert lines[1]["nonfinite"] == ["loss", "grad_norm", "extra.x[1]"] and "nonfinite" not in lines[0]
+    data = RunData()
+    Follower(path, data, use_snapshot=False).catch_up()  # the monitor reads it: the null step is a gap
+    assert [p[0] for p in data.train["loss"].points()] == [1, 3] and data.step == 3
+    assert all(math.isfinite(y) for _, y in data.train["grad_norm"].points())

@@ -89,6 +89,8 @@ def test_classification_learns_and_reports_f1_and_confusion(assets, runs_dir):
     assert conf["labels"] == ["negative", "positive"] and sum(map(sum, conf["matrix"])) == 20
     summary = ev["summary"][0]
     assert summary["confusion_matrix"] == conf["matrix"] and summary["f1_macro"] == pytest.approx(after["f1_macro"], abs=1e-4)
+    # tokens trained and their rate, as for the other methods (non-padding tokens of 24 steps of 8 rows)
+    assert summary["num_tokens"] >= 24 * 8 * 2 and summary["tokens_per_s"] > 0
     config_json = json.loads((run.last_checkpoint().path / "config.json").read_text())
     assert config_json["id2label"] == {"0": "negative", "1": "positive"}
 

@@ -35,7 +35,7 @@ async def test_rows_invalid_rows_tokens_and_rendering(tmp_path, runs_dir, tiny_m
         hp = await app.ensure_pane("hyperparams")
         hp.apply({"model.name_or_path": str(tiny_model), "data.max_length": 256})
         await pilot.press("2")
-        pane = app.query_one("#pane-dataset")
+        pane = await app.ensure_pane("dataset")
         # The path input completes from the directory listing; Enter opens the file.
         await pilot.click("#ds-path")
         await pilot.press(*"ch")
@@ -88,7 +88,7 @@ async def test_format_override_browse_and_a_broken_file(tmp_path, runs_dir, monk
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
     async with app.run_test(size=(150, 45)) as pilot:
         await pilot.press("2")
-        pane = app.query_one("#pane-dataset")
+        pane = await app.ensure_pane("dataset")
         await pilot.press("ctrl+o")
         tree = pane.query_one("#ds-tree")
         assert tree.display and tree.has_focus
@@ -103,7 +103,30 @@ async def test_format_override_browse_and_a_broken_file(tmp_path, runs_dir, monk
         await until(pilot, lambda: "format: text" in text(app, "#ds-info"), what="the override")
         await until(pilot, lambda: pane.report is not None and pane.report["invalid_count"] == 10, timeout=120,
                     what="every row invalid as text")
+        invalid = pane.query_one("#ds-invalid")
+        assert invalid.display and invalid.option_count == 10 and "10 invalid" in text(app, "#status")
         pane.query_one("#ds-path").value = "garbage.jsonl"
         await pilot.click("#ds-path")
         await pilot.press("enter")
         await until(pilot, lambda: "binary file" in text(app, "#ds-info"), what="the binary file refused")
+        await until(pilot, lambda: "binary file" in text(app, "#ds-hist"), timeout=120, what="the inspection failed")
+        # Nothing of the file inspected before is left beside the one that failed.
+        assert pane.report is None and not invalid.display and invalid.option_count == 0
+        assert "alpaca" not in text(app, "#status") and "10 invalid" not in text(app, "#status")
+        assert "garbage.jsonl: not inspected" in text(app, "#status")
+        assert text(app, "#ds-render") == ""
+
+
+@pytest.mark.asyncio
+async def test_alpaca_rows_read_instruction_input_output(tmp_path, runs_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alpaca.jsonl").write_text("".join(json.dumps({"output": f"a{i}", "input": "", "instruction": f"q{i}"})
+                                                   + "\n" for i in range(5)))
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, dataset="alpaca.jsonl")
+    async with app.run_test(size=(120, 36)) as pilot:
+        pane = await app.ensure_pane("dataset")
+        table = pane.query_one("#ds-rows")
+        await until(pilot, lambda: table.row_count == 5, what="the rows")
+        labels = [str(c.label) for c in table.columns.values()]
+        assert labels[2:] == ["instruction", "input", "output"]
+        assert cells(table)[0][2:] == ["q0", "", "a0"]

@@ -89,3 +89,34 @@ def test_inspect_and_render_row_with_a_tokenizer(tiny_model, chat_jsonl):
         assert cut["segments"][-1]["truncated"] and not row["segments"][-1]["truncated"]
         assert wrapped["index"] == 63  # stepping back from the first row wraps to the last
     run(body())
+
+
+def test_a_helper_that_dies_says_why_from_its_log(tmp_path):
+    """The helper's stderr goes to a log file; when it dies, the error carries its status and last lines."""
+    import os
+    import signal
+    import sys
+
+    async def body():
+        log = tmp_path / "helper.log"
+        broken = HelperClient([sys.executable, "-c", "import sys; print('ImportError: libcuda.so.1 missing', "
+                               "file=sys.stderr); sys.exit(3)"], log_path=log)
+        with pytest.raises(HelperError) as e:
+            await broken.request("ping")
+        msg = str(e.value)
+        assert "exited at start (status 3)" in msg and "libcuda.so.1 missing" in msg and str(log) in msg
+        assert oct(log.stat().st_mode & 0o777) == "0o600"
+        await broken.close()
+
+        real = HelperClient(log_path=log)  # the real helper, killed in the middle of a request
+        try:
+            assert (await real.request("ping"))["pong"]
+            pid = real.proc.pid
+            with pytest.raises(HelperError, match=r"exited \(killed by signal 9\)"):
+                async for _ in real.stream("count", n=10_000_000):
+                    if pid:  # once: messages already read still arrive after the kill
+                        os.kill(pid, signal.SIGKILL)
+                        pid = None
+        finally:
+            await real.close()
+    run(body())

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from engine.rundir.runs import Run
-from tests.tui_support import until
+from tests.tui_support import settled, until
 from tui import app as appmod
 from tui.launching import PROJECT_PRESETS
 
@@ -63,7 +63,7 @@ def test_dataset_pane(snap_compare, steady):
 
     async def inspected(pilot):
         await pilot.press("2")
-        pane = app.query_one("#pane-dataset")
+        pane = await app.ensure_pane("dataset")
         await until(pilot, lambda: pane.report is not None and "row 1 of" in str(pane.query_one("#ds-render").render()),
                     timeout=120, what="the inspection")
         await until(pilot, lambda: not app.query_one("#spinner").jobs, what="the spinner off")
@@ -75,3 +75,152 @@ def test_dataset_pane(snap_compare, steady):
 
 def test_help_screen(snap_compare, steady):
     assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), press=["question_mark"], terminal_size=SIZE)
+
+
+# -- the most visual screens, at 80x24 and 120x36 -------------------------------------------------------------
+SIZES = {"80x24": (80, 24), "120x36": (120, 36)}
+T0 = 1740824100.0  # 2025-03-01 10:15 UTC: every event time below is fixed, so are the charts' time axes
+GIB = 1 << 30
+
+
+def write_events(run: Run, events: list[dict]) -> None:
+    """events.jsonl as the engine writes it, with fixed seq and times."""
+    with open(run.events_path, "w") as f:
+        for seq, e in enumerate(events):
+            f.write(json.dumps({"seq": seq, **e}, separators=(",", ":")) + "\n")
+
+
+def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, **status) -> Run:
+    """A finished run with a falling loss, evals, checkpoints and (NVML-shaped) GPU telemetry every 10 steps."""
+    from engine import config as cfgmod
+
+    run = fixed_run(name, state="completed", step=steps, max_steps=steps, last_loss=0.21, started=T0,
+                    ended=T0 + 2 * steps, resolved={"device": "cuda" if gpu else "cpu", "precision": "bf16"},
+                    **status)
+    cfg = cfgmod.Config(name="numbers").with_values({"model.name_or_path": "/models/Qwen2.5-0.5B-Instruct",
+                                                     "data.train": "/data/numbers-train.jsonl",
+                                                     "training.max_steps": steps})
+    run.config_path.write_text(cfgmod.dump(cfg))
+    events = [{"time": T0, "kind": "state", "state": "running", "step": 0},
+              {"time": T0, "kind": "data", "format": "messages", "train_rows": 92, "eval_rows": 8}]
+    for step in range(1, steps + 1):
+        t = T0 + 2 * step
+        events.append({"time": t, "kind": "metrics", "step": step, "loss": 0.2 + 3.8 / (1 + speed * step / 20),
+                       "learning_rate": 1e-3 * (1 - step / steps), "grad_norm": 1 + (step % 7) / 7,
+                       "tokens_per_s": 900.0 + step % 5, "num_tokens": 512 * step})
+        if step % 100 == 0:
+            events.append({"time": t, "kind": "eval", "step": step, "loss": 0.15 + 3 / (1 + speed * step / 15)})
+        if step % 150 == 0:
+            events.append({"time": t, "kind": "checkpoint", "step": step, "path": f"checkpoints/checkpoint-{step}"})
+        if step % 10 == 0:
+            tele = {"time": t, "kind": "telemetry", "rss": 3 * GIB, "cpu_percent": 99.0, "ram_used": 40 * GIB,
+                    "ram_total": 256 * GIB}
+            if gpu:
+                used = (30 + 8 * min(1, step / 60)) * GIB
+                tele.update(gpus=[{"index": 0, "name": "NVIDIA A100-SXM4-40GB", "mem_used": used, "mem_total": 40 * GIB,
+                                   "util": 95, "power_w": 250.0, "temp_c": 66, "proc_mem": used - 2 * GIB}],
+                            torch_allocated=used - 8 * GIB, torch_reserved=used - 3 * GIB, torch_peak=used - 6 * GIB)
+            events.append(tele)
+    write_events(run, events)
+    return run
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+def test_monitor_pane(snap_compare, steady, size):
+    """The loss chart and the memory chart both on screen, at 80x24 too; the header in a few lines."""
+    run = trained("20250301-101500-sft-numbers-a1b2")
+    app = appmod.TuneBench(runs_dir="runs", workdir=".", run=str(run.path))
+
+    async def drawn(pilot):
+        mon = await app.ensure_pane("monitor")
+        await until(pilot, lambda: mon.attach_s is not None and {"train", "mem"} <= set(mon._drawn)
+                    and mon._later is None, what="the monitor drawn")
+        await until(pilot, lambda: settled(app), what="every update handled")
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=drawn)
+
+
+def checkpoint(run: Run, step: int, eval_loss: float) -> None:
+    d = run.checkpoints_dir / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    (d / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    (d / "adapter_model.safetensors").write_bytes(b"\0" * (step * 1024))
+    (d / "tunebench.json").write_text(json.dumps({"step": step, "time": T0 + 2 * step, "eval_loss": eval_loss,
+                                                  "base_model": "org/base"}))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+def test_checkpoints_pane(snap_compare, steady, size):
+    run = fixed_run("20250301-101500-sft-numbers-a1b2", state="completed", step=400, max_steps=400, started=T0,
+                    model="org/base", final_checkpoint="checkpoint-400")
+    for step, loss in ((100, 0.91), (200, 0.42), (300, 0.2), (400, 0.18)):
+        checkpoint(run, step, loss)
+    other = fixed_run("20250302-091000-sft-numbers-c3d4", state="stopped", step=120, max_steps=400, started=T0 + 3600,
+                      model="org/base")
+    checkpoint(other, 120, 1.2)
+    app = appmod.TuneBench(runs_dir="runs", workdir=".")
+
+    async def listed(pilot):
+        await pilot.press("5")
+        pane = await app.ensure_pane("checkpoints")
+        table = pane.query_one("#models")
+        await until(pilot, lambda: table.row_count == 8 and table.has_focus, what="the models listed")
+        table.move_cursor(row=2)
+        await pilot.press("a")
+        await until(pilot, lambda: pane.picked["a"] is not None and settled(app), what="A picked")
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=listed)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+def test_overlay_pane(snap_compare, steady, size):
+    slow = trained("20250301-101500-sft-numbers-a1b2", steps=300, gpu=False)
+    fast = trained("20250302-091000-sft-numbers-lr3e-3-c3d4", steps=200, gpu=False, speed=3.0)
+    app = appmod.TuneBench(runs_dir="runs", workdir=".")
+
+    async def checked(pilot):
+        await pilot.press("6")
+        pane = await app.ensure_pane("overlay")
+        await until(pilot, lambda: pane.query_one("#ov-runs").option_count == 2, what="both runs listed")
+        pane.select([slow.path, fast.path])
+        await until(pilot, lambda: len(pane.summary()) == 2 and all(v is not None for v in pane.summary().values()),
+                    what="both curves loaded")
+        await until(pilot, lambda: settled(app), what="drawn")
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=checked)
+
+
+def recorded_comparison():
+    """The helper's messages of one comparison (its wire format: engine/helper/compare_ops.py), replayed."""
+    prompts = [{"messages": [{"role": "user", "content": f"write {n} in words"}], "reference": ref}
+               for n, ref in ((37, "thirty-seven"), (54, "fifty-four"))]
+    rows = [{"a": "thirty-seven", "b": "thirty seven seven", "messages": prompts[0]["messages"]},
+            {"a": "fifty-four", "b": "fifty-four", "messages": prompts[1]["messages"]}]
+    metrics = {"a": {"eval_loss": 0.1812, "perplexity": 1.199, "gen_tokens_per_s": 812.4},
+               "b": {"eval_loss": 0.9103, "perplexity": 2.485, "gen_tokens_per_s": 799.0},
+               "eval": "eval split of 20250301-101500-sft-numbers-a1b2 (8 rows)", "device": "cpu"}
+
+    async def stream():
+        yield {"type": "data", "event": "phase", "text": "prompts: the eval split of A's run"}
+        yield {"type": "data", "event": "prompts", "prompts": prompts}
+        for i, row in enumerate(rows):
+            yield {"type": "data", "event": "row", "i": i, "row": row}
+        yield {"type": "done", "result": {"prompts": rows, "metrics": metrics}}
+
+    return stream
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+def test_compare_screen(snap_compare, steady, size):
+    from tui.screens.compare import CompareScreen
+
+    app = appmod.TuneBench(runs_dir="runs", workdir=".")
+    args = {"decoding": {"max_new_tokens": 32, "seed": 0, "sample": False}, "runs_dir": "runs", "device": "cpu"}
+
+    async def compared(pilot):
+        screen = CompareScreen(args, "20250301-101500-sft-numbers-a1b2 (final, step 400)", "base org/base",
+                               source=recorded_comparison())
+        await app.push_screen(screen)
+        await until(pilot, lambda: screen.result is not None and settled(app), what="the comparison shown")
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=compared)

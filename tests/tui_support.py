@@ -33,3 +33,9 @@ def cells(table) -> list[list[str]]:
     for i in range(table.row_count):
         out.append([c.plain if isinstance(c, Text) else str(c) for c in table.get_row_at(i)])
     return out
+
+
+def settled(app) -> bool:
+    """True when no widget of the app (nor the app) has a message waiting: what was posted has been handled."""
+    pumps = [app, *app.screen.walk_children()]
+    return all(p._message_queue.empty() for p in pumps)

@@ -42,7 +42,8 @@ class TuneBench(App):
         self.initial_preset = preset  # a preset path the Hyperparameters pane opens with (the demo's)
         self.initial_dataset = dataset  # a data file the Dataset pane opens with
         self.helper = HelperClient()
-        self._pane_ready: dict[str, asyncio.Event] = {}
+        self._panes: dict[str, Any] = {}  # key -> pane widget, once built
+        self._pane_locks: dict[str, asyncio.Lock] = {}
 
     # -- layout -----------------------------------------------------------------------------------
     def system_header(self):
@@ -54,7 +55,8 @@ class TuneBench(App):
         first = RUN_PANE if self.initial_run is not None and any(p.key == RUN_PANE for p in PANES) else PANES[0].key
         with TabbedContent(id="panes", initial=first):
             for spec in PANES:
-                with TabPane(f"{spec.title} [{spec.binding}]", id=spec.key):
+                # "1 Runs": key first, no brackets, so the six tabs fit an 80-column terminal
+                with TabPane(f"{spec.binding} {spec.title}", id=spec.key):
                     # Only the first pane is built before the first paint; the others are mounted
                     # right after it (mount_later), or at once when asked for (ensure_pane). Each pane
                     # adds hundreds of styled widgets: building them all first doubled the time to paint.
@@ -66,40 +68,61 @@ class TuneBench(App):
         yield Footer()
 
     def pane(self, key: str):
-        return self.query_one(f"#pane-{key}")
+        """The pane `key` if it is built (None before ensure_pane or mount_later reached it)."""
+        pane = self._panes.get(key)
+        if pane is None:
+            found = self.query(f"#pane-{key}")  # the first pane, built by compose
+            if found:
+                pane = self._panes[key] = found.first()
+        return pane
 
     async def ensure_pane(self, key: str):
-        """The pane `key`, mounted and composed (None when PANES has no such pane)."""
+        """The pane `key`, mounted and composed (None when PANES has no such pane, or the app is closing).
+
+        The one way a pane gets built after the first paint: mount_later, key bindings, messages routed to a
+        pane and tests all come here, and one lock per pane makes a second caller wait for the first's mount
+        rather than query a pane that is not there yet (NoMatches under load)."""
         spec = next((p for p in PANES if p.key == key), None)
         if spec is None:
             return None
-        if key not in self._pane_ready:
-            self._pane_ready[key] = asyncio.Event()
-            found = self.query(f"#pane-{key}")
-            if not found:
-                await self.query_one(f"TabPane#{key}").mount(load(spec.target)(id=f"pane-{key}"))
-            self._pane_ready[key].set()
-        await self._pane_ready[key].wait()
-        return self.pane(key)
+        lock = self._pane_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            pane = self.pane(key)
+            if pane is None:
+                if self.closing:
+                    return None  # quitting: nothing to build it into
+                pane = load(spec.target)(id=f"pane-{key}")
+                await self.query_one(f"TabPane#{key}", TabPane).mount(pane)
+                self._panes[key] = pane
+        return pane
 
     async def mount_later(self) -> None:
         for spec in PANES:
+            if self.closing:
+                return
             await self.ensure_pane(spec.key)
+
+    @property
+    def closing(self) -> bool:
+        """The app is exiting (or already gone): no pane is built any more."""
+        return self._exit or self._closing or self._closed or not self.is_running
 
     # -- actions and commands ---------------------------------------------------------------------
     async def action_show_pane(self, key: str) -> None:
         if await self.ensure_pane(key) is None:
             return
         self.query_one("#panes", TabbedContent).active = key
-        try:
-            self.pane(key).focus_first()
-        except Exception:  # noqa: BLE001 - a pane without focus_first keeps Textual's default focus
-            pass
+        pane = self.pane(key)
+        if hasattr(pane, "focus_first"):  # a pane without focus_first keeps Textual's default focus
+            pane.focus_first()
 
     def action_help(self) -> None:
+        """Help, with the keys of the pane in front first."""
         from tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen())
+        key = self.query_one("#panes", TabbedContent).active
+        spec = next((p for p in PANES if p.key == key), None)
+        self.push_screen(HelpScreen(self.pane(key), f"{spec.title} [{spec.binding}]" if spec else ""))
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -108,9 +131,9 @@ class TuneBench(App):
                                 lambda k=spec.key: self.call_later(self.action_show_pane, k))
         yield SystemCommand("Help", "Keys and panes", self.action_help)
         for spec in PANES:
-            pane = self.query(f"#pane-{spec.key}")
-            if pane and hasattr(pane.first(), "commands"):
-                for title, help_, cb in pane.first().commands():
+            pane = self.pane(spec.key)
+            if pane is not None and hasattr(pane, "commands"):
+                for title, help_, cb in pane.commands():
                     yield SystemCommand(title, help_, cb)
 
     # -- status line and helper -------------------------------------------------------------------
@@ -157,6 +180,8 @@ class TuneBench(App):
         for spec in specs:
             if hasattr(load(spec.target), "open_run"):
                 pane = await self.ensure_pane(spec.key)
+                if pane is None:
+                    return
                 pane.open_run(Path(message.run_path))
                 await self.action_show_pane(spec.key)
                 return

@@ -15,8 +15,11 @@ import itertools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
+
+from engine.system.gpus import store_path
 
 ROOT = Path(__file__).resolve().parent.parent
 _END = object()
@@ -29,8 +32,12 @@ class HelperError(Exception):
 class HelperClient:
     """One helper process per app; requests carry ids, replies are routed to per-request queues."""
 
-    def __init__(self, command: list[str] | None = None):
+    def __init__(self, command: list[str] | None = None, log_path: str | Path | None = None):
         self.command = command or [sys.executable, "-m", "engine.helper"]
+        # The helper's stderr (library warnings, a traceback when it dies) goes here, not to the screen it would
+        # paint over; when it dies its last lines are in the error the user sees.
+        self.log_path = Path(log_path) if log_path else store_path().parent / "helper.log"
+        self._log_from = 0  # where this helper's lines start in the (appended) log
         self.proc: asyncio.subprocess.Process | None = None
         self.ids = itertools.count(1)
         self.queues: dict[int, asyncio.Queue] = {}
@@ -53,10 +60,15 @@ class HelperClient:
             env = dict(os.environ)
             env.setdefault("TOKENIZERS_PARALLELISM", "false")
             env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            # stderr goes nowhere visible: library warnings would paint over the TUI.
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, env=env, limit=64 * 1024 * 1024)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as log:
+                os.chmod(self.log_path, 0o600)
+                log.write(f"--- helper started {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()}\n".encode())
+                log.flush()
+                self._log_from = log.tell()
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=log, env=env, limit=64 * 1024 * 1024)
             self._ready = asyncio.get_running_loop().create_future()
             self._reader = asyncio.create_task(self._read(self.proc))
             await self._ready
@@ -79,11 +91,24 @@ class HelperClient:
             q = self.queues.get(msg.get("id"))
             if q is not None:
                 q.put_nowait(msg)
-        # The process ended: fail everything still waiting.
+        # The process ended: fail everything still waiting, with what it said last.
+        code = await proc.wait()
         if self._ready and not self._ready.done():
-            self._ready.set_exception(HelperError("the helper process exited at start"))
+            self._ready.set_exception(HelperError(self.death(code, "at start")))
         for q in self.queues.values():
-            q.put_nowait({"type": "error", "error": "the helper process exited"})
+            q.put_nowait({"type": "error", "error": self.death(code)})
+
+    def death(self, code: int | None, when: str = "") -> str:
+        """One message for a helper that died: its exit status and the last lines it wrote to its log."""
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"status {code}"
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_from)
+                tail = f.read()[-4000:].decode("utf-8", errors="replace").strip().splitlines()[-6:]
+        except OSError:
+            tail = []
+        said = (":\n" + "\n".join(tail)) if tail else " (it wrote nothing)"
+        return f"the helper process exited {when + ' ' if when else ''}({how}); {self.log_path} ends{said}"
 
     async def _send(self, msg: dict) -> None:
         assert self.proc is not None and self.proc.stdin is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine import config as cfgmod
-from engine.planning.preflight import model_check
+from engine.planning.preflight import model_check, model_problems
 from engine.rundir.launch import start
 from engine.rundir.runs import Run, create_run
 
@@ -45,19 +45,16 @@ def preset_text(cfg: dict | cfgmod.Config, source: Path | None = None) -> str:
 
 
 def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
-    """(launchable, one paragraph for the user): a local directory with config.json, or a hub id."""
-    if not name:
-        return False, "no model: set model.name_or_path to a local directory or a hub id"
+    """(launchable, one paragraph for the user): the preflight's model check, as Launch and the CLI apply it."""
+    cfg = cfgmod.Config().with_values({"model.name_or_path": name, "model.trust_remote_code": trust_remote_code})
+    problems = model_problems(cfg)
+    if problems:
+        return False, str(problems[0])
     info = model_check(name)
-    if info.get("problem"):
-        return False, info["problem"]
     if not info["exists"]:
         return True, f"{name}: not a local path; treated as a hub id (downloaded by the engine, needs network)"
     arch = ", ".join(info.get("architectures") or []) or info.get("model_type") or "unknown architecture"
     if info.get("needs_remote_code"):
-        if not trust_remote_code:
-            return False, (f"{name}: {arch} ships its own Python code (auto_map in config.json); set "
-                           "model.trust_remote_code: true if you trust it")
         return True, f"{name}: {arch}; runs the model's own code (trust_remote_code is on)"
     return True, f"{name}: {arch}; no remote code needed"
 
@@ -68,12 +65,15 @@ def absolute_paths(cfg: cfgmod.Config, cwd: Path) -> cfgmod.Config:
     def fix(value):
         if isinstance(value, list):
             return [fix(v) for v in value]
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (cwd / value).exists():
-            return str((cwd / value).resolve())
+        if isinstance(value, str) and value:
+            p = Path(value).expanduser()  # ~ too: transformers would take "~/models/x" for a hub id
+            if (cwd / p).exists():
+                return str((cwd / p).resolve())
         return value
 
     return cfg.replace(model={"name_or_path": fix(cfg.model.name_or_path)},
-                       data={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval)})
+                       data={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval),
+                             "general_eval": fix(cfg.data.general_eval)})
 
 
 def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:

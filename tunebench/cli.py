@@ -18,10 +18,19 @@ COMMAND_MODULES = [f"tunebench.commands.{name}" for name in
                    ("train", "runs", "attach", "inspect", "compare", "export", "estimate", "demo")]
 
 
+RUNS_DIR_HELP = "where runs live (default $TUNEBENCH_RUNS_DIR or ./runs)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tunebench", description="Fine-tune language models from the terminal.")
-    p.add_argument("--runs-dir", default=None, help="where runs live (default $TUNEBENCH_RUNS_DIR or ./runs)")
+    p.add_argument("--runs-dir", default=None, help=RUNS_DIR_HELP)
+    # --runs-dir after the subcommand too (`tunebench runs --runs-dir X`): SUPPRESS keeps the one given first
+    # unless the subcommand's is given.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--runs-dir", default=argparse.SUPPRESS, help=RUNS_DIR_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    add = sub.add_parser
+    sub.add_parser = lambda name, **kw: add(name, parents=[common, *kw.pop("parents", [])], **kw)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return p
@@ -38,7 +47,9 @@ def main(argv=None) -> int:
             from tui.app import main as workbench  # textual loads only when the workbench opens
 
             return workbench(args)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that left (| head) shows here, inside the try, not at the exit's flush
+        return code
     except ConfigError as e:
         where = f"{e.source}: " if e.source else ""
         print(f"tunebench: {len(e.problems)} problem(s) in the config {where.rstrip(': ')}".rstrip(), file=sys.stderr)
@@ -50,3 +61,9 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `tunebench runs | head -2`: the reader left. Point stdout at /dev/null so the interpreter's final
+        # flush does not raise again, and end quietly as a program killed by SIGPIPE would (128 + 13).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

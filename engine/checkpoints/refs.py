@@ -1,7 +1,7 @@
 """Model references: what "A" and "B" name (a checkpoint directory, a run, RUN@STEP, a base model or hub id).
 
 Light: reads run directories and JSON files, never imports the ML stack; the TUI resolves references with it.
-A run's final model is status.json `final_checkpoint`, else its last complete checkpoint. Also where to run a
+A run's final model is its newest complete checkpoint, unless a completed run recorded another. Also where to run a
 comparison (device_advice) and which runs hold the machine (busy_runs).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.rundir.runs import ACTIVE, META, Run, list_runs, resolve_run, runs_dir_from
+from engine.rundir.runs import ACTIVE, META, Checkpoint, Run, list_runs, resolve_run, runs_dir_from
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -68,8 +68,23 @@ def checkpoint_ref(path: Path, run: Run | None = None) -> ModelRef:
     return ModelRef(label=label, path=str(path), kind=kind, adapter=bool(adapter_cfg), base_model=base,
                     run=run, meta=meta)
 
+def final_checkpoint(run: Run, status: dict | None = None, cps: list[Checkpoint] | None = None
+                     ) -> tuple[Checkpoint | None, bool]:
+    """(a run's final model, whether the run recorded it): its newest complete checkpoint, unless the run
+    completed and its status names another one that is still there. A `final_checkpoint` left from an earlier
+    stop (stopped at 7, resumed, saved at 164, lost) is not the final model: 164 is."""
+    status = status if status is not None else run.status()
+    cps = cps if cps is not None else run.checkpoints()
+    name = status.get("final_checkpoint")
+    if status.get("state") == "completed" and name:
+        recorded = next((c for c in cps if c.name == name), None)
+        if recorded is not None:
+            return recorded, True
+    return (cps[-1] if cps else None), False
+
+
 def final_ref(run: Run, step: int | None = None) -> ModelRef:
-    """A run's final model (status final_checkpoint, else its last complete checkpoint), or one step's."""
+    """A run's final model (final_checkpoint()), or one step's checkpoint."""
     cps = run.checkpoints()
     if step is not None:
         match = [c for c in cps if c.step == step]
@@ -77,13 +92,12 @@ def final_ref(run: Run, step: int | None = None) -> ModelRef:
             have = ", ".join(str(c.step) for c in cps) or "none yet"
             raise LookupError(f"{run.id}@{step}: no complete checkpoint at step {step} (steps: {have})")
         return checkpoint_ref(match[0].path, run)
-    name = run.status().get("final_checkpoint")
-    chosen = next((c for c in cps if c.name == name), None) or (cps[-1] if cps else None)
+    chosen, recorded = final_checkpoint(run, cps=cps)
     if chosen is None:
         raise LookupError(f"{run.id}: no complete checkpoint yet (state {run.state()}); wait for a save "
                           f"or ask for one: tunebench save {run.id}")
     ref = checkpoint_ref(chosen.path, run)
-    ref.label = f"{run.id} (final, step {chosen.step})" if name == chosen.name else f"{run.id} (last, step {chosen.step})"
+    ref.label = f"{run.id} ({'final' if recorded else 'last'}, step {chosen.step})"
     return ref
 
 def resolve_ref(text: str, runs_dir: str | Path | None = None) -> ModelRef:

@@ -5,12 +5,32 @@ Imported by the helper process only (engine.helper.server.OP_MODULES); heavy imp
 from __future__ import annotations
 
 from engine.helper.server import OpError, cached, op
-from engine.planning.preflight import model_check
+from engine.planning.preflight import model_check, preflight
 
 
 @op("model_check")
 def _model_check(args, emit):
     return model_check(args["path"])
+
+
+@op("data_shape")
+def _data_shape(args, emit):
+    """Training rows and mean tokens a row of a config's data (engine.data.measure), for the time estimate."""
+    from engine.config import Config
+    from engine.data.measure import look_at_data
+
+    rows, per_row, note = look_at_data(Config.from_dict(args["config"]))
+    return {"rows": rows, "tokens_per_row": per_row, "note": note}
+
+
+@op("preflight")
+def _preflight(args, emit):
+    """engine.planning.preflight on a config dict: what `tunebench train` checks before creating a run. Here
+    because a hub-id dataset loads through `datasets`, which the workbench process never imports."""
+    from engine.config import Config
+    from engine.data.prepare import prepare
+
+    return preflight(Config.from_dict(args["config"]), prepare).to_dict()
 
 
 def tokenizer(path: str):

@@ -312,7 +312,7 @@ def estimate(cfg: Config, *, gpu: gpumod.Gpu | str | None = None, resolved: dict
         model_fpt = 4 * n_mm + 6 * adapter_params + 3 * attn_fwd
     fpt = model_fpt + (2 * (n_mm + adapter_params) + attn_fwd if p["gradient_checkpointing"] else 0)
     tokens_per_step = tokens * t.grad_accum
-    eff = efficiency(p["device"], gpu, kind, p["precision"], store)
+    eff = efficiency(p["device"], gpu, kind, p["precision"], store, shape)
     step_s = tokens_per_step * fpt / eff["flops_per_s"] if eff.get("flops_per_s") else None
     steps = t.max_steps if t.max_steps > 0 else None
     if steps is None and rows:
@@ -339,23 +339,56 @@ def estimate(cfg: Config, *, gpu: gpumod.Gpu | str | None = None, resolved: dict
     }
 
 
-def efficiency(device: str, gpu: gpumod.Gpu | None, kind: str, precision: str, store: Path | None = None) -> dict:
-    """The FLOP/s to expect: learned from this device's past runs, else a typical MFU of the GPU's peak."""
+def shape_key(shape: Shape) -> str:
+    """The model's shape as the efficiency store keys it: runs of this shape predict each other's speed."""
+    return (f"{shape.model_type or '?'}:{shape.layers}x{shape.hidden}:{shape.heads}/{shape.kv_heads}:"
+            f"{shape.intermediate}:{shape.vocab}")
+
+
+def efficiency(device: str, gpu: gpumod.Gpu | None, kind: str, precision: str, store: Path | None = None,
+               shape: Shape | None = None) -> dict:
+    """The FLOP/s to expect: learned from this device's runs of this model (or one of about its size; on a GPU
+    any model's utilisation), else a typical MFU of the GPU's peak; a CPU without such a run has no figure."""
+    none = {"source": "none", "runs": 0, "mfu": None, "flops_per_s": None, "peak_flops_per_s": None,
+            "match": None, "spread": None}
     peak = gpu.peak(precision) if gpu and device == "cuda" else None
     if device == "cuda" and gpu is None:
-        return {"source": "none", "runs": 0, "mfu": None, "flops_per_s": None, "peak_flops_per_s": None}
+        return none
     key = gpu.key if gpu and device == "cuda" else gpumod.cpu_key()
-    got = gpumod.learned(key, kind, precision, store)
-    if got and peak and got["mfu"]:
-        return {"source": "measured", "runs": got["runs"], "mfu": got["mfu"], "flops_per_s": got["mfu"] * peak,
-                "peak_flops_per_s": peak}
+    got = gpumod.learned(key, kind, precision, shape=shape_key(shape) if shape else None,
+                         params=shape.total_params if shape else None, path=store, any_model=bool(peak))
     if got:
-        return {"source": "measured", "runs": got["runs"], "mfu": None, "flops_per_s": got["flops_per_s"],
-                "peak_flops_per_s": peak}
+        rate = got["mfu"] * peak if peak and got["mfu"] else got["flops_per_s"]
+        return {"source": "measured", "runs": got["runs"], "mfu": got["mfu"] if peak else None, "flops_per_s": rate,
+                "peak_flops_per_s": peak, "match": got["match"], "spread": got["spread"]}
     if peak:
         mfu = gpumod.PRIOR_MFU_FP32 if precision == "fp32" else gpumod.PRIOR_MFU[kind]
-        return {"source": "prior", "runs": 0, "mfu": mfu, "flops_per_s": mfu * peak, "peak_flops_per_s": peak}
-    return {"source": "none", "runs": 0, "mfu": None, "flops_per_s": None, "peak_flops_per_s": None}
+        return {**none, "source": "prior", "mfu": mfu, "flops_per_s": mfu * peak, "peak_flops_per_s": peak}
+    return none
+
+
+def time_text(est: dict) -> str:
+    """The step time and where it comes from, for the CLI and the Hyperparameters pane."""
+    eff = est["efficiency"]
+    if not est.get("step_seconds"):
+        where = "this CPU" if est["device"] == "cpu" else "this GPU"
+        return (f"time: unknown until a run of this model (or one of about its size) on {where} has been "
+                "measured" + ("" if est["device"] == "cpu" else "; name a GPU the table knows (hardware.gpu)"))
+    if eff["source"] == "measured":
+        close = f", their speeds within ±{eff['spread'] / 2:.0%}" if eff["runs"] > 1 else ""
+        basis = f"from {eff['runs']} run(s) of {eff['match']} on this device{close}"
+    else:
+        basis = f"a typical MFU ({eff['mfu']:.0%}), no run measured on this device yet"
+    total = f", {est['steps']} steps ~{fmt_duration(est['total_seconds'])}" if est.get("total_seconds") else ""
+    return f"time: ~{est['step_seconds']:.3g} s a step{total} ({basis})"
+
+
+def fmt_duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 
@@ -398,8 +431,10 @@ def record_run(cfg: Config, resolved: dict, summary: dict, store: Path | None = 
     est = estimate(cfg, gpu=gpu, resolved=resolved, tokens_per_row=tokens / rows)
     flops_per_s = est["executed_flops_per_token"] * tokens / wall
     peak = gpu.peak(resolved["precision"]) if gpu else None
+    shape = model_shape(cfg.model.name_or_path)
     record = {"device": gpu.key if gpu else gpumod.cpu_key(), "kind": est["kind"], "precision": resolved["precision"],
               "gradient_checkpointing": est["gradient_checkpointing"], "model_type": est["model_type"],
+              "shape": shape_key(shape), "tokens_per_step": est["tokens_per_step"],
               "params": est["total_params"], "tokens_per_s": round(tokens / wall, 1), "flops_per_s": flops_per_s,
               "mfu": flops_per_s / peak if peak else None, "predicted_step_seconds": est["step_seconds"],
               "measured_step_seconds": wall / steps}

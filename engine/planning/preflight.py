@@ -1,11 +1,37 @@
-"""Checks before a run exists: is the model a usable local directory (or a hub id), does it ship code.
+"""The launch preflight: every check before a run directory exists, shared by `tunebench train` and the workbench.
 
-Light: reads config.json, never imports transformers.
+Light: reads config.json, never imports the ML stack. Reading the data is the caller's `read` (always
+engine.data.prepare.prepare): a hub-id dataset loads through `datasets`, which this layer must not reach, and
+which is why the workbench runs `preflight` in its helper process. What the CLI refuses, the TUI refuses, with
+the same messages:
+
+- the model: a value that looks like a path (absolute, ./, ../, ~, or more than one /) is a path and must be a
+  directory with config.json, never a hub id; a model that ships code (auto_map) needs model.trust_remote_code;
+- data.general_eval: a local file (or glob, directory) whose rows read as SFT data, never any other string;
+- the data: every row of data.train / data.eval reads and converts for the method (engine.data.prepare).
 """
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+from engine.config import Config, Problem
+from engine.data.errors import DataError
+from engine.data.load import expand
+
+Read = Callable[[Config], tuple]  # engine.data.prepare.prepare: (train rows, eval rows, info)
+
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # owner/name (or a bare legacy name such as gpt2)
+MODEL_FIX = "give a local model directory (with config.json) or a hub id such as Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def looks_like_path(value: str) -> bool:
+    """A value the user meant as a path: never looked up on the hub."""
+    return (value.startswith(("/", "./", "../", "~")) or value in (".", "..") or value.count("/") > 1
+            or "\\" in value)
 
 
 def model_check(path: str) -> dict:
@@ -13,9 +39,10 @@ def model_check(path: str) -> dict:
     p = Path(path).expanduser()
     out = {"path": str(p), "exists": p.exists(), "local": p.exists()}
     if not p.exists():
-        looks_hub = "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1
-        out["hub_id"] = looks_hub
-        out["problem"] = None if looks_hub else f"{path}: no such directory"
+        hub = not looks_like_path(path) and bool(HUB_ID.fullmatch(path))
+        out["hub_id"] = hub
+        out["problem"] = (None if hub else f"{path}: no such directory" if looks_like_path(path)
+                          else f"{path}: neither a local directory nor a hub id (owner/name)")
         return out
     cfg_path = p / "config.json"
     if not cfg_path.exists():
@@ -26,6 +53,86 @@ def model_check(path: str) -> dict:
     except (OSError, ValueError) as e:
         out["problem"] = f"{cfg_path}: unreadable: {e}"
         return out
+    if not isinstance(cfg, dict):
+        out["problem"] = f"{cfg_path}: not a JSON object"
+        return out
     out.update(model_type=cfg.get("model_type"), architectures=cfg.get("architectures") or [],
                needs_remote_code=bool(cfg.get("auto_map")), problem=None)
+    return out
+
+
+def model_problems(cfg: Config) -> list[Problem]:
+    """The model key's problems: missing, a path that is not there, no config.json, code not trusted."""
+    name = cfg.model.name_or_path
+    if not name:
+        return [Problem("model.name_or_path", "no model given", MODEL_FIX)]
+    info = model_check(name)
+    if info["problem"]:
+        return [Problem("model.name_or_path", info["problem"], MODEL_FIX)]
+    if info.get("needs_remote_code") and not cfg.model.trust_remote_code:
+        return [Problem("model.trust_remote_code", f"{name} ships its own Python code (auto_map in its config.json), "
+                        "which runs only with model.trust_remote_code on",
+                        "set model.trust_remote_code: true if you trust that code", related=("model.name_or_path",))]
+    return []
+
+
+def general_eval_problems(cfg: Config, read: Read) -> list[Problem]:
+    """data.general_eval must be local data whose rows read as SFT rows (the engine takes its first 256)."""
+    spec = cfg.data.general_eval
+    if not spec:
+        return []
+    fix = "give a local chat or text file (JSONL, JSON, CSV, ...) whose loss to watch, or leave it empty"
+    try:
+        expand(spec)
+    except DataError:
+        return [Problem("data.general_eval", f"{spec!r} is not a data file here", fix)]
+    try:
+        # as the engine reads it (engine/training/methods/forgetting.py)
+        read(cfg.replace(method="sft", data={"train": spec, "eval": None, "eval_fraction": 0.0}))
+    except DataError as e:
+        return [Problem("data.general_eval", str(e).replace("\n", " "), fix)]
+    return []
+
+
+@dataclass
+class Preflight:
+    """What the checks found. `problems` name config keys; `data_error` is the data check's report (invalid rows
+    by reason with the first of each), as `tunebench train` prints it."""
+
+    problems: list[Problem] = field(default_factory=list)
+    data_error: str | None = None
+    info: dict = field(default_factory=dict)  # engine.data.prepare's info: format, rows, warnings
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.data_error is None
+
+    @property
+    def messages(self) -> list[str]:
+        return [str(p) for p in self.problems] + ([self.data_error] if self.data_error else [])
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.info.get("warnings") or [])
+
+    def keys(self) -> list[str]:
+        """Every config key a problem is about (the form marks them); data.train for a data error."""
+        keys = [k for p in self.problems for k in p.keys()]
+        return keys + (["data.train"] if self.data_error else [])
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "messages": self.messages, "keys": self.keys(), "warnings": self.warnings,
+                "info": {k: v for k, v in self.info.items() if k in ("format", "train_rows", "eval_rows", "dropped")}}
+
+
+def preflight(cfg: Config, read: Read) -> Preflight:
+    """Every check that needs no ML stack, on a validated config, all reported at once; creates nothing.
+
+    `read` is engine.data.prepare.prepare (rows for cfg.method; DataError on invalid rows). The engine repeats
+    the data check with the tokenizer (rows whose prompt alone fills data.max_length)."""
+    out = Preflight(problems=model_problems(cfg) + general_eval_problems(cfg, read))
+    try:
+        _, _, out.info = read(cfg)
+    except DataError as e:
+        out.data_error = str(e)
     return out

@@ -120,7 +120,7 @@ def for_target(cfg: Config, where: str) -> dict:
 
 
 def check(cfg: Config, free_bytes: int | None = None, *, gpu: str | None = None,
-          tokens_per_row: float | None = None) -> dict:
+          tokens_per_row: float | None = None, rows: int | None = None) -> dict:
     """For the hyperparameters pane: the verdict for a validated config on its target GPU, in one call.
 
     Picks the GPU like `tunebench estimate` (hardware.gpu, else the visible one, else the CPU); `free_bytes`
@@ -133,7 +133,7 @@ def check(cfg: Config, free_bytes: int | None = None, *, gpu: str | None = None,
     try:
         spec, free, where = target(cfg, gpu)
         out = verdict(for_target(cfg, where), free_bytes if free_bytes is not None else free, gpu=spec,
-                      tokens_per_row=tokens_per_row)
+                      tokens_per_row=tokens_per_row, rows=rows)
     except (EstimateError, ValueError) as e:
         return {"verdict": "unknown", "message": str(e), "fix": None, "estimate": None, "target": None}
     return {**out, "target": where}

@@ -1,12 +1,14 @@
 """The append-only event log (events.jsonl): one writer, many readers that tail it by byte offset.
 
-Light module. Every event is one JSON object on one line: {"seq", "time", "kind", ...}. The writer
+Light module. Every event is one strict-JSON object on one line: {"seq", "time", "kind", ...} (a non-finite
+number is null, its key named in `nonfinite`). The writer
 appends each line with a single write() on an O_APPEND descriptor, so a reader sees whole lines or a
 torn last line, never interleaved ones; readers keep an incomplete last line back until it is finished.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -57,7 +59,7 @@ class EventWriter:
     def write(self, kind: str, **fields) -> dict:
         with self._lock:
             event = {"seq": self._seq, "time": round(time.time(), 3), "kind": kind, **fields}
-            line = json.dumps(event, separators=(",", ":"), default=_jsonable) + "\n"
+            line = encode(event) + "\n"
             os.write(self._fd, line.encode("utf-8"))
             self._seq += 1
         return event
@@ -67,6 +69,34 @@ class EventWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def encode(event: dict) -> str:
+    """One event as strict JSON (jq, JSON.parse and msgspec refuse a bare NaN): a non-finite number, such as
+    a diverged loss, is written as null, and `nonfinite` names the keys that held one (["loss"], ["eval.x"])."""
+    try:
+        return json.dumps(event, separators=(",", ":"), default=_jsonable, allow_nan=False)
+    except ValueError:  # rare: only an event that holds a NaN or an infinity pays for the second pass
+        bad: list[str] = []
+        clean = _finite(event, "", bad)
+        clean["nonfinite"] = bad
+        return json.dumps(clean, separators=(",", ":"), default=_jsonable, allow_nan=False)
+
+
+def _finite(value, path: str, bad: list[str]):
+    """`value` with every non-finite float replaced by None (its dotted path appended to `bad`)."""
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else str(k), bad) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        value = _jsonable(value)  # a numpy or torch scalar: its Python value, checked below
+        if isinstance(value, (list, dict)):
+            return _finite(value, path, bad)
+    if isinstance(value, float) and not math.isfinite(value):
+        bad.append(path)
+        return None
+    return value
 
 
 def _jsonable(obj):

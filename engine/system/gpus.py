@@ -134,13 +134,30 @@ def add_record(record: dict, path: Path | None = None) -> Path:
     return path
 
 
-def learned(device_key: str, kind: str, precision: str, path: Path | None = None) -> dict | None:
-    """Median achieved FLOP/s and MFU of earlier runs on this device (same kind and precision first)."""
-    records = [r for r in load_records(path) if r.get("device") == device_key and r.get("flops_per_s")]
-    exact = [r for r in records if r.get("kind") == kind and r.get("precision") == precision]
-    use = exact or [r for r in records if r.get("precision") == precision]
-    if not use:
-        return None
-    mfus = [r["mfu"] for r in use if r.get("mfu")]
-    return {"flops_per_s": statistics.median(r["flops_per_s"] for r in use),
-            "mfu": statistics.median(mfus) if mfus else None, "runs": len(use), "exact": bool(exact)}
+def learned(device_key: str, kind: str, precision: str, shape: str | None = None, params: int | None = None,
+            path: Path | None = None, any_model: bool = False) -> dict | None:
+    """What earlier runs on this device achieved, from the runs most like this one: the same model shape
+    (`shape`, estimate.shape_key), else a model of about the same size (0.5-2x `params`), else, with
+    `any_model` (a GPU: utilisation carries over between models better than raw speed), any run with an MFU.
+
+    A CPU run's speed depends on the model far more than its FLOPs say (a 1M-parameter model spends its step
+    in overheads), so mixing models made the CPU estimate 30-1000x off. Returns {flops_per_s, mfu, runs,
+    match ("this model", "a similar model", "other models"), spread (the rates' (max - min) / median)}."""
+    records = [r for r in load_records(path) if r.get("device") == device_key and r.get("flops_per_s")
+               and r.get("precision") == precision]
+    same_kind = [r for r in records if r.get("kind") == kind]
+    groups = [("this model", [r for r in same_kind if shape and r.get("shape") == shape]),
+              ("a similar model", [r for r in same_kind if params and r.get("params")
+                                   and 0.5 <= r["params"] / params <= 2])]
+    if any_model:
+        groups.append(("other models", [r for r in records if r.get("mfu")]))
+    for match, use in groups:
+        if not use:
+            continue
+        rates = [r["flops_per_s"] for r in use]
+        mid = statistics.median(rates)
+        mfus = [r["mfu"] for r in use if r.get("mfu")]
+        return {"flops_per_s": mid, "mfu": statistics.median(mfus) if mfus else None, "runs": len(use),
+                "match": match, "spread": (max(rates) - min(rates)) / mid if mid else 0.0,
+                "exact": match == "this model"}
+    return None

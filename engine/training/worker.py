@@ -109,7 +109,8 @@ def run_engine(run: Run, resume: bool = False) -> int:
     me = psutil.Process()
     run, events = for_rank(run, EventWriter)  # rank 0 alone writes status, events and checkpoints
     run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
-                     started=time.time(), ended=None, error=None, resumed=resume)
+                     started=time.time(), ended=None, error=None, resumed=resume,
+                     final_checkpoint=None)  # decided again when this run ends (a resume saves newer ones)
     events.write("state", state="starting", pid=os.getpid(), resume=resume)
     clear_partial_saves(run)
     probe = Probe()

@@ -18,7 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
-from engine.rundir.runs import list_runs
+from engine.checkpoints.refs import final_checkpoint
+from engine.rundir.runs import ACTIVE, list_runs
 
 COLUMNS = ("model", "step", "eval loss", "saved", "size", "base model")
 
@@ -62,18 +63,16 @@ def entries(runs_dir: str | Path) -> list[Entry]:
             bases[model] = None
         if not cps:
             continue
-        final_name = status.get("final_checkpoint")
-        final = next((c for c in cps if c.name == final_name), None)
-        if final is None and run.state(status) not in ("starting", "running", "paused", "stopping"):
-            final = cps[-1]  # an ended run's last checkpoint is its final model
-        if final is not None:
+        final, _ = final_checkpoint(run, status, cps)
+        if final is not None and run.state(status) not in ACTIVE:  # a live run has no final model yet
             out.append(Entry(str(run.path), "final", f"{run.id} final", final.step, final.meta.get("eval_loss"),
                              final.meta.get("time"), dir_size(final.path), final.meta.get("base_model", model), run.id))
         for c in reversed(cps):
             out.append(Entry(str(c.path), "checkpoint", f"{run.id}/{c.name}", c.step, c.meta.get("eval_loss"),
                              c.meta.get("time"), dir_size(c.path), c.meta.get("base_model", model), run.id))
-    base_rows = [Entry(b, "base", f"base {Path(b).name or b}", size=dir_size(Path(b)) if Path(b).is_dir() else None,
-                       base=b) for b in bases if Path(b).is_dir() or "/" in b]
+    base_rows = [Entry(b, "base", f"base {Path(b).name if Path(b).is_dir() else b}",
+                       size=dir_size(Path(b)) if Path(b).is_dir() else None, base=b)
+                 for b in bases if Path(b).is_dir() or "/" in b]
     return base_rows + out
 
 
@@ -105,12 +104,14 @@ class CheckpointsPane(Widget):
         Binding("e", "export", "Export"),
         Binding("x", "swap", "Swap A/B", show=False),
         Binding("r", "refresh_models", "Refresh", show=False),
+        Binding("escape", "leave_field", "Back to the list", show=False),
     ]
     DEFAULT_CSS = """
     CheckpointsPane { height: 1fr; }
     CheckpointsPane DataTable { height: 1fr; }
     CheckpointsPane #ab { height: 2; }
-    CheckpointsPane .opts { height: 3; }
+    CheckpointsPane .opts { height: 1; margin-bottom: 1; }
+    CheckpointsPane .opts Input, CheckpointsPane .opts Checkbox { margin-right: 1; }
     CheckpointsPane .opts Input { width: 1fr; }
     CheckpointsPane .opts #max-tokens, CheckpointsPane .opts #seed { width: 14; }
     """
@@ -130,10 +131,10 @@ class CheckpointsPane(Widget):
             yield Static("", id="ab")
             with Horizontal(classes="opts"):
                 yield Input(placeholder="prompt to compare on (empty: the eval split of A's run; @FILE: a prompts file)",
-                            id="prompt")
-                yield Input("128", placeholder="tokens", id="max-tokens", type="integer")
-                yield Input("0", placeholder="seed", id="seed", type="integer")
-                yield Checkbox("sample", id="sample")
+                            id="prompt", compact=True)
+                yield Input("128", placeholder="tokens", id="max-tokens", type="integer", compact=True)
+                yield Input("0", placeholder="seed", id="seed", type="integer", compact=True)
+                yield Checkbox("sample", id="sample", compact=True)
             yield Label("", id="ckpt-status", classes="help-text")
 
     def on_mount(self) -> None:
@@ -147,6 +148,10 @@ class CheckpointsPane(Widget):
     def focus_first(self) -> None:
         self.query_one("#models", DataTable).focus()
 
+    def action_leave_field(self) -> None:
+        """escape in the prompt (or tokens, seed): back to the list, where a, b, c, e act again."""
+        self.query_one("#models", DataTable).focus()
+
     # -- table ------------------------------------------------------------------------------------
     def refresh_models(self) -> None:
         found = entries(self.app.runs_dir)
@@ -155,13 +160,15 @@ class CheckpointsPane(Widget):
         table = self.query_one("#models", DataTable)
         if keys == self._shown:
             return
-        cursor = table.cursor_row
+        cursor, was = table.cursor_row, self.selected()
         table.clear()
         for e in found:
             table.add_row(*cells(e), key=e.ref)
         self._shown = keys
         if found:
-            table.move_cursor(row=min(cursor, len(found) - 1))
+            # The highlight stays on the model it was on (a/b/e act on it), not on its row number.
+            row = keys.index(was.ref) if was is not None and was.ref in keys else min(cursor, len(found) - 1)
+            table.move_cursor(row=row)
         self.status(f"{len(found)} model(s) in {self.app.runs_dir}" if found else
                     f"No checkpoints yet in {self.app.runs_dir}: a run saves one at its end (or press s in Monitor).")
 

@@ -62,6 +62,22 @@ def cell(value) -> str:
     return text if len(text) <= CELL else text[:CELL - 1] + "…"
 
 
+# Columns a person reads first, in this order (alpaca: instruction, input, output); others follow as in the file.
+READING_ORDER = ("system", "instruction", "input", "context", "prompt", "question", "query", "messages",
+                 "conversations", "text", "sentence", "text_pair", "chosen", "rejected", "output", "response",
+                 "completion", "answer", "label")
+
+
+def reading_order(columns: list[str], rows: list[dict]) -> list[str]:
+    """The table's columns: the known ones in READING_ORDER, then the rest in the order the rows have them."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row or {}:
+            seen.setdefault(key, None)
+    rest = [c for c in seen if c in columns] + [c for c in columns if c not in seen]
+    return [c for c in READING_ORDER if c in columns] + [c for c in rest if c not in READING_ORDER]
+
+
 def location_number(location: str) -> int | None:
     """The line / index / row number at the end of a row location (file:12, file[3], file row 7)."""
     m = re.search(r"(\d+)\]?$", location or "")
@@ -104,7 +120,8 @@ class DatasetPane(Widget):
     BINDINGS = [Binding("ctrl+o", "browse", "Browse files"), Binding("ctrl+u", "use", "Use in config"),
                 Binding("ctrl+t", "inspect", "Inspect"), Binding("right_square_bracket", "page(1)", "Next page"),
                 Binding("left_square_bracket", "page(-1)", "Prev page"), Binding("n", "step(1)", "Next row"),
-                Binding("p", "step(-1)", "Prev row"), Binding("escape", "leave_input", show=False)]
+                Binding("p", "step(-1)", "Prev row"), Binding("slash", "type_path", "Type a path"),
+                Binding("escape", "leave_input", show=False)]
     DEFAULT_CSS = "DatasetPane { height: 1fr; }"
 
     def __init__(self, **kw):
@@ -130,7 +147,7 @@ class DatasetPane(Widget):
             yield Button("Use in config", id="ds-use", variant="primary", compact=True)
         with Horizontal(id="ds-body"):
             with Vertical(id="ds-left"):
-                yield Static("Pick a data file: type a path, or Browse (ctrl+o).", id="ds-info")
+                yield Static("Pick a data file: / to type its path (→ completes), or ctrl+o to browse.", id="ds-info")
                 yield DirectoryTree(".", id="ds-tree")
                 yield DataTable(id="ds-rows", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="ds-side"):
@@ -155,7 +172,11 @@ class DatasetPane(Widget):
         self.open(path)
 
     def focus_first(self) -> None:
-        self.query_one("#ds-rows" if self.path else "#ds-path").focus()
+        # The rows, never the path field: keys typed next (1-6, n, p) act on the workbench, not into a field.
+        self.query_one("#ds-rows").focus()
+
+    def action_type_path(self) -> None:
+        self.query_one("#ds-path", Input).focus()
 
     def commands(self):
         return [("Inspect dataset", "Validate every row and measure tokens (helper process)", self.action_inspect),
@@ -200,17 +221,15 @@ class DatasetPane(Widget):
 
     def hp_value(self, path: str):
         """A value from the Hyperparameters form (model, max_length, method), or None without that pane."""
-        found = self.app.query("#pane-hyperparams")
-        return found.first().values.get(path) if found else None
+        pane = self.app.pane("hyperparams")
+        return pane.values.get(path) if pane is not None else None
 
     def open(self, path: str) -> None:
         if not path:
             return
         self.path = os.path.expanduser(path)
-        self.page, self.render_index, self.report = 0, 0, None
-        self.invalid_locations = set()
-        self.query_one("#ds-hist", Static).update("inspect (ctrl+t) to measure")
-        self.query_one("#ds-render", Static).update("")
+        self.page, self.render_index = 0, 0
+        self.clear_report("inspect (ctrl+t) to measure")
         model = self.hp_value("model.name_or_path")
         model_input = self.query_one("#ds-model", Input)
         if model and not model_input.value:
@@ -223,18 +242,23 @@ class DatasetPane(Widget):
     def load_page(self, page: int, focus_location: str | None = None, need: int = 0) -> None:
         """Read the rows of `page` (preview reads a bounded prefix: a thread keeps the UI live on big files)."""
         n = max((page + 1) * PAGE, need + PAGE)
+        path = self.path
         try:
-            pv = preview(self.path, n=n, method=str(self.hp_value("method") or "sft"), fmt=self.fmt())
+            pv = preview(path, n=n, method=str(self.hp_value("method") or "sft"), fmt=self.fmt())
         except (DataError, OSError) as e:
-            self.app.call_from_thread(self.show_error, str(e))
+            self.app.call_from_thread(self.show_error, path, str(e))
             return
-        self.app.call_from_thread(self.show_page, pv, page, focus_location)
+        self.app.call_from_thread(self.show_page, pv, page, focus_location, path)
 
-    def show_error(self, text: str) -> None:
+    def show_error(self, path: str, text: str) -> None:
+        if path != self.path:
+            return  # the file shown before: another one is open now
         self.query_one("#ds-info", Static).update(f"[$error]{escape(text)}[/]")
         self.query_one("#ds-rows", DataTable).clear(columns=True)
 
-    def show_page(self, pv: dict, page: int, focus_location: str | None) -> None:
+    def show_page(self, pv: dict, page: int, focus_location: str | None, path: str | None = None) -> None:
+        if path is not None and path != self.path:
+            return
         entries = [(r["location"], r["data"], None) for r in pv["rows"]] + \
                   [(r["location"], None, r["reason"]) for r in pv["invalid"]]
         entries.sort(key=lambda e: location_number(e[0]) or 0)
@@ -247,7 +271,7 @@ class DatasetPane(Widget):
         shown = entries[page * PAGE:(page + 1) * PAGE]
         table = self.query_one("#ds-rows", DataTable)
         table.clear(columns=True)
-        self.columns = pv["columns"][:8]
+        self.columns = reading_order(pv["columns"], [r["data"] for r in pv["rows"]])[:8]
         table.add_column("row", key="row")
         table.add_column("", key="mark", width=2)
         for c in self.columns:
@@ -281,13 +305,28 @@ class DatasetPane(Widget):
         if self.path:
             self.inspect(self.helper_args())
 
+    def clear_report(self, hist: str) -> None:
+        """Forget the last file's inspection: its invalid rows, counts, rendered row and status line."""
+        self.report = None
+        self.invalid_locations = set()
+        options = self.query_one("#ds-invalid", OptionList)
+        options.clear_options()
+        options.display = False
+        self.query_one("#ds-hist", Static).update(hist)
+        self.query_one("#ds-render", Static).update("")
+        self.app.set_status("")
+
     @work(exclusive=True, group="ds-inspect", exit_on_error=False)
     async def inspect(self, args: dict) -> None:
         try:
             rep = await self.app.helper_request("inspecting the dataset", "inspect", **args)
         except HelperError as e:
-            self.query_one("#ds-hist", Static).update(f"[$error]{escape(str(e))}[/]")
+            if args["spec"] == self.path:
+                self.clear_report(f"[$error]{escape(str(e))}[/]")
+                self.app.set_status(f"{Path(str(self.path)).name}: not inspected: {e}")
             return
+        if args["spec"] != self.path:
+            return  # another file was opened meanwhile: this report is not the one on screen
         self.report = rep
         self.show_report(rep, args["max_length"])
         self.render_row(args, self.render_index)
@@ -328,8 +367,11 @@ class DatasetPane(Widget):
         try:
             out = await self.app.helper_request("rendering a row", "render_row", index=index, **args)
         except HelperError as e:
-            self.query_one("#ds-render", Static).update(f"[$error]{escape(str(e))}[/]")
+            if args["spec"] == self.path:
+                self.query_one("#ds-render", Static).update(f"[$error]{escape(str(e))}[/]")
             return
+        if args["spec"] != self.path:
+            return  # a row of the file shown before
         self.render_index = out["index"]
         head = f"row {out['index'] + 1} of {out['count']} valid ({escape(Path(out['location']).name)})"
         if out.get("segments"):

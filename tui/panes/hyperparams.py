@@ -1,6 +1,7 @@
 """The Hyperparameters pane: a form built from engine.config.SCHEMA, presets, diff, YAML, save, Launch."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from rich.text import Text
@@ -12,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, Switch
 
 from engine import config as cfgmod
+from tui.helper_client import HelperError
 from tui.launching import absolute_paths, check_model, launch_run, list_presets, preset_text
 from tui.messages import RunSelected
 
@@ -47,6 +49,26 @@ def get(cfg: dict, path: str):
     return (cfg.get(section, {}) if section else cfg).get(key)
 
 
+def normal(path: str, value):
+    """A key's value as validation makes it (types, a one-item list for a list key), whatever else is invalid."""
+    f = cfgmod.field_for(path)
+    value = cfgmod.coerce(path, f, value)[0]
+    return [value] if f.type == "strlist" and isinstance(value, str) else value
+
+
+def changes(cfg: dict, base: dict) -> dict:
+    """The keys whose value differs from `base`'s, compared as validated values: "none" and ["none"], 32 and
+    "32" are the same, and an invalid key elsewhere does not make every list key look changed."""
+    out: dict = {}
+    for section, fields in cfgmod.SCHEMA.items():
+        for k in fields:
+            path = field_path(section, k)
+            a = get(cfg, path)
+            if normal(path, a) != normal(path, get(base, path)):
+                (out.setdefault(section, {}) if section else out)[k] = a
+    return out
+
+
 def nested(values: dict) -> dict:
     cfg: dict = {}
     for path, value in values.items():
@@ -66,15 +88,17 @@ class HyperparamsPane(Widget):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.preset_path: Path | None = None
-        self.preset_cfg: dict = cfgmod.defaults()
+        self.preset_cfg: dict = cfgmod.validate(cfgmod.defaults())[0]
         self.values: dict = {field_path(s, k): get(self.preset_cfg, field_path(s, k))
                              for s, fields in cfgmod.SCHEMA.items() for k in fields}
         self.problems: list[cfgmod.Problem] = []
         self.by_field: dict[str, str] = {}
         self.editing: str | None = None
-        self.loading = False
+        self._loaded = None  # the editor control's value as loaded for `editing` (not typed by the user)
         self._model_checked = None
         self._pending = None  # the debounce timer of revalidate()
+        self._preflight_keys: set[str] = set()  # keys a refused launch marked
+        self._data_shapes: dict[tuple, tuple] = {}  # data -> (rows, tokens a row), measured by the helper
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -98,7 +122,7 @@ class HyperparamsPane(Widget):
             with VerticalScroll(id="hp-side"):
                 yield Static("model", classes="section-title")
                 yield Static("", id="model-check")
-                yield Static("memory (estimate)", classes="section-title")
+                yield Static("memory and time (estimate)", classes="section-title")
                 yield Static("", id="memory")
                 yield Static("problems", classes="section-title")
                 yield Static("", id="problems")
@@ -151,22 +175,23 @@ class HyperparamsPane(Widget):
 
     def edit(self, path: str) -> None:
         """Show `path` in the editor (the section rows have no editor)."""
+        self.commit_editor()  # what the editor holds belongs to the key it showed, whatever is still queued
         if self._pending is not None:  # finish the last field's typing before the editor leaves it
             self._pending.stop()
             self.revalidate()
         f = cfgmod.field_for(path) if not path.startswith("section:") else None
         editor = self.query_one("#hp-editor")
         editor.display = f is not None
+        self.editing, self._loaded = (path if f is not None else None), None
         if f is None:
-            self.editing = None
             return
-        self.editing = path
         value = self.values[path]
-        self.loading = True
-        try:
-            inp, sel, sw = self.query_one("#edit-input", Input), self.query_one("#edit-select", Select), self.query_one(
-                "#edit-switch", Switch)
-            inp.display, sel.display, sw.display = f.type != "bool" and not f.choices, bool(f.choices), f.type == "bool"
+        inp, sel, sw = self.query_one("#edit-input", Input), self.query_one("#edit-select", Select), self.query_one(
+            "#edit-switch", Switch)
+        inp.display, sel.display, sw.display = f.type != "bool" and not f.choices, bool(f.choices), f.type == "bool"
+        # Loading the editor posts no Changed: one handled after the cursor had moved on wrote this key's value
+        # into the next key (arrow keys held down turned data.general_eval into "completion").
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             if f.type == "bool":
                 sw.value = bool(value) if isinstance(value, bool) else str(value).lower() in ("true", "1", "yes", "on")
             elif f.choices:
@@ -176,8 +201,7 @@ class HyperparamsPane(Widget):
             else:
                 inp.value = to_text(value)
                 inp.placeholder = f"default: {to_text(f.default) or '(empty)'}"
-        finally:
-            self.loading = False
+        self._loaded = self.control_value()
         self.query_one("#edit-name", Label).update(f"{path}  ({f.type.rstrip('?')}"
                                                    f"{', one of ' + ', '.join(map(str, f.choices)) if f.choices else ''})")
         self.query_one("#edit-help", Static).update(f.help)
@@ -187,20 +211,34 @@ class HyperparamsPane(Widget):
         msg = self.by_field.get(self.editing or "", "")
         self.update_static("#edit-error", msg, bool(msg))
 
+    def control_value(self):
+        """What the editor's control holds now (text, choice or switch), or None without a field."""
+        return self.editor_control().value if self.editing else None
+
+    def commit_editor(self) -> None:
+        """Store what the user put in the editor for the key it shows; nothing when it holds what was loaded."""
+        if not self.editing or self._loaded is None:
+            return
+        shown = self.control_value()
+        if shown == self._loaded:
+            return
+        self._loaded = shown
+        f = cfgmod.field_for(self.editing)
+        if isinstance(shown, str) and f.type != "bool" and not f.choices:
+            value = from_text(f, shown)
+        elif shown is Select.NULL:
+            value = None
+        else:
+            value = shown
+        self.set_value(self.editing, value, refresh_editor=False, debounce=True)
+
     @on(Input.Changed, "#edit-input")
     @on(Select.Changed, "#edit-select")
     @on(Switch.Changed, "#edit-switch")
     def editor_changed(self, event) -> None:
-        if self.loading or not self.editing:
-            return
-        f = cfgmod.field_for(self.editing)
-        if isinstance(event, Input.Changed):
-            value = from_text(f, event.value)
-        elif isinstance(event, Select.Changed):
-            value = None if event.value is Select.NULL else event.value
-        else:
-            value = event.value
-        self.set_value(self.editing, value, refresh_editor=False, debounce=True)
+        # The event only says "the control changed"; the value stored is the control's value now, for the key
+        # the editor shows now, and only if it differs from what was loaded there.
+        self.commit_editor()
 
     @on(Input.Submitted, "#edit-input")
     def editor_submitted(self, event: Input.Submitted) -> None:
@@ -249,14 +287,15 @@ class HyperparamsPane(Widget):
         for p in self.problems:
             for key in p.keys():
                 by_field.setdefault(key, []).append(p.message + (f"; {p.fix}" if p.fix else ""))
-        for path in set(self.by_field) | set(by_field):
+        for path in set(self.by_field) | set(by_field) | self._preflight_keys:
             if path in table.rows:
                 table.update_cell(path, "mark", Text("✗", style="bold red") if path in by_field else "")
         self.by_field = {k: "; ".join(v) for k, v in by_field.items()}
+        self._preflight_keys = set()  # a refused launch's marks last until the next edit
         self.show_field_error()
         self.update_static("#problems", "\n".join(f"• {p}" for p in self.problems) if self.problems
                            else "none: ready to launch", bool(self.problems))
-        changed = cfgmod.diff(cfg, self.preset_cfg)
+        changed = changes(cfg, self.preset_cfg)
         name = self.preset_path.stem if self.preset_path else "defaults"
         self.update_static("#diff", f"from {name}:\n" + cfgmod.dump(changed).rstrip() if changed else f"same as {name}")
         model = cfg["model"]["name_or_path"]
@@ -272,14 +311,37 @@ class HyperparamsPane(Widget):
             self.update_static("#memory", "estimated from a local model directory's config.json; "
                                "for a hub id run `tunebench estimate` once it is downloaded")
 
-    @work(thread=True, exclusive=True, group="verdict", exit_on_error=False)
-    def estimate_memory(self, cfg: cfgmod.Config) -> None:
-        """The estimate against the target GPU's free memory (engine.verdict: no torch; NVML ~50 ms, so a thread)."""
+    @work(exclusive=True, group="verdict", exit_on_error=False)
+    async def estimate_memory(self, cfg: cfgmod.Config) -> None:
+        """The memory verdict and the time estimate for the target GPU (or the CPU). The data's rows and tokens a
+        row come from the helper once per data file (reading them needs the data layer); the estimate itself is
+        light (engine.planning.verdict; NVML ~50 ms, so a thread)."""
+        from engine.planning.estimate import time_text
         from engine.planning.verdict import check
 
-        v = check(cfg)
+        rows, per_row = await self.data_shape(cfg)
+        v = await asyncio.to_thread(check, cfg, tokens_per_row=per_row, rows=rows)
         text = v["message"] + (f"\non {v['target']}" if v.get("target") else "")
-        self.app.call_from_thread(self.update_static, "#memory", text, v["verdict"] == "does_not_fit")
+        if v.get("estimate"):
+            text += "\n" + time_text(v["estimate"])
+            if per_row:
+                text += f" ({per_row:.0f} tokens a row, from the data)"
+        self.update_static("#memory", text, v["verdict"] == "does_not_fit")
+
+    async def data_shape(self, cfg: cfgmod.Config) -> tuple[int | None, float | None]:
+        """(training rows, mean tokens a row) of data.train, asked of the helper once per data, model and length."""
+        d = cfg.data
+        if not d.train:
+            return None, None
+        key = (str(d.train), d.format, str(d.columns), cfg.method, d.max_length, cfg.model.name_or_path,
+               d.eval_fraction, str(d.eval))
+        if key not in self._data_shapes:
+            try:
+                out = await self.app.helper_request("measuring the data", "data_shape", config=cfg.to_dict())
+            except HelperError:
+                out = {}
+            self._data_shapes[key] = (out.get("rows"), out.get("tokens_per_row"))
+        return self._data_shapes[key]
 
     # -- presets ----------------------------------------------------------------------------------
     @on(Select.Changed, "#preset-select")
@@ -308,6 +370,7 @@ class HyperparamsPane(Widget):
 
     def apply(self, cfg: dict, all_keys: bool = False) -> None:
         """Put values into the form: a full nested config, or {"section.key": value} updates."""
+        self.commit_editor()
         updates = {p: get(cfg, p) for p in self.values} if all_keys else cfg
         table = self.query_one("#hp-table", DataTable)
         for path, value in updates.items():
@@ -357,24 +420,44 @@ class HyperparamsPane(Widget):
             self.app.notify("\n".join(map(str, problems[:6])), title=f"not launched: {len(problems)} problem(s)",
                             severity="error")
             return
-        cfg = cfgmod.Config.from_dict(raw)
-        ok, text = check_model(cfg.model.name_or_path, cfg.model.trust_remote_code)
-        if not ok:
-            self.app.notify(text, title="not launched: model check", severity="error")
-            return
-        self.launch(absolute_paths(cfg, Path.cwd()))
+        self.launch(absolute_paths(cfgmod.Config.from_dict(raw), Path.cwd()))
 
-    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
-    def launch(self, cfg: cfgmod.Config) -> None:
-        # launch.start waits (up to 15 s) for the engine to take the run: a thread keeps the UI live.
-        self.app.call_from_thread(self.app.query_one("#spinner").start, "launching")
+    @work(exclusive=True, group="launch", exit_on_error=False)
+    async def launch(self, cfg: cfgmod.Config) -> None:
+        """The preflight `tunebench train` runs (in the helper: a hub-id dataset needs `datasets`), then the run.
+        Nothing is created unless every check passes; the same messages as the CLI's."""
         try:
-            run = launch_run(self.app.runs_dir, cfg)
+            pf = await self.app.helper_request("checking the model and every data row", "preflight",
+                                               config=cfg.to_dict())
+        except HelperError as e:
+            self.app.notify(str(e), title="not launched: the checks could not run", severity="error")
+            return
+        for warning in pf["warnings"]:
+            self.app.notify(warning, title="data", severity="warning")
+        if not pf["ok"]:
+            self.show_preflight(pf)
+            return
+        spinner = self.app.query_one("#spinner")
+        spinner.start("launching")
+        try:
+            # launch.start waits (up to 15 s) for the engine to take the run: a thread keeps the UI live.
+            run = await asyncio.to_thread(launch_run, self.app.runs_dir, cfg)
         except Exception as e:  # noqa: BLE001 - any failure is the user's to read, in one place
-            self.app.call_from_thread(self.app.notify, str(e)[-600:], title="launch failed", severity="error")
+            self.app.notify(str(e)[-600:], title="launch failed", severity="error")
             return
         finally:
-            self.app.call_from_thread(self.app.query_one("#spinner").stop, "launching")
-        self.app.call_from_thread(self.app.set_status, f"launched {run.id}")
-        self.app.call_from_thread(self.app.notify, f"run {run.id} started", title="launched")
+            spinner.stop("launching")
+        self.app.set_status(f"launched {run.id}")
+        self.app.notify(f"run {run.id} started", title="launched")
         self.post_message(RunSelected(run.path))
+
+    def show_preflight(self, pf: dict) -> None:
+        """A refused launch: the messages in the problems panel (whole) and a notification (the first lines)."""
+        msgs = pf["messages"]
+        self.app.notify("\n".join(msgs)[:900], title=f"not launched: {len(msgs)} problem(s)", severity="error")
+        self.update_static("#problems", "not launched:\n" + "\n".join(f"• {m}" for m in msgs), True)
+        table = self.query_one("#hp-table", DataTable)
+        self._preflight_keys = set(pf["keys"])
+        for key in pf["keys"]:
+            if key in table.rows:
+                table.update_cell(key, "mark", Text("✗", style="bold red"))

@@ -7,25 +7,26 @@ thread. Controls go through engine.runs.Run.send; stop, which ends the run, asks
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Container, Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Button, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config import Config
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
 from tui.fmt import fmt_bytes, fmt_duration
+from tui.screens.confirm import ConfirmScreen
 from tui.widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 
 POLL = 0.25          # seconds between reads of events.jsonl while following: the redraw rate bound
@@ -37,33 +38,8 @@ STATE_CLASS = {"running": "ok", "starting": "ok", "completed": "ok", "paused": "
                "stopped": "warn", "failed": "error", "lost": "error"}
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """Yes/no before a control that loses work."""
-
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 72; height: auto; border: thick $warning; background: $surface; padding: 1 2; }
-    ConfirmScreen Horizontal { height: auto; margin-top: 1; }
-    ConfirmScreen Button { margin-right: 2; }
-    """
-
-    def __init__(self, question: str):
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(self.question)
-            with Horizontal():
-                yield Button("Yes [y]", id="yes", variant="warning")
-                yield Button("No [n]", id="no", variant="primary")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
+class Body(Vertical, can_focus=True):
+    """The Monitor's content; focusable, so the pane's keys (p, s, e, x, m) reach it."""
 
 
 def config_line(cfg: Config | None, status: dict) -> str:
@@ -98,27 +74,40 @@ class MonitorPane(Widget):
         Binding("s", "save", "Save now"), Binding("e", "eval", "Eval now"),
         Binding("m", "smoothing", "Smoothing"),
     ]
+    # Charts share the height left by the text: the loss and the memory chart are both on screen at 80x24
+    # (side by side, the text cut to one line each: `-compact`) as at 120x36 and taller (stacked, 3:2).
     DEFAULT_CSS = """
     MonitorPane { height: 1fr; }
-    MonitorPane #mon-scroll { height: 1fr; }
-    MonitorPane #mon-error { display: none; color: $error; border: round $error; padding: 0 1; height: auto; }
+    MonitorPane #mon-body { height: 1fr; }
+    MonitorPane #mon-error { display: none; color: $error; border: round $error; padding: 0 1; height: auto;
+                             max-height: 8; overflow-y: auto; }
     MonitorPane #mon-error.-show { display: block; }
     MonitorPane #mon-head, MonitorPane #mon-config, MonitorPane #mon-numbers { height: auto; }
     MonitorPane #mon-config { color: $text-muted; }
-    MonitorPane #train-box { height: 24; }
+    MonitorPane #mon-charts { height: 1fr; layout: vertical; }
+    MonitorPane #train-box { height: 3fr; min-height: 8; }
     MonitorPane #chart-loss { width: 2fr; height: 1fr; }
     MonitorPane #side { width: 1fr; }
-    MonitorPane #side LineChart { height: 1fr; }
-    MonitorPane #chart-pref { display: none; height: 12; }
+    MonitorPane #side LineChart { height: 1fr; min-height: 4; }
+    MonitorPane #chart-pref { display: none; height: 2fr; min-height: 6; }
     MonitorPane #chart-pref.-show { display: block; }
-    MonitorPane #chart-mem { height: 12; }
+    MonitorPane #mem-box { height: 2fr; min-height: 7; }
+    MonitorPane #chart-mem { height: 1fr; min-height: 5; }
     MonitorPane #mon-gpu, MonitorPane #mon-log { height: auto; color: $text-muted; }
+    MonitorPane #mon-log { max-height: 3; }
+    MonitorPane.-compact #mon-config, MonitorPane.-compact #mon-numbers, MonitorPane.-compact #mon-gpu,
+    MonitorPane.-compact #mon-log { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    MonitorPane.-compact #mon-charts { layout: horizontal; }
+    MonitorPane.-compact #train-box, MonitorPane.-compact #mem-box { width: 1fr; height: 1fr; min-height: 0; }
+    MonitorPane.-compact #mem-box { margin-left: 1; }
+    MonitorPane.-compact #side, MonitorPane.-compact #chart-pref.-show { display: none; }
     MonitorPane > .monitor--strong { text-style: bold; }
     MonitorPane > .monitor--dim { color: $text-muted; }
     MonitorPane > .monitor--ok { color: $success; text-style: bold; }
     MonitorPane > .monitor--warn { color: $warning; text-style: bold; }
     MonitorPane > .monitor--error { color: $error; text-style: bold; }
     """
+    COMPACT_BELOW = (100, 28)  # a pane narrower or lower than this (80x24, 100x30 terminals) lays out compact
 
     COMPONENT_CLASSES = {"monitor--strong", "monitor--dim", "monitor--ok", "monitor--warn", "monitor--error"}
 
@@ -156,37 +145,46 @@ class MonitorPane(Widget):
         self.attach_cpu_s: float | None = None
         self.smoothing = 1
         self.redraws = 0
+        self.posts = 0  # updates the follower posted (one a poll at most; queued ones merge)
         self._drawn: dict[str, tuple] = {}  # chart group -> data versions it shows: unchanged groups skip drawing
         self._charts_at = 0.0
         self._later = None
+        self.sent: list[tuple[str, Path]] = []  # controls this pane sent to the run shown, in order
+        self._recheck = threading.Event()  # set when a control is sent: the follower re-reads status.json now
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="mon-scroll"):
+        with Body(id="mon-body"):
             yield Static("", id="mon-error")
             yield Static("No run open. Choose one in Runs [1] and press Enter, or start the workbench with "
                          "`tunebench attach RUN`.", id="mon-head")
             yield Static("", id="mon-config")
             yield Static("", id="mon-numbers")
-            with Horizontal(id="train-box"):
-                yield LineChart(id="chart-loss")
-                with Vertical(id="side"):
-                    yield LineChart(id="chart-lr")
-                    yield LineChart(id="chart-grad")
-                    yield LineChart(id="chart-tps")
-            yield LineChart(id="chart-pref")
-            with Vertical(id="mem-box"):
-                yield LineChart(id="chart-mem")
-                yield Static("", id="mon-gpu")
+            with Container(id="mon-charts"):
+                with Horizontal(id="train-box"):
+                    yield LineChart(id="chart-loss")
+                    with Vertical(id="side"):
+                        yield LineChart(id="chart-lr")
+                        yield LineChart(id="chart-grad")
+                        yield LineChart(id="chart-tps")
+                yield LineChart(id="chart-pref")
+                with Vertical(id="mem-box"):
+                    yield LineChart(id="chart-mem")
+                    yield Static("", id="mon-gpu")
             yield Static("", id="mon-log")
 
+    def on_resize(self, event: events.Resize) -> None:
+        w, h = self.COMPACT_BELOW
+        self.set_class(event.size.width < w or event.size.height < h, "-compact")
+
     def focus_first(self) -> None:
-        self.query_one("#mon-scroll").focus()
+        self.query_one("#mon-body").focus()
 
     # -- attaching and following --------------------------------------------------------------------
     def open_run(self, path: Path) -> None:
         """Show the run at `path`: read its whole history in a worker, then follow it live."""
         self.run = Run(Path(path))
         self.data = RunData()
+        self.sent = []
         self._drawn, self._charts_at = {}, 0.0
         self.status, self.state, self.attach_s = self.run.status(), "", None
         try:
@@ -199,6 +197,7 @@ class MonitorPane(Widget):
     @work(thread=True, exclusive=True, group="monitor-follow", exit_on_error=False)
     def follow(self, run: Run, data: RunData) -> None:
         worker = get_current_worker()
+        self._recheck.clear()
         follower = Follower(run.events_path, data)
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
@@ -219,21 +218,30 @@ class MonitorPane(Widget):
         self.attach_cpu_s = time.thread_time() - c0  # this thread's CPU: the cost itself, without waiting for a core
         self.post_message(self.Updated(run.path, status, state, attach_s))
         last_status = time.monotonic()
+        with data.lock:
+            seen_state = data.state
         while not worker.is_cancelled:
             n = follower.poll()
             now = time.monotonic()
             changed = False
-            if now - last_status >= STATUS_EVERY:  # status.json and the engine's liveness, once a second
+            with data.lock:
+                event_state = data.state
+            # status.json and the engine's liveness once a second, and at once when the engine logs a state
+            # change or this pane sent a control: the head never shows a state the engine has left.
+            if now - last_status >= STATUS_EVERY or event_state != seen_state or self._recheck.is_set():
+                self._recheck.clear()
+                seen_state = event_state
                 new = run.status()
                 new_state = run.state(new)
                 # A live run redraws each second (elapsed, ETA); a finished one only when something changed.
                 changed = new != status or new_state != state or new_state in ACTIVE
                 status, state, last_status = new, new_state, now
             if n or changed:
+                self.posts += 1  # at most one update a poll, however many events it read
                 self.post_message(self.Updated(run.path, status, state))
             if n < 1000:  # a backlog (the run wrote faster than one poll reads) is read at once
                 # A finished run only grows again if resumed: look four times less often.
-                time.sleep(POLL if state in ("created",) + ACTIVE else 4 * POLL)
+                self._recheck.wait(POLL if state in ("created",) + ACTIVE else 4 * POLL)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A follower that died says so on the pane instead of leaving a frozen chart."""
@@ -279,9 +287,10 @@ class MonitorPane(Widget):
         self._numbers(last_m, last_eval)
         self._error()
         warn = [m for m in logs if m[1] in ("warning", "error")] or logs[-1:]
-        self.query_one("#mon-log", Static).update(
-            Text("\n".join(f"{time.strftime('%H:%M:%S', time.localtime(t or 0))} {lvl}: {msg}"
-                           for t, lvl, msg in warn)))
+        log = self.query_one("#mon-log", Static)
+        log.display = bool(warn)  # no empty line where there is nothing to say
+        log.update(Text("\n".join(f"{time.strftime('%H:%M:%S', time.localtime(t or 0))} {lvl}: {msg}"
+                                  for t, lvl, msg in warn)))
         self._charts(force)
 
     def _charts_later(self) -> None:
@@ -329,11 +338,13 @@ class MonitorPane(Widget):
         if max_steps:
             frac = step / max_steps
             t.append(f"  {progress_bar(frac)} {frac * 100:.1f}%")
+        waiting = self.pending()
+        if waiting and state in ACTIVE:  # sent, not yet taken by the engine (it acts between steps)
+            t.append(f" · {', '.join(waiting)} requested", self._style("warn"))
         t.append(f"   elapsed {fmt_duration(elapsed)}")
         if state in ("running", "starting") and max_steps and rate:
             t.append(f"   ETA {fmt_duration((max_steps - step) / rate)}   {rate:.2f} steps/s")
-        t.append(f"   {events} events" + (f", attached in {self.attach_s:.2f} s" if self.attach_s is not None else ""),
-                 self._style("dim"))
+        t.append(f"   {events} events", self._style("dim"))  # (attach_s, the attach time, is for bench/monitor.py)
         self.query_one("#mon-head", Static).update(t)
         self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
 
@@ -361,10 +372,10 @@ class MonitorPane(Widget):
             box.update(Text(f"{head}: {msg}"))
             box.add_class("-show")
             if st.get("oom"):  # the memory timeline up to the failure goes right under the error
-                scroll = self.query_one("#mon-scroll")
+                charts = self.query_one("#mon-charts")
                 mem = self.query_one("#mem-box")
-                if scroll.children.index(mem) > 2:
-                    scroll.move_child(mem, after=box)
+                if charts.children.index(mem) > 0:
+                    charts.move_child(mem, before=0)
         else:
             box.remove_class("-show")
 
@@ -398,22 +409,23 @@ class MonitorPane(Widget):
         gib = lambda v: f"{v / GIB:.1f}G"  # noqa: E731
         if not gpus:
             traces = [Trace(label, d.tele[k], c, lock=lock, fmt=gib) for k, label, c in
-                      (("ram_used", "host RAM used", 0), ("rss", "run process RSS", 2)) if k in d.tele]
+                      (("ram_used", "host RAM", 0), ("rss", "run RSS", 2)) if k in d.tele]
             total = last_t.get("ram_total")
-            chart.update_data(ChartData("memory over time (s); no GPU telemetry: host RAM and the run's RSS",
-                                        traces, y_range=(0, total) if total else None, y_fmt=gib,
-                                        x_fmt=fmt_duration, empty="no telemetry yet"))
+            chart.update_data(ChartData("memory, no GPU telemetry", traces, y_range=(0, total) if total else None,
+                                        y_fmt=gib, x_fmt=fmt_duration, empty="no telemetry yet"))
             info.update(f"CPU {fmt_num(last_t.get('cpu_percent'))}% · RSS {fmt_bytes(last_t.get('rss'))} · "
                         f"RAM {fmt_bytes(last_t.get('ram_used'))} of {fmt_bytes(last_t.get('ram_total'))}"
                         if last_t else "")
             return
         mine = [i for i in gpus if f"gpu{i}.proc_mem" in d.tele] or gpus
         g = mine[0]
+        # Short labels: the legend of a 40-column chart (80x24, side by side) fits on two rows. used: NVML's
+        # used memory of the GPU; run: the run process's own; reserved / allocated: torch's allocator.
         traces = [Trace(label, d.tele[k], c, lock=lock, fmt=gib) for k, label, c in (
-            (f"gpu{g}.mem_used", f"GPU{g} used (NVML)", 0), (f"gpu{g}.proc_mem", "run process", 2),
-            ("torch_reserved", "torch reserved", 5), ("torch_allocated", "torch allocated", 3)) if k in d.tele]
+            (f"gpu{g}.mem_used", "used", 0), (f"gpu{g}.proc_mem", "run", 2),
+            ("torch_reserved", "reserved", 5), ("torch_allocated", "allocated", 3)) if k in d.tele]
         total = next((x.get("mem_total") for x in last_t.get("gpus") or [] if x.get("index") == g), None)
-        chart.update_data(ChartData(f"GPU{g} memory over time (s)", traces, y_range=(0, total) if total else None,
+        chart.update_data(ChartData(f"GPU{g} memory", traces, y_range=(0, total) if total else None,
                                     y_fmt=gib, x_fmt=fmt_duration))
         parts = []
         for x in last_t.get("gpus") or []:
@@ -436,9 +448,15 @@ class MonitorPane(Widget):
             return False
         return True
 
+    def pending(self) -> list[str]:
+        """Controls this pane sent that the engine has not taken yet (it deletes each file as it takes it)."""
+        return [c for c, p in self.sent[-8:] if p.exists()]
+
     def _send(self, command: str, note: str) -> None:
-        self.run.send(command)
+        self.sent.append((command, self.run.send(command)))  # files in the order pressed: the engine's order
+        self._recheck.set()
         self.notify(f"{note} sent to {self.run.id}; the engine acts on it after the current step.")
+        self.redraw()  # "… requested" beside the state the engine reports, until it takes the request
 
     def action_stop(self) -> None:
         if not self._live("stop"):
@@ -455,9 +473,13 @@ class MonitorPane(Widget):
             answered)
 
     def action_pause(self) -> None:
-        if self._live("pause/resume"):
-            paused = self.run.state() == "paused"
-            self._send("resume" if paused else "pause", "resume" if paused else "pause")
+        """Pause, or resume: relative to where the user already asked the run to be. `p` twice before the engine
+        took the first sends pause then resume (the engine applies both, in order), not pause twice."""
+        if not self._live("pause/resume"):
+            return
+        asked = [c for c in self.pending() if c in ("pause", "resume")]
+        paused = asked[-1] == "pause" if asked else self.run.state() == "paused"
+        self._send("resume" if paused else "pause", "resume" if paused else "pause")
 
     def action_save(self) -> None:
         if self._live("save now"):

@@ -6,6 +6,7 @@ keep growing on the chart. Unchecking a run drops its data.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import SelectionList, Static
+from textual.widgets.selection_list import Selection
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.monitor.history import Follower, RunData
@@ -28,6 +30,18 @@ POLL = 1.0  # seconds between reads of the checked runs' events (a comparison ne
 SMOOTHING = (0.0, 0.6, 0.9, 0.97)
 
 
+def short_id(run_id: str, width: int = 30) -> str:
+    """A run id without its start time (`20250301-101500-`: the Runs pane shows it), cut in the middle to `width`:
+    the method and name at the start and the random suffix at the end stay, so two runs never look alike."""
+    rest = re.sub(r"^\d{8}-\d{6}-", "", run_id)
+    return rest if len(rest) <= width else rest[:width - 6] + "…" + rest[-5:]
+
+
+def run_prompt(run_id: str, state: str) -> str:
+    """One line of the run list: the state first (never cut), then the id."""
+    return f"{state:<9} {short_id(run_id)}"
+
+
 class OverlayPane(Widget):
     """Check runs on the left; their loss curves share the chart on the right."""
 
@@ -35,7 +49,7 @@ class OverlayPane(Widget):
                 Binding("v", "eval_loss", "Train/eval loss"), Binding("r", "refresh_runs", "Refresh runs")]
     DEFAULT_CSS = """
     OverlayPane { height: 1fr; }
-    OverlayPane #ov-runs { width: 44; height: 1fr; }
+    OverlayPane #ov-runs { width: 40%; min-width: 34; max-width: 48; height: 1fr; }
     OverlayPane #ov-right { width: 1fr; }
     OverlayPane #ov-chart { height: 1fr; min-height: 10; }
     OverlayPane #ov-info { height: auto; color: $text-muted; }
@@ -54,7 +68,7 @@ class OverlayPane(Widget):
         self.by_tokens = False
         self.eval_loss = False
         self.smoothing = 1
-        self.known: list[str] = []
+        self.known: dict[str, str] = {}  # run id -> the prompt shown
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -73,13 +87,26 @@ class OverlayPane(Widget):
         self.query_one(SelectionList).focus()
 
     def refresh_runs(self) -> None:
+        """New runs land at the bottom (oldest first); every run's state is re-read; the highlight stays on
+        the run it was on, whatever was added or removed."""
         sel = self.query_one(SelectionList)
-        for run in reversed(list_runs(self.app.runs_dir)):  # oldest first: new runs land at the bottom
+        was = sel.get_option_at_index(sel.highlighted).id if sel.highlighted is not None else None
+        runs = list(reversed(list_runs(self.app.runs_dir)))
+        for run in runs:
+            prompt = run_prompt(run.id, run.state())
             if run.id not in self.known:
-                self.known.append(run.id)
-                st = run.status()
-                sel.add_option((f"{run.id}  {run.state(st)}", str(run.path)))
-        if sel.highlighted is None and sel.option_count:
+                self.known[run.id] = prompt
+                sel.add_option(Selection(prompt, str(run.path), id=run.id))
+            elif self.known[run.id] != prompt:
+                self.known[run.id] = prompt
+                sel.replace_option_prompt(run.id, prompt)
+        gone = set(self.known) - {r.id for r in runs}
+        for run_id in gone:
+            del self.known[run_id]
+            sel.remove_option(run_id)
+        if was in self.known:
+            sel.highlighted = sel.get_option_index(was)
+        elif sel.highlighted is None and sel.option_count:
             sel.highlighted = 0  # so space checks a run straight away
 
     def select(self, paths: list[str | Path]) -> None:
@@ -131,7 +158,7 @@ class OverlayPane(Widget):
             if series is None or not len(series):
                 missing.append(name)
                 continue
-            traces.append(Trace(name, series, i, smooth=0.0 if self.eval_loss else SMOOTHING[self.smoothing],
+            traces.append(Trace(short_id(name), series, i, smooth=0.0 if self.eval_loss else SMOOTHING[self.smoothing],
                                 points=self.eval_loss, lock=d.lock))
         axis = "tokens seen" if self.by_tokens and not self.eval_loss else "step"
         what = "eval loss" if self.eval_loss else "train loss"
@@ -143,7 +170,7 @@ class OverlayPane(Widget):
                 f"smoothing {SMOOTHING[self.smoothing]:g}" if SMOOTHING[self.smoothing] else "smoothing off"]
         if missing:
             info.append(f"no {'token counts' if self.by_tokens else what} yet: {', '.join(missing)}")
-        self.query_one("#ov-info", Static).update("  ·  ".join(info) + "   [a] step/tokens [v] train/eval [m] smoothing")
+        self.query_one("#ov-info", Static).update("  ·  ".join(info))  # the keys are in the footer
 
     def action_align(self) -> None:
         self.by_tokens = not self.by_tokens

@@ -113,6 +113,7 @@ class RunsPane(Widget):
     def refresh_runs(self) -> None:
         table = self.query_one(DataTable)
         rows = self._rows.scan(self.app.runs_dir)
+        was = self.selected_run()
         added = False
         for run_id, cells in rows:
             shown = self._shown.get(run_id)
@@ -129,9 +130,12 @@ class RunsPane(Widget):
             order = {run_id: i for i, (run_id, _) in enumerate(rows)}
             table.sort("run", key=lambda rid: order.get(str(rid), len(order)))
         seen = {run_id for run_id, _ in rows}
-        for key in [k for k in table.rows if k.value not in seen]:
+        removed = [k for k in table.rows if k.value not in seen]
+        for key in removed:
             table.remove_row(key)
             self._shown.pop(key.value, None)
+        if (added or removed) and was is not None and was.name in table.rows:
+            table.move_cursor(row=table.get_row_index(was.name))  # Enter opens the run it was on
         active = sum(1 for name, _ in rows if self._rows.cache[name].active)
         summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active. Enter opens a run."
                    if rows else f"No runs yet in {self.app.runs_dir}. Launch one from Hyperparameters [3].")

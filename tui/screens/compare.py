@@ -63,8 +63,11 @@ class CompareScreen(Screen):
         Binding("t,equals_sign", "vote('tie')", "Tie", show=False),
     ]
 
-    def __init__(self, args: dict, a_label: str, b_label: str, blind: bool = False, votes_path=None):
+    def __init__(self, args: dict, a_label: str, b_label: str, blind: bool = False, votes_path=None, source=None):
+        """`source()`: an async iterator of the helper's messages; default the helper's `compare` op on `args`
+        (a recorded stream replays a comparison, as the snapshot tests do)."""
         super().__init__()
+        self.source = source or (lambda: self.app.helper_stream("comparing", "compare", **self.args))
         self.args, self.labels, self.blind = args, {"a": a_label, "b": b_label}, blind
         self.order = BlindOrder(secrets.randbits(32)) if blind else None
         self.prompts: list[dict] = []
@@ -107,7 +110,7 @@ class CompareScreen(Screen):
         from tui.helper_client import HelperError
 
         try:
-            async for msg in self.app.helper_stream("comparing", "compare", **self.args):
+            async for msg in self.source():
                 self.on_helper(msg)
         except HelperError as e:
             self.error = str(e.args[0] if e.args else e)

@@ -257,14 +257,32 @@ class LineChart(Widget):
                 for row in rows]
 
 
+def wrap_legend(items: list[list[tuple[str, object]]], width: int, max_rows: int) -> Rows:
+    """The title and trace entries on as many rows as they need (at most max_rows; the last one is cut),
+    so a legend wider than the chart wraps instead of losing its last runs."""
+    out = Rows()
+    used = 0
+    for i, item in enumerate(items):
+        n = sum(len(t) for t, _ in item)
+        if i and used + n > width and len(out.rows) < max_rows:
+            out.rows.append([])
+            item = [(t.lstrip(), st) if j == 0 else (t, st) for j, (t, st) in enumerate(item)]
+            n = sum(len(t) for t, _ in item)
+            used = 0
+        for t, st in item:
+            if t:
+                out.rows[-1].append((t, st))
+        used += n
+    return out
+
+
 def render_chart(data: ChartData, width: int, height: int, style_of: Callable[[str], object]) -> Rows:
     """The chart as `height` rows of styled runs; pure function of the data and size (tested directly)."""
     text = Rows()
     if width < 12 or height < 4:
         return text
-    plot_w, plot_h = width - LineChart.Y_LABEL - 1, height - 3  # legend row, axis row, x label row
-    legend = Rows()
-    legend.append(data.title, style_of("title"))
+    plot_w = width - LineChart.Y_LABEL - 1
+    items: list[list[tuple[str, object]]] = [[(data.title, style_of("title"))]]  # the legend, wrapped below
     ranges = [r for r in (_ranges(t) for t in data.traces) if r]
     if data.x_range:
         x_min, x_max = data.x_range
@@ -272,17 +290,24 @@ def render_chart(data: ChartData, width: int, height: int, style_of: Callable[[s
         x_min, x_max = min(r[0] for r in ranges), max(r[1] for r in ranges)
     else:
         x_min = x_max = None
-    canvas = BrailleCanvas(plot_w, plot_h)
     per_trace = []
     if x_min is not None:
         if x_max <= x_min:
             x_max = x_min + 1
         for t in data.traces:
-            cols = _columns(t, x_min, x_max, canvas.dot_width)
+            cols = _columns(t, x_min, x_max, plot_w * 2)
             per_trace.append((t, cols))
+    for t, cols in per_trace:
+        latest = next((c[3] for c in reversed(cols) if c), None)
+        items.append([("  ", None), ("● " if t.points else "━ ", style_of(f"s{t.color % PALETTE}")),
+                      (f"{t.label} {(t.fmt or fmt_num)(latest)}" if latest is not None else t.label, None)])
+    legend = wrap_legend(items, width, max_rows=max(1, height - 6))
+    plot_h = height - 2 - len(legend.rows)  # legend rows, axis row, x label row
+    canvas = BrailleCanvas(plot_w, plot_h)
     los = [c[0] for _, cols in per_trace for c in cols if c]
     his = [c[1] for _, cols in per_trace for c in cols if c]
     if not los:
+        legend = wrap_legend(items[:1], width, 1)
         text.append_text(legend)
         text.append("\n")
         msg = data.empty
@@ -305,10 +330,6 @@ def render_chart(data: ChartData, width: int, height: int, style_of: Callable[[s
 
     for t, cols in per_trace:
         color = style_of(f"s{t.color % PALETTE}")
-        latest = next((c[3] for c in reversed(cols) if c), None)
-        legend.append("  ")
-        legend.append("● " if t.points else "━ ", color)
-        legend.append(f"{t.label} {(t.fmt or fmt_num)(latest)}" if latest is not None else t.label)
         if t.points:
             for x, c in enumerate(cols):
                 if c:

@@ -83,53 +83,90 @@ def _bar(frac: float | None, width: int = 10) -> str:
 
 
 def render_header(snap: dict | None, runs_dir: str = "", width: int = 200, style=None) -> Text:
-    """The header text for one snapshot; pure (tested without a terminal). `style(name)` gives the
-    Rich style of a component class (strong, dim, ok, warn, bad, run); none: plain text."""
+    """The header text for one snapshot; pure (tested without a terminal). One line for the machine, then one
+    line per GPU, each fitted to `width` (narrow terminals get the short form: no bar, short names, the least
+    important parts last, where an ellipsis cuts them). `style(name)` gives the Rich style of a component class
+    (strong, dim, ok, warn, bad, run); none: plain text."""
     st = style or (lambda name: "")
+    narrow = width < 110
+    sep = " · " if narrow else "  ·  "
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append("tunebench ", st("strong"))
     if snap is None:
         t.append(f"{socket.gethostname()}  sampling…  runs: {runs_dir}")
         return t
-    t.append(f"{snap['host']}  ")
-    cpu = f"CPU {snap['cpu_percent']:.0f}% of {snap['ncpu']}"
-    ram = f"RAM {_gib(snap['ram_used'])}/{_gib(snap['ram_total'])} GiB"
-    load = f"load {snap['load']:.1f}" if snap.get("load") is not None else ""
+    t.append(f"{snap['host']}{sep.rstrip() if narrow else '  '} ")
+    if narrow:
+        cpu = f"CPU {snap['cpu_percent']:.0f}%/{snap['ncpu']}"
+        ram = f"RAM {_gib(snap['ram_used'])}/{_gib(snap['ram_total'])}G"
+    else:
+        cpu = f"CPU {snap['cpu_percent']:.0f}% of {snap['ncpu']}"
+        ram = f"RAM {_gib(snap['ram_used'])}/{_gib(snap['ram_total'])} GiB"
+    load = [f"load {snap['load']:.1f}"] if snap.get("load") is not None else []
     if not snap["gpus"]:
         reason = snap.get("nvml_error") or "no device"
         t.append("no GPU", st("strong"))
-        t.append(f" (NVML: {reason})  ·  {cpu}  ·  {ram}  ·  {load}  ·  runs: {runs_dir}")
-        return t
-    t.append(f"{cpu}  ·  {ram}  ·  {load}  ·  runs: {runs_dir}")
+        if narrow:  # the reason last: it is what an 80-column line loses first
+            t.append(sep + sep.join([cpu, ram, *load, f"runs: {runs_dir}", f"NVML: {reason}"]))
+        else:
+            t.append(f" (NVML: {reason})" + sep + sep.join([cpu, ram, *load, f"runs: {runs_dir}"]))
+        return _fit(t, width)
+    t.append(sep.join([cpu, ram, *load, f"runs: {runs_dir}"]))
     for g in snap["gpus"]:
         t.append("\n")
-        used, total = g.get("mem_used"), g.get("mem_total")
-        frac = used / total if used is not None and total else None
-        level = "bad" if frac is not None and frac > 0.95 else ("warn" if frac and frac > 0.8 else "ok")
-        name = (g.get("name") or "GPU").replace("NVIDIA ", "")
+        t.append_text(gpu_line(g, narrow, st))
+    return _fit(t, width)
+
+
+def gpu_line(g: dict, narrow: bool, st) -> Text:
+    """One GPU: memory (bar and figures), utilisation, power, temperature, then who holds memory on it."""
+    t = Text()
+    used, total = g.get("mem_used"), g.get("mem_total")
+    frac = used / total if used is not None and total else None
+    level = "bad" if frac is not None and frac > 0.95 else ("warn" if frac and frac > 0.8 else "ok")
+    name = (g.get("name") or "GPU").replace("NVIDIA ", "").replace("GeForce ", "")
+    util, power, temp = g.get("util"), g.get("power_w"), g.get("temp_c")
+    if narrow:
+        t.append(f"GPU{g['index']} {name[:9]:9} ", st("strong"))
+        t.append(_bar(frac, 5), st(level))
+        t.append(f" {_gib(used)}/{_gib(total)}G {util if util is not None else 'N/A':>3}%"
+                 f" {f'{power:.0f}' if power is not None else 'N/A'}W {temp if temp is not None else 'N/A'}°")
+    else:
         t.append(f"GPU{g['index']} {name[:18]:18} ", st("strong"))
         t.append(_bar(frac), st(level))
         t.append(f" {_gib(used)}/{_gib(total)} GiB")
-        util = g.get("util")
         t.append(f"  {util if util is not None else 'N/A':>3}%")
-        power, temp = g.get("power_w"), g.get("temp_c")
         t.append(f"  {power:.0f} W" if power is not None else "  N/A W")
         t.append(f"  {temp}°C" if temp is not None else "  N/A°C")
-        procs = g.get("processes") or []
-        if not procs:
-            t.append("  │ no processes", st("dim"))
-        for i, p in enumerate(procs[:4]):
-            t.append("  │ " if i == 0 else " · ", st("dim"))
-            who = p.get("user") or "?"
-            t.append(f"{p['pid']} {who} ")
-            if p.get("run"):
-                t.append(f"run {p['run']}", st("run"))
-            else:
-                t.append((p.get("cmd") or "(not visible here)").split(" ")[0].rsplit("/", 1)[-1][:20], st("dim"))
-            t.append(f" {_gib(p.get('mem'))}G")
-        if len(procs) > 4:
-            t.append(f" · +{len(procs) - 4} more", st("dim"))
+    procs = g.get("processes") or []
+    if not procs:
+        t.append(" │ no processes" if narrow else "  │ no processes", st("dim"))
+    shown = 2 if narrow else 4
+    for i, p in enumerate(procs[:shown]):
+        t.append((" │ " if narrow else "  │ ") if i == 0 else " · ", st("dim"))
+        if not (narrow and p.get("run")):
+            t.append(f"{p['pid']} {p.get('user') or '?'} ")
+        if p.get("run"):
+            t.append(f"run {p['run'][-4:] if narrow else p['run']}", st("run"))  # narrow: the id's random suffix
+        else:
+            t.append((p.get("cmd") or "(not visible here)").split(" ")[0].rsplit("/", 1)[-1][:12 if narrow else 20],
+                     st("dim"))
+        t.append(f" {_gib(p.get('mem'))}G")
+    if len(procs) > shown:
+        t.append(f" · +{len(procs) - shown} more", st("dim"))
     return t
+
+
+def _fit(t: Text, width: int) -> Text:
+    """Every line cut to `width` with an ellipsis: one line per GPU, never two."""
+    out = Text(no_wrap=True, overflow="ellipsis")
+    for i, line in enumerate(t.split("\n")):
+        if i:
+            out.append("\n")
+        if line.cell_len > width > 1:
+            line.truncate(width, overflow="ellipsis")
+        out.append_text(line)
+    return out
 
 
 class SystemHeader(Static):
@@ -139,7 +176,7 @@ class SystemHeader(Static):
     COMPONENT_CLASSES = {"sysheader--strong", "sysheader--dim", "sysheader--ok", "sysheader--warn",
                          "sysheader--bad", "sysheader--run"}
     DEFAULT_CSS = """
-    SystemHeader { height: auto; max-height: 9; }
+    SystemHeader { height: auto; max-height: 9; text-wrap: nowrap; text-overflow: ellipsis; }
     SystemHeader > .sysheader--strong { text-style: bold; }
     SystemHeader > .sysheader--dim { color: $text-muted; }
     SystemHeader > .sysheader--ok { color: $success; }
@@ -191,6 +228,10 @@ class SystemHeader(Static):
         self.snapshot = message.snapshot
         self.samples += 1
         self.update(render_header(message.snapshot, self.runs_dir, self.size.width, self._style))
+
+    def on_resize(self) -> None:
+        if self.snapshot is not None:  # the short or the long form, at once
+            self.update(render_header(self.snapshot, self.runs_dir, self.size.width, self._style))
 
     def _style(self, name: str):
         return self.get_component_rich_style(f"sysheader--{name}")

@@ -51,7 +51,7 @@ def cmd_runs(args) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
-        print(f"no runs in {runs_dir_from(None)}")
+        print(f"no runs in {runs_dir_from(None).resolve()}")
         return 0
     print(f"{'RUN':40} {'STATE':10} {'STEP':>11} {'LOSS':>8}  {'STARTED':16}  MODEL")
     for r in rows:

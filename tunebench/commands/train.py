@@ -28,17 +28,19 @@ def add_parser(sub):
 
 
 def preflight(cfg: cfgmod.Config) -> dict:
-    """Checks that need no ML stack, before a run directory exists: every data row must read and convert.
-
-    Invalid rows raise InvalidRows (a DataError: exit 2 with counts by reason and the first rows of each)
-    unless data.skip_invalid is set; the engine repeats the check with the tokenizer (rows too long to train).
-    """
+    """engine.planning.preflight (the checks the workbench's Launch runs too), before a run directory exists:
+    the model, data.general_eval, and every data row read and converted. Raises CliError with one line per
+    problem (the data check's report: counts by reason and the first rows of each) when anything fails."""
     from engine.data.prepare import prepare
+    from engine.planning.preflight import preflight as check
 
-    _, _, info = prepare(cfg)
-    for warning in info.get("warnings", []):
+    pf = check(cfg, prepare)
+    for warning in pf.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return info
+    if not pf.ok:
+        raise CliError(f"not started: {len(pf.messages)} problem(s), nothing was created\n"
+                       + "\n".join("  " + m.replace("\n", "\n  ") for m in pf.messages))
+    return pf.info
 
 
 def run(args) -> int:
@@ -75,6 +77,11 @@ def run(args) -> int:
     return follow(r)
 
 
+def num(value) -> str:
+    """A loss for the terminal: null in the events means it was not finite (a diverged run)."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "NaN (not finite)"
+
+
 def follow(r: Run) -> int:
     """Show the run's progress until it ends; Ctrl-C once = stop gracefully, twice = leave it running."""
     from rich.console import Console
@@ -101,11 +108,11 @@ def follow(r: Run) -> int:
                 for e in tail.read():
                     kind = e.get("kind")
                     if kind == "metrics":
-                        info = f"loss {e['loss']:.4f}" + (f"  {e['tokens_per_s']:.0f} tok/s" if e.get("tokens_per_s") else "")
+                        info = f"loss {num(e.get('loss'))}" + (f"  {e['tokens_per_s']:.0f} tok/s" if e.get("tokens_per_s") else "")
                         st = r.status()
                         bar.update(task, completed=e["step"], total=st.get("max_steps") or None, info=info)
                     elif kind == "eval" and "loss" in e:
-                        bar.console.print(f"step {e['step']}: eval loss {e['loss']:.4f}")
+                        bar.console.print(f"step {e['step']}: eval loss {num(e['loss'])}")
                     elif kind == "checkpoint":
                         bar.console.print(f"step {e['step']}: checkpoint saved")
                     elif kind == "log" and e.get("level") in ("warning", "error"):
@@ -121,9 +128,9 @@ def follow(r: Run) -> int:
                     return 130
                 state = r.state()
                 if state in ("completed", "stopped", "failed", "lost"):
-                    for e in tail.read():
-                        if e.get("kind") == "metrics":
-                            bar.update(task, completed=e["step"])
+                    # The step it ended at: metrics come every logging_steps (355), a stop lands between (358).
+                    steps = [e["step"] for e in tail.read() if e.get("kind") in ("metrics", "state") and e.get("step")]
+                    bar.update(task, completed=max([*steps, int(r.status().get("step") or 0)]))
                     break
                 time.sleep(0.25)
     finally:
@@ -137,5 +144,5 @@ def follow(r: Run) -> int:
         return 1
     s = status.get("summary") or {}
     print(f"run {r.id} {state} at step {status.get('step')}"
-          + (f": loss {s['final_loss']:.4f}, {s['tokens_per_s']:.0f} tokens/s" if s.get("final_loss") is not None else ""))
+          + (f": loss {num(s['final_loss'])}, {s['tokens_per_s']:.0f} tokens/s" if s.get('final_loss') is not None else ""))
     return 0

@@ -67,6 +67,14 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
                                 "confusion_matrix": out["confusion_matrix"], "labels": labels}
         return {k: v for k, v in out.items() if k != "confusion_matrix"}
 
+    class TokensSeen(TrainerCallback):
+        """transformers' Trainer logs num_input_tokens_seen where TRL logs num_tokens: the run's callback (after
+        this one, the same logs dict) counts tokens and tokens/s from num_tokens, so the summary has them."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs is not None and "num_input_tokens_seen" in logs and "num_tokens" not in logs:
+                logs["num_tokens"] = logs["num_input_tokens_seen"]
+
     class Confusion(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             if events is not None and last:
@@ -75,7 +83,8 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     kw = training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows))
     if cfg.training.group_by_length:  # padding to each batch's longest row costs less when rows match
         kw["train_sampling_strategy"] = "group_by_length"
-    args = TrainingArguments(**kw, eval_on_start=bool(eval_rows))
+    # non-padding tokens from the attention mask: one .item() a step, a CPU-GPU sync on a GPU (as TRL's count)
+    args = TrainingArguments(**kw, eval_on_start=bool(eval_rows), include_num_input_tokens_seen="non_padding")
     return Trainer(model=model, args=args, train_dataset=encode(train_rows), eval_dataset=encode(eval_rows),
                    processing_class=tok, data_collator=DataCollatorWithPadding(tok),
-                   compute_metrics=compute_metrics, callbacks=[Confusion(), *callbacks])
+                   compute_metrics=compute_metrics, callbacks=[TokensSeen(), Confusion(), *callbacks])

@@ -1,0 +1,69 @@
+"""Keys go where the user expects: escape leaves a field, a pane never swallows the pane keys by itself,
+`?` shows the keys of the pane in front first, and the compact field with focus is plain to see."""
+from __future__ import annotations
+
+import pytest
+
+from tests.tui_support import settled, until
+from tui.app import TuneBench
+from tui.launching import PROJECT_PRESETS
+
+
+@pytest.mark.asyncio
+async def test_escape_leaves_the_checkpoints_prompt_and_the_pane_keys_act_again(tmp_path, runs_dir):
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("5")
+        pane = await app.ensure_pane("checkpoints")
+        prompt = pane.query_one("#prompt")
+        prompt.focus()
+        await pilot.press("h", "i")
+        await pilot.press("escape")
+        await until(pilot, lambda: pane.query_one("#models").has_focus, what="the list focused")
+        await pilot.press("c")  # compare: a pane key again, not a letter in the prompt
+        await until(pilot, lambda: settled(app))
+        assert prompt.value == "hi" and "pick A and B first" in str(pane.query_one("#ckpt-status").render())
+
+
+@pytest.mark.asyncio
+async def test_the_dataset_pane_without_a_file_does_not_swallow_pane_keys(tmp_path, runs_dir):
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("2")
+        pane = await app.ensure_pane("dataset")
+        await until(pilot, lambda: app.query_one("#panes").active == "dataset" and settled(app))
+        await pilot.press("3")
+        await until(pilot, lambda: app.query_one("#panes").active == "hyperparams", what="the pane key obeyed")
+        assert pane.query_one("#ds-path").value == ""
+        await pilot.press("2", "slash")  # / types a path
+        await until(pilot, lambda: pane.query_one("#ds-path").has_focus, what="the path field focused")
+
+
+@pytest.mark.asyncio
+async def test_help_shows_the_keys_of_the_pane_in_front_first(tmp_path, runs_dir):
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        for key, title, first_key in (("5", "Checkpoints [5]", "Set A"), ("4", "Monitor [4]", "Pause/resume")):
+            await pilot.press(key)
+            await app.ensure_pane({"5": "checkpoints", "4": "monitor"}[key])
+            await pilot.press("question_mark")
+            await until(pilot, lambda: app.screen.query("Markdown"), what="the help screen")
+            markdown = app.screen.query_one("Markdown")._markdown
+            assert markdown.startswith(f"## {title}") and markdown.index(first_key) < markdown.index("# tunebench")
+            await pilot.press("escape")
+            await until(pilot, lambda: not app.screen.query("Markdown"), what="help closed")
+
+
+@pytest.mark.asyncio
+async def test_the_compact_field_with_focus_stands_out(tmp_path, runs_dir):
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PROJECT_PRESETS / "sft-lora-small.yaml"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("3")
+        pane = await app.ensure_pane("hyperparams")
+        name = pane.query_one("#preset-name")
+        await until(pilot, lambda: settled(app))
+        blurred = name.styles.background
+        name.focus()
+        await until(pilot, lambda: name.has_focus and settled(app))
+        focused = name.styles.background
+        assert focused != blurred and focused.get_contrast_text() and abs(focused.brightness - blurred.brightness) > 0.05
