@@ -9,6 +9,7 @@ from pathlib import Path
 from engine import config as cfgmod
 from engine.planning.preflight import model_check
 from engine.rundir.launch import start
+from engine.rundir.paths import absolute_paths  # noqa: F401 - the one rule the CLI uses too; the pane imports it here
 from engine.rundir.runs import Run, create_run
 
 PROJECT_PRESETS = Path(__file__).resolve().parent.parent / "presets"
@@ -60,20 +61,6 @@ def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
                            "model.trust_remote_code: true if you trust it")
         return True, f"{name}: {arch}; runs the model's own code (trust_remote_code is on)"
     return True, f"{name}: {arch}; no remote code needed"
-
-
-def absolute_paths(cfg: cfgmod.Config, cwd: Path) -> cfgmod.Config:
-    """Local paths made absolute, so the run's config.yaml means the same from any directory."""
-
-    def fix(value):
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        if isinstance(value, str) and value and not Path(value).is_absolute() and (cwd / value).exists():
-            return str((cwd / value).resolve())
-        return value
-
-    return cfg.replace(model={"name_or_path": fix(cfg.model.name_or_path)},
-                       data={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval)})
 
 
 def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:

@@ -69,8 +69,9 @@ class VoteBook:
         if choice != "tie" and texts["a"] != texts["b"]:
             other = "b" if choice == "a" else "a"
             row = preference_row(prompt, texts[choice], texts[other])
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
+            self._folder()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # owner-only, as runs are
+            with open(fd, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())  # a vote is a person's judgement: it survives a crash right after the key
@@ -85,9 +86,15 @@ class VoteBook:
             out["tie" if v["identical"] else v["choice"]] += 1  # identical answers cannot be preferred
         return out
 
+    def _folder(self) -> None:
+        """The votes folder, owner-only: votes hold prompts and answers, which may be private."""
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.path.parent, 0o700)
+
     def write_summary(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._folder()
         atomic_write(self.summary_path, json.dumps({
             "votes_file": str(self.path), "models": self.models, "decoding": self.decoding,
             "tally": self.tally(), "rows": sum(1 for v in self.votes.values() if v["choice"] != "tie" and not v["identical"]),
-            "votes": sorted(self.votes.values(), key=lambda v: v["index"])}, indent=1), mode=0o644)
+            "votes": sorted(self.votes.values(), key=lambda v: v["index"])}, indent=1), mode=0o600)
