@@ -16,7 +16,8 @@ from tui.app import TuneBench
 
 
 def make_run(runs_dir, name, state, pid=None, **status):
-    run = create_run(runs_dir, cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model"}))
+    cfg = cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model", "data.train": "d.jsonl"})
+    run = create_run(runs_dir, cfg)
     extra = {"pid": pid, "pid_started": psutil.Process(pid).create_time() if psutil.pid_exists(pid) else 1.0} if pid else {}
     run.write_status(state=state, started=time.time() - 120, **extra, **status)
     return run
@@ -81,7 +82,8 @@ async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_
         await until(pilot, lambda: app.query_one("#runs-table").row_count == 1)
         app.query_one("#runs-table").focus()
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, RunStatusScreen))
+        await until(pilot, lambda: isinstance(app.screen, RunStatusScreen) and text(app, "#run-status-text"),
+                    what="the status screen filled")  # its first refresh runs on mount, after the push
         shown = text(app, "#run-status-text")
         assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown
         await pilot.press("escape")

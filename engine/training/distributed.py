@@ -28,7 +28,7 @@ class FollowerRun(Run):
     def write_status(self, **updates) -> dict:
         return {}
 
-    def take_controls(self) -> list[str]:
+    def take_controls(self, before_ns: int | None = None) -> list[str]:
         return []
 
 
