@@ -123,3 +123,19 @@ def test_run_rows_read_only_what_changed(runs_dir, monkeypatch):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_run_rows_say_never_started_and_keep_a_run_whose_status_is_gone(runs_dir):
+    """A created run whose launcher died is `never started`, not pending; a run whose status.json was deleted
+    stays listed (issue 14: items 2 and 17)."""
+    from tui.panes.runs import RunRows
+
+    orphan = make_run(runs_dir, "orphan", "created")
+    gone = make_run(runs_dir, "gone", "completed", step=4, max_steps=4)
+    rows = RunRows()
+    assert str(dict(rows.scan(runs_dir))[orphan.id][1]) == "created"  # its launcher (this test) still holds it
+    orphan.launching.release()  # the workbench killed right after Launch
+    gone.status_path.unlink()
+    now = dict(rows.scan(runs_dir))
+    assert str(now[orphan.id][1]) == "never started"
+    assert gone.id in now and str(now[gone.id][1]) == "lost (crashed)"

@@ -299,6 +299,7 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
             events.write("log", level="info", message=f"resuming from {last.name if last else 'the start (no complete checkpoint)'}")
         if stop_flag.is_set():
             raise KeyboardInterrupt
+        tokens_before = callback.num_tokens  # a resumed run's count goes on; its speed is this engine's own
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from)
         wall = time.perf_counter() - t0
@@ -307,7 +308,8 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         final = "stopped" if callback.stopped else "completed"
         summary = {"step": step, "max_steps": trainer.state.max_steps, "train_wall_s": round(train_wall, 3),
                    "wall_s": round(wall, 3), "num_tokens": callback.num_tokens,
-                   "tokens_per_s": round(callback.num_tokens / train_wall, 1), "final_loss": callback.last_loss,
+                   "tokens_per_s": round((callback.num_tokens - tokens_before) / train_wall, 1),
+                   "final_loss": callback.last_loss,
                    "final_eval_loss": callback.last_eval, "best_eval_loss": callback.best_eval, **peak_memory(),
                    **modeling.trainable_parameters(trainer.model), **job.get("summary_extra", {}),
                    **{k: v for k, v in predicted.items() if k != "predicted_parts"}}
