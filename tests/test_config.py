@@ -88,7 +88,7 @@ def test_diff_against_defaults():
 
 def test_cli_reports_several_mistakes_with_exit_2_and_no_traceback(tmp_path, runs_dir):
     p = tmp_path / "bad.yaml"
-    p.write_text("model:\n  name_or_path: m\n  dtyp: bf16\ntraining:\n  batch_size: 0\n  seed: x\n")
+    p.write_text("model:\n  name_or_path: m\n  dtyp: bf16\ndata:\n  train: d.jsonl\ntraining:\n  batch_size: 0\n  seed: x\n")
     r = tunebench("train", p, "--set", "hardware.device=tpu", runs_dir=runs_dir, timeout=60)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
@@ -99,3 +99,25 @@ def test_cli_reports_several_mistakes_with_exit_2_and_no_traceback(tmp_path, run
     assert any(line.startswith("training.seed: expected a whole number") for line in lines)
     assert any(line.startswith("hardware.device: 'tpu' is not one of") for line in lines)
     assert not runs_dir.exists() or not any(runs_dir.iterdir()), "a bad config must not leave a run behind"
+
+
+def test_every_number_is_bounded_by_what_the_engine_accepts():
+    """A number past its bound failed in the engine after the run existed (issue 14.15)."""
+    for section, fields in C.SCHEMA.items():
+        for k, f in fields.items():
+            if f.type in ("int", "float"):
+                assert f.min is not None and f.max is not None, f"{section}.{k} has no bounds"
+    bad = {"training.batch_size": "1e20", "training.seed": str(2**32), "training.max_steps": str(2**40),
+           "rl.temperature": "0", "preference.beta": "0", "data.max_length": "1e12"}
+    with pytest.raises(C.ConfigError) as e:
+        C.load_config(None, ["model.name_or_path=m", "data.train=d.jsonl", *(f"{k}={v}" for k, v in bad.items())])
+    assert sorted(p.path for p in e.value.problems) == sorted(bad)
+    assert C.load_config(None, ["model.name_or_path=m", f"training.seed={2**32 - 1}"]).training.seed == 2**32 - 1
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("training:\n  learning_rate: 1e-4\n  batch_size: 2\n  learning_rate: 1e-3\n")
+    with pytest.raises(C.ConfigError) as e:
+        C.load_config(p)
+    assert f"{p}:4" in str(e.value) and "duplicate key 'learning_rate' (first on line 2)" in str(e.value)

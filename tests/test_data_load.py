@@ -206,3 +206,83 @@ def test_hub_id_without_a_network_fails_at_once(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(DataError, match="the hub cannot be reached from here"):
         load("someone/some-dataset")
+
+
+# --- bad inputs that crashed, hung or read another file (issue 14) -----------------------------------------------
+
+def test_deeply_nested_json_is_a_named_row_not_a_traceback(tmp_path):
+    deep = '{"messages": ' + "[" * 5000 + "]" * 5000 + "}"
+    f = write_jsonl(tmp_path / "deep.jsonl", [CHAT, deep, CHAT])
+    rows = load(str(f))
+    assert [r.error is None for r in rows] == [True, False, True]
+    assert rows[1].location == f"{f}:2" and "nested too deeply" in rows[1].error
+    whole = tmp_path / "deep.json"
+    whole.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        load(str(whole))
+    from engine.data.preview import preview
+
+    arr = tmp_path / "arr.json"
+    arr.write_text("[" + json.dumps(CHAT) + ", " + "[" * 5000 + "]" * 5000 + "]")
+    out = preview(str(arr))
+    assert len(out["rows"]) == 1 and "nested too deeply" in out["invalid"][0]["reason"]
+
+
+def test_a_fifo_is_refused_at_once_instead_of_hanging(tmp_path):
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="FIFO"):
+        load(str(fifo))
+    from engine.data.preview import preview
+
+    with pytest.raises(DataError, match="FIFO"):
+        preview(str(fifo))
+    r = tunebench("inspect", fifo, timeout=60)  # hung forever before: a FIFO open() waits for a writer
+    assert r.returncode == 2 and "FIFO" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_lone_surrogate_escape_is_a_named_invalid_row(tmp_path):
+    bad = '{"messages": [{"role": "user", "content": "hi \\ud800"}, {"role": "assistant", "content": "yo"}]}'
+    f = write_jsonl(tmp_path / "s.jsonl", [CHAT, bad])
+    rows = load(str(f))
+    assert rows[1].error.startswith("invalid character") and "\\ud800" in rows[1].error
+    with pytest.raises(InvalidRows) as e:
+        prepare(cfg_for(f))
+    assert f"{f}:2" in str(e.value)
+    r = tunebench("inspect", f, "--json", timeout=120)  # was a UnicodeEncodeError traceback
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["invalid_by_reason"] == {"invalid character": 1}
+
+
+def test_a_file_name_with_brackets_is_read_literally_not_as_a_glob(tmp_path):
+    other = write_jsonl(tmp_path / "data1.jsonl", [{"text": "the other file"}])
+    literal = write_jsonl(tmp_path / "data[1].jsonl", [{"text": "the named file"}])
+    rows = load(str(literal))
+    assert [r.data["text"] for r in rows] == ["the named file"]
+    assert [r.data["text"] for r in load(str(tmp_path / "data[0-9].jsonl"))] == ["the other file"]  # a real glob
+    assert other.exists()
+
+
+def test_a_symlink_loop_and_a_dangling_link_say_what_they_are(tmp_path):
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="symlink loop"):
+        load(str(loop))
+    dangling = tmp_path / "gone.jsonl"
+    dangling.symlink_to(tmp_path / "nowhere.jsonl")
+    with pytest.raises(DataError, match="which does not exist"):
+        load(str(dangling))
+
+
+def test_an_unreadable_file_is_quoted_only_as_a_short_escaped_excerpt(tmp_path):
+    """A data file that is a link to a secret (/etc/shadow) must not print its first line whole."""
+    secret = "root:$6$SECRETHASHSECRETHASHSECRETHASHSECRETHASH0123456789abcdef:19000:0:99999:7:::"
+    shadow = tmp_path / "shadow"
+    shadow.write_text(secret + "\ndaemon:*:19000:0:99999:7:::\n")
+    link = tmp_path / "users.csv"
+    link.symlink_to(shadow)
+    r = tunebench("inspect", link, timeout=120)
+    assert r.returncode == 2 and "SECRETHASH0123456789" not in r.stdout + r.stderr, r.stderr
+    terminal = tmp_path / "\x1b[31mred.jsonl"
+    r = tunebench("inspect", terminal, timeout=60)
+    assert r.returncode == 2 and "\x1b" not in r.stderr and "\\x1b[31mred.jsonl" in r.stderr

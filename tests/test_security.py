@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from engine import config as C
+from engine.rundir.lock import Refused
 from engine.rundir.runs import create_run, list_runs
 from tests.conftest import ROOT, tunebench, write_config
 
@@ -73,3 +74,57 @@ def test_trust_remote_code_warns(tiny_model, chat_jsonl, runs_dir, tmp_path):
                        training={"max_steps": 1})
     r = tunebench("train", cfg, "--detach", runs_dir=runs_dir)
     assert r.returncode == 0 and "trust_remote_code is on" in r.stderr
+
+
+# -- issue 14: a shared server ------------------------------------------------------------------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory owned by another user")
+def test_a_run_owned_by_another_user_is_never_read(tmp_path, runs_dir):
+    mine = create_run(runs_dir, _cfg())
+    theirs = create_run(runs_dir, _cfg())
+    os.chown(theirs.path, 12345, 12345)  # as if another user had swapped one of my runs for theirs
+    os.chown(theirs.config_path, 12345, 12345)
+    assert [r.id for r in list_runs(runs_dir)] == [mine.id]
+    for args in (("status", theirs.id), ("train", "--resume", theirs.id), ("status", str(theirs.path))):
+        r = tunebench(*args, runs_dir=runs_dir, timeout=60)
+        assert r.returncode == 2 and "belongs to uid 12345" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with pytest.raises(Refused):
+        theirs.config()  # the engine's own read of config.yaml refuses too
+    os.chown(runs_dir, 12345, 12345)
+    r = tunebench("runs", runs_dir=runs_dir, timeout=60)
+    assert r.returncode == 2 and "the runs directory belongs to uid 12345" in r.stderr
+
+
+def test_a_runs_dir_others_may_write_needs_the_sticky_bit(tmp_path, runs_dir):
+    create_run(runs_dir, _cfg())
+    os.chmod(runs_dir, 0o777)
+    r = tunebench("runs", runs_dir=runs_dir, timeout=60)
+    assert r.returncode == 2 and "writable by every user without the sticky bit" in r.stderr
+    os.chmod(runs_dir, 0o1777)  # as /tmp: others may add entries but not rename or delete mine
+    assert tunebench("runs", runs_dir=runs_dir, timeout=60).returncode == 0
+
+
+def test_a_new_runs_dir_and_the_votes_folder_are_owner_only(tmp_path):
+    from engine.checkpoints.votes import VoteBook, default_path
+
+    run = create_run(tmp_path / "runs", _cfg())
+    assert stat.S_IMODE(run.path.parent.stat().st_mode) == 0o700
+    book = VoteBook(default_path(tmp_path / "runs", "a", "b"), {"a": "a", "b": "b"})
+    book.cast(0, {"text": "p"}, {"a": "x", "b": "y"}, "a")
+    for p in (book.path.parent, book.path, book.summary_path):
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, f"{p} is {oct(stat.S_IMODE(p.stat().st_mode))}"
+
+
+def test_code_that_did_not_come_with_tunebench_is_named():
+    from engine.rundir.trust import code_warnings
+
+    cfg = C.load_config(None, ["model.name_or_path=m", "data.train=d.jsonl", "method=grpo",
+                               f"rl.reward_file={ROOT / 'presets' / 'sft-lora-small.yaml'}",
+                               "model.trust_remote_code=true"])
+    lines = code_warnings(cfg)
+    assert len(lines) == 2 and "trust_remote_code" in lines[0] and "rl.reward_file" in lines[1]
+
+
+def test_run_refs_and_file_names_print_with_control_characters_escaped(runs_dir):
+    r = tunebench("status", "\x1b]0;owned\x07evil", runs_dir=runs_dir, timeout=60)
+    assert r.returncode == 2 and "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert "\\x1b]0;owned\\x07evil" in r.stderr

@@ -16,7 +16,8 @@ from tui.app import TuneBench
 
 
 def make_run(runs_dir, name, state, pid=None, **status):
-    run = create_run(runs_dir, cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model"}))
+    cfg = cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model", "data.train": "d.jsonl"})
+    run = create_run(runs_dir, cfg)
     extra = {"pid": pid, "pid_started": psutil.Process(pid).create_time() if psutil.pid_exists(pid) else 1.0} if pid else {}
     run.write_status(state=state, started=time.time() - 120, **extra, **status)
     return run
@@ -81,7 +82,8 @@ async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_
         await until(pilot, lambda: app.query_one("#runs-table").row_count == 1)
         app.query_one("#runs-table").focus()
         await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, RunStatusScreen))
+        await until(pilot, lambda: isinstance(app.screen, RunStatusScreen) and text(app, "#run-status-text"),
+                    what="the status screen filled")  # its first refresh runs on mount, after the push
         shown = text(app, "#run-status-text")
         assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown
         await pilot.press("escape")
@@ -121,3 +123,19 @@ def test_run_rows_read_only_what_changed(runs_dir, monkeypatch):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_run_rows_say_never_started_and_keep_a_run_whose_status_is_gone(runs_dir):
+    """A created run whose launcher died is `never started`, not pending; a run whose status.json was deleted
+    stays listed (issue 14: items 2 and 17)."""
+    from tui.panes.runs import RunRows
+
+    orphan = make_run(runs_dir, "orphan", "created")
+    gone = make_run(runs_dir, "gone", "completed", step=4, max_steps=4)
+    rows = RunRows()
+    assert str(dict(rows.scan(runs_dir))[orphan.id][1]) == "created"  # its launcher (this test) still holds it
+    orphan.launching.release()  # the workbench killed right after Launch
+    gone.status_path.unlink()
+    now = dict(rows.scan(runs_dir))
+    assert str(now[orphan.id][1]) == "never started"
+    assert gone.id in now and str(now[gone.id][1]) == "lost (crashed)"

@@ -9,6 +9,7 @@ from pathlib import Path
 from engine import config as cfgmod
 from engine.planning.preflight import model_check, model_problems
 from engine.rundir.launch import start
+from engine.rundir.paths import absolute_paths  # noqa: F401 - the one rule the CLI uses too; the pane imports it here
 from engine.rundir.runs import Run, create_run
 
 PROJECT_PRESETS = Path(__file__).resolve().parent.parent / "presets"
@@ -57,23 +58,6 @@ def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
     if info.get("needs_remote_code"):
         return True, f"{name}: {arch}; runs the model's own code (trust_remote_code is on)"
     return True, f"{name}: {arch}; no remote code needed"
-
-
-def absolute_paths(cfg: cfgmod.Config, cwd: Path) -> cfgmod.Config:
-    """Local paths made absolute, so the run's config.yaml means the same from any directory."""
-
-    def fix(value):
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        if isinstance(value, str) and value:
-            p = Path(value).expanduser()  # ~ too: transformers would take "~/models/x" for a hub id
-            if (cwd / p).exists():
-                return str((cwd / p).resolve())
-        return value
-
-    return cfg.replace(model={"name_or_path": fix(cfg.model.name_or_path)},
-                       data={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval),
-                             "general_eval": fix(cfg.data.general_eval)})
 
 
 def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:

@@ -11,7 +11,9 @@ import os
 import sys
 
 from engine.config import ConfigError
+from engine.config.text import printable
 from engine.data.errors import DataError
+from engine.rundir.lock import Refused
 from tunebench.errors import CliError
 
 COMMAND_MODULES = [f"tunebench.commands.{name}" for name in
@@ -36,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def say(message: str) -> None:
+    """An error for the terminal: each line with its control characters escaped (a file name or run id may hold
+    escape sequences)."""
+    for line in str(message).split("\n"):
+        print(printable(line), file=sys.stderr)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -52,12 +61,12 @@ def main(argv=None) -> int:
         return code
     except ConfigError as e:
         where = f"{e.source}: " if e.source else ""
-        print(f"tunebench: {len(e.problems)} problem(s) in the config {where.rstrip(': ')}".rstrip(), file=sys.stderr)
+        say(f"tunebench: {len(e.problems)} problem(s) in the config {where.rstrip(': ')}".rstrip())
         for problem in e.problems:
-            print(f"  {problem}", file=sys.stderr)
+            say(f"  {problem}")
         return 2
-    except (CliError, LookupError, DataError) as e:
-        print(f"tunebench: {e.args[0] if e.args else e}", file=sys.stderr)
+    except (CliError, LookupError, DataError, Refused) as e:
+        say(f"tunebench: {e.args[0] if e.args else e}")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -41,10 +41,10 @@ from engine.config.schema import (
                                  Preference,
                                  Training,
 )
-from engine.config.validate import coerce, validate
+from engine.config.validate import coerce, run_rules, validate
 
 __all__ = ["ADAPTERS", "DPO_LOSSES", "FORMATS", "KTO_LOSSES", "METHOD_ADAPTERS", "METHODS", "REPORT_TO", "RL", "SCHEMA",
            "SECTION_CLASSES", "SECTIONS", "Adapter", "Classification", "Config", "ConfigError", "Data", "Field",
            "Hardware", "Model", "Preference", "Problem", "Training", "all_keys", "apply_overrides", "coerce",
            "defaults", "diff", "dump", "field_for", "load_config", "load_yaml", "merge", "parse", "parse_override",
-           "validate"]
+           "run_rules", "validate"]

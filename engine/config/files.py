@@ -13,7 +13,8 @@ import yaml
 
 from engine.config.problems import ConfigError, Problem
 from engine.config.schema import SCHEMA, SECTIONS, Config, Field
-from engine.config.validate import closest, validate
+from engine.config.text import excerpt, printable
+from engine.config.validate import closest, run_rules, validate
 
 
 def defaults() -> dict:
@@ -33,7 +34,7 @@ def all_keys() -> list[str]:
 
 def name(k) -> str:
     """A key as it appears in a message: plain when it reads as a name, quoted when it is odd (blank, 12, 'a b')."""
-    return k if isinstance(k, str) and k.replace("_", "a").replace("-", "a").isalnum() else repr(k)
+    return k if isinstance(k, str) and k.replace("_", "a").replace("-", "a").isalnum() else excerpt(repr(k))
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -58,7 +59,7 @@ def merge(base: dict, overlay: dict, problems: list[Problem], source: str = "") 
             out[k] = value
         elif k in SECTIONS:
             if not isinstance(value, dict):
-                problems.append(Problem(k, f"expected a mapping of keys, got {value!r}{where}"))
+                problems.append(Problem(k, f"expected a mapping of keys, got {excerpt(repr(value))}{where}"))
                 continue
             for sub, v in value.items():
                 if sub in SCHEMA[k]:
@@ -95,7 +96,7 @@ def _unique_mapping(loader, node, deep=False):
         k = loader.construct_object(key_node, deep=deep)
         if k in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {k!r} (first on line {seen[k] + 1}); keep one", key_node.start_mark)
+                None, None, f"duplicate key {excerpt(repr(k))} (first on line {seen[k] + 1}); keep one", key_node.start_mark)
         seen[k] = key_node.start_mark.line
     return loader.construct_mapping(node, deep)
 
@@ -106,12 +107,16 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def load_yaml(path: str | Path) -> dict:
     """Read one YAML mapping with the safe loader; errors name the file and line."""
     p = Path(path)
+    if p.exists() and not (p.is_file() or p.is_dir()):  # a FIFO or a device would block or never end
+        raise ConfigError([Problem(printable(p), "not a regular file (a FIFO, device or socket); give a YAML file")])
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([Problem(str(p), "config file not found")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([Problem(str(p), f"cannot read: {e}")]) from None
+        raise ConfigError([Problem(printable(p), "config file not found")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem(printable(p), f"not UTF-8 text (byte {e.start}); save it as UTF-8")]) from None
+    except OSError as e:
+        raise ConfigError([Problem(printable(p), f"cannot read: {e.strerror}")]) from None
     try:
         loader = _UniqueKeyLoader(text)  # what yaml.safe_load does, with the duplicate-key check
         try:
@@ -121,7 +126,7 @@ def load_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError([Problem(f"{p}{line}", f"invalid YAML: {getattr(e, 'problem', e)}")]) from None
+        raise ConfigError([Problem(f"{printable(p)}{line}", f"invalid YAML: {excerpt(getattr(e, 'problem', e), 120)}")]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -137,15 +142,17 @@ def parse(raw: dict, source: str | None = None) -> Config:
     return Config.from_dict(cfg)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | Config | None = None) -> Config:
-    """Defaults, then the YAML file, then `--set` overrides; validated. Raises ConfigError with every problem."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | Config | None = None,
+                for_run: bool = False) -> Config:
+    """Defaults, then the YAML file, then `--set` overrides; validated (`for_run`: with what starting a run needs,
+    validate.run_rules). Raises ConfigError with every problem."""
     problems: list[Problem] = []
     cfg = base.to_dict() if isinstance(base, Config) else (copy.deepcopy(base) if base is not None else defaults())
     if path:
         cfg = merge(cfg, load_yaml(path), problems, source=str(path))
     cfg = apply_overrides(cfg, list(overrides), problems)
     cfg, more = validate(cfg)
-    problems += more
+    problems += more + (run_rules(cfg) if for_run else [])
     if problems:
         raise ConfigError(problems, source=str(path) if path else None)
     return Config.from_dict(cfg)

@@ -151,7 +151,8 @@ class Training(Section):
 class Preference(Section):
     """DPO and KTO: the reference and the loss."""
 
-    beta: float = key(0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer).", min=0, max=1e3)
+    # > 0: TRL divides by beta (ipo, robust losses); 0 would make the loss infinite or flat after the run exists
+    beta: float = key(0.1, "DPO/KTO: how far the policy may move from the reference model (higher = closer).", min=1e-4, max=1e3)
     loss_type: str | list[str] = key("sigmoid", "DPO loss, or a list combined: sigmoid, ipo, hinge, robust, apo_zero, sppo_hard, ... (KTO: kto, apo_zero_unpaired).")
     desirable_weight: float = key(1.0, "KTO: weight of desirable (label true) rows, to balance unequal counts.", min=0, max=1e3)
     undesirable_weight: float = key(1.0, "KTO: weight of undesirable (label false) rows.", min=0, max=1e3)
@@ -167,7 +168,8 @@ class RL(Section):
     num_generations: int = key(4, "Completions sampled per prompt; advantages compare them (batch_size must be a multiple).",
                                min=2, max=4096)
     max_completion_length: int = key(64, "Longest sampled completion in tokens.", min=1, max=1 << 20)
-    temperature: float = key(1.0, "Sampling temperature for the completions.", min=0, max=100)
+    # > 0: sampling divides the logits by it (transformers refuses 0 once the engine generates)
+    temperature: float = key(1.0, "Sampling temperature for the completions.", min=1e-2, max=100)
     beta: float = key(0.0, "KL penalty towards the reference model (0 = none and no reference copy in memory).", min=0, max=1e3)
     samples_per_log: int = key(4, "Sample completions with their rewards written to the events at each log step.", min=0, max=4096)
 

@@ -141,6 +141,17 @@ def cross_field(cfg: dict) -> list[Problem]:
     return problems
 
 
+def run_rules(cfg: dict) -> list[Problem]:
+    """What a config needs before it starts a run, beyond being valid: data to train on. (An estimate or a preset
+    needs none; without this rule an empty data.train read every data file under the current directory.)"""
+    train = cfg.get("data", {}).get("train")
+    entries = train if isinstance(train, list) else [train]
+    if not entries or not all(isinstance(t, str) and t.strip() for t in entries):
+        return [Problem("data.train", "required" if not any(entries) else "an empty entry in the list",
+                        "give a data file, a list of files, a glob or a hub dataset id")]
+    return []
+
+
 def method_rules(cfg: dict) -> list[Problem]:
     """Rules of the methods beyond SFT, adapter kinds and the forgetting watch."""
     problems: list[Problem] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 
+from engine.config.text import excerpt
 from engine.data.errors import DataError, Row
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "kto", "classification",
@@ -111,7 +112,7 @@ def detect(rows: list[Row], method: str = "sft") -> str:
         if f:
             votes[f] = votes.get(f, 0) + 1
     if not votes:
-        raise DataError(f"{sample[0].location}: cannot tell the format from the columns {sorted(sample[0].data)[:12]}; "
+        raise DataError(f"{sample[0].location}: cannot tell the format from the columns [{', '.join(excerpt(c, 24) for c in sorted(sample[0].data)[:12])}]; "
                         f"set data.format to one of {', '.join(FORMATS)} and map your columns with data.columns "
                         "(e.g. text=sentence,label=polarity)")
     return max(votes, key=votes.get)
@@ -121,7 +122,7 @@ def detect(rows: list[Row], method: str = "sft") -> str:
 
 def need_str(d: dict, key: str, allow_empty: bool = False) -> str:
     if key not in d or d[key] is None:
-        raise Invalid("missing field", f"no {key!r} (columns: {', '.join(sorted(d)[:10])})")
+        raise Invalid("missing field", f"no {key!r} (columns: {', '.join(excerpt(c, 24) for c in sorted(d)[:10])})")
     v = d[key]
     if not isinstance(v, str):
         raise Invalid("wrong type", f"{key!r} should be a string, got {type(v).__name__}")
@@ -164,7 +165,7 @@ def check_messages(msgs, key: str = "messages", need_assistant: bool = True, aft
             raise Invalid("wrong type", f"{where} should be an object with role and content, got {type(m).__name__}")
         role = m.get("role")
         if role not in ROLES:
-            raise Invalid("unknown role", f"{where}: role {role!r}; expected one of {', '.join(ROLES)}")
+            raise Invalid("unknown role", f"{where}: role {excerpt(repr(role))}; expected one of {', '.join(ROLES)}")
         turn = {"role": role, "content": _content(m, where)}
         calls = m.get("tool_calls")
         if calls:
@@ -208,7 +209,7 @@ def sharegpt_messages(conv, key: str = "conversations", need_assistant: bool = T
             continue
         who, value = t.get("from"), t.get("value")
         if who not in SHAREGPT_ROLES:
-            raise Invalid("unknown role", f"{key}[{i}]: from {who!r}; expected one of {', '.join(SHAREGPT_ROLES)}")
+            raise Invalid("unknown role", f"{key}[{i}]: from {excerpt(repr(who))}; expected one of {', '.join(SHAREGPT_ROLES)}")
         if not isinstance(value, str):
             raise Invalid("wrong type" if value is not None else "missing field", f"{key}[{i}]: value should be a string")
         if who == "function_call":
@@ -290,7 +291,7 @@ def _bool_label(d: dict) -> bool:
         return bool(v)
     if isinstance(v, str) and v.strip().lower() in ("true", "false"):
         return v.strip().lower() == "true"
-    raise Invalid("wrong type", f"'label' should be true or false, got {v!r}")
+    raise Invalid("wrong type", f"'label' should be true or false, got {excerpt(repr(v))}")
 
 
 def normalize(d: dict, fmt: str, method: str = "sft") -> dict:
@@ -398,7 +399,7 @@ def _classification(d: dict) -> dict:
     if v is None or (isinstance(v, str) and not v.strip()):
         raise Invalid("missing field", "no 'label'")
     if isinstance(v, bool) or not isinstance(v, (int, str, float)) or (isinstance(v, float) and not v.is_integer()):
-        raise Invalid("wrong type", f"'label' should be an integer or a label name, got {v!r}")
+        raise Invalid("wrong type", f"'label' should be an integer or a label name, got {excerpt(repr(v))}")
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
         v = int(v)  # CSV/TSV cells are strings: "1" is the integer label 1
     out["label"] = int(v) if isinstance(v, float) else (v.strip() if isinstance(v, str) else v)

@@ -10,17 +10,24 @@ so validation can report every bad row with its location instead of stopping at 
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import io
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
+from engine.config.text import excerpt, printable
 from engine.data.errors import DataError, Row
 
 FILE_TYPES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".arrow")
 # Lone surrogates are what errors="surrogateescape" leaves where bytes were not UTF-8.
 _SURROGATE = re.compile("[\udc80-\udcff]")
+# Any surrogate in decoded JSON: a \ud800-style escape with no partner, which no UTF-8 text can hold.
+_ANY_SURROGATE = re.compile("[\ud800-\udfff]")
+TOO_DEEP = "nested too deeply: more than 64 levels of nested arrays or objects; flatten the row"
 
 
 def bad_utf8(value) -> bool:
@@ -34,6 +41,48 @@ def bad_utf8(value) -> bool:
     return False
 
 
+MAX_DEPTH = 64  # a row nested deeper than this is no training example; past ~1000 Python's parser gives up
+
+
+def lone_surrogate(value) -> str | None:
+    """The first lone surrogate (as \\uXXXX) in a decoded value, or None: JSON can spell one, UTF-8 cannot hold it,
+    and a tokenizer or a terminal fails on it far from its row."""
+    stack = [value]
+    while stack:  # iterative: a value may be nested deeply
+        v = stack.pop()
+        if isinstance(v, str):
+            m = _ANY_SURROGATE.search(v)
+            if m:
+                return f"\\u{ord(m.group()):04x}"
+        elif isinstance(v, dict):
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list):
+            stack += v
+    return None
+
+
+def too_deep(value, limit: int = MAX_DEPTH) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack += [(x, depth + 1) for x in v.values()]
+        elif isinstance(v, list):
+            stack += [(x, depth + 1) for x in v]
+    return False
+
+
+def row_problem(obj) -> str | None:
+    """What makes a parsed JSON row unusable beyond its syntax: nesting too deep, a lone surrogate."""
+    if too_deep(obj):
+        return TOO_DEEP
+    bad = lone_surrogate(obj)
+    return (f"invalid character: a lone surrogate {bad} (an escape with no partner) cannot be encoded; fix the "
+            "escape or drop the row") if bad else None
+
+
 def is_hub_id(spec: str) -> bool:
     """`owner/name` (or `name`) that is no local path and has no file suffix: a dataset on the hub."""
     if Path(spec).exists() or any(c in spec for c in "*?[\\") or spec.startswith((".", "/", "~")):
@@ -41,20 +90,48 @@ def is_hub_id(spec: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", spec)) and Path(spec).suffix.lower() not in FILE_TYPES
 
 
+def _missing(s: str) -> DataError:
+    """Why a path that does not exist does not: a symlink loop or a dangling link is not "no such file"."""
+    try:
+        os.stat(s)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return DataError(f"{printable(s)}: a symlink loop (the link leads back to itself); point it at a data file")
+        if os.path.islink(s):
+            return DataError(f"{printable(s)}: a symlink to {printable(os.readlink(s))}, which does not exist")
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return DataError(f"{printable(s)}: permission denied")
+    return DataError(f"{printable(s)}: no such file or directory (check data.train / data.eval)")
+
+
+def regular_file(p: Path) -> None:
+    """Refuse what is not a regular file or a directory: a FIFO or a device would block or never end."""
+    mode = os.stat(p).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or \
+            stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise DataError(f"{printable(p)}: {kind}, not a data file; tunebench reads regular files only")
+
+
 def expand(spec) -> list[Path]:
-    """A path, a glob, a directory or a list of them -> existing files or save_to_disk dirs, in a stable order."""
+    """A path, a glob, a directory or a list of them -> existing files or save_to_disk dirs, in a stable order.
+    A name that exists as written is that file, even with glob characters in it (`data[1].jsonl`)."""
     specs = [spec] if isinstance(spec, (str, Path)) else list(spec or [])
     files: list[Path] = []
     for s in map(str, specs):
-        if any(c in s for c in "*?["):
+        if not s.strip():
+            raise DataError("data.train: empty file name; give a data file, a list of files, a glob or a hub id")
+        literal = os.path.lexists(os.path.expanduser(s))
+        if any(c in s for c in "*?[") and not literal:
             hits = sorted(glob.glob(s, recursive=True))
             if not hits:
-                raise DataError(f"{s}: the glob matches no file")
+                raise DataError(f"{printable(s)}: the glob matches no file")
             files += [Path(h) for h in hits if Path(h).is_file() and Path(h).suffix.lower() in FILE_TYPES]
         else:
             p = Path(s).expanduser()
             if not p.exists():
-                raise DataError(f"{s}: no such file or directory (check data.train / data.eval)")
+                raise _missing(str(p))
+            regular_file(p)
             if p.is_dir() and not is_saved_dataset(p):
                 inner = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FILE_TYPES[:-1])
                 if not inner:
@@ -98,9 +175,12 @@ def parse_json_line(line: str, where: str) -> Row:
         obj = json.loads(line)
     except ValueError as e:
         return Row(None, where, f"invalid JSON: {e.msg} (column {e.colno})")
+    except RecursionError:
+        return Row(None, where, TOO_DEEP)
     if not isinstance(obj, dict):
         return Row(None, where, f"not an object: expected a JSON object per line, got {type(obj).__name__}")
-    return Row(obj, where)
+    bad = row_problem(obj)
+    return Row(None, where, bad) if bad else Row(obj, where)
 
 
 def _json_rows(name: str, text: str) -> list[Row]:
@@ -109,6 +189,8 @@ def _json_rows(name: str, text: str) -> list[Row]:
     except ValueError as e:
         raise DataError(f"{name}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno}); the whole file is one JSON "
                         "document, so nothing in it can be read") from None
+    except RecursionError:
+        raise DataError(f"{name}: {TOO_DEEP}; the whole file is one JSON document, so nothing in it can be read") from None
     if isinstance(obj, dict):  # an object of arrays: {"train": [...]} or column-wise {"a": [..], "b": [..]}
         lists = {k: v for k, v in obj.items() if isinstance(v, list)}
         if len(lists) == 1:
@@ -119,8 +201,9 @@ def _json_rows(name: str, text: str) -> list[Row]:
         elif "train" in lists:
             obj = lists["train"]
         else:
+            keys = ", ".join(excerpt(k, 20) for k in sorted(obj)[:5])
             raise DataError(f"{name}: expected a JSON array of rows, or an object holding one array "
-                            f"(found keys {sorted(obj)[:8]})")
+                            f"(found keys {keys})")
     if not isinstance(obj, list):
         raise DataError(f"{name}: expected a JSON array of rows, got {type(obj).__name__}")
     rows = []
@@ -130,6 +213,8 @@ def _json_rows(name: str, text: str) -> list[Row]:
             rows.append(Row(None, where, f"not an object: expected an object, got {type(r).__name__}"))
         elif bad_utf8(r):
             rows.append(Row(None, where, "invalid UTF-8: the row holds bytes that are not UTF-8"))
+        elif row_problem(r):
+            rows.append(Row(None, where, row_problem(r)))
         else:
             rows.append(Row(r, where))
     return rows
@@ -143,7 +228,8 @@ def _csv_rows(name: str, text: str, delimiter: str) -> list[Row]:
         raise DataError(f"{name}: the file is empty") from None
     header = [h.strip() for h in header]
     if len(set(header)) != len(header) or not all(header):
-        raise DataError(f"{name}: line 1 must be a header of distinct, non-empty column names; got {header}")
+        raise DataError(f"{name}: line 1 must be a header of distinct, non-empty column names; it begins "
+                        f"{excerpt(','.join(header))}")
     rows = []
     for i, values in enumerate(reader, 1):
         if not values or not any(v.strip() for v in values):
@@ -200,12 +286,13 @@ def read_saved(path: Path, split: str | None = None) -> list[Row]:
 def read_file(path: Path, split: str | None = None) -> list[Row]:
     if path.is_dir():
         return read_saved(path, split)
+    regular_file(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return read_parquet(path)
     if suffix == ".arrow":
         return read_saved(path.parent, split)
-    name = str(path)
+    name = printable(path)
     text = _decode(path.read_bytes(), name)
     if suffix in (".jsonl", ".ndjson") or (suffix == ".json" and not text.lstrip().startswith(("[", "{"))):
         return [parse_json_line(line, f"{name}:{i}") for i, line in split_lines(text) if line.strip()]

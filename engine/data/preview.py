@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine.data import formats
 from engine.data.errors import DataError, Row
-from engine.data.load import _arrow_rows, expand, is_hub_id, parse_json_line
+from engine.data.load import TOO_DEEP, _arrow_rows, expand, is_hub_id, parse_json_line, row_problem
 
 CHUNK = 1 << 20
 MAX_PREFIX = 64 << 20  # a preview never reads more than this, however long a line is
@@ -103,9 +103,12 @@ def _json_array(path: Path, n: int) -> tuple[list[Row], int | None, bool]:
                         rows.append(Row(None, f"{name}[{len(rows)}]", f"invalid JSON: {e.msg}"))
                         return rows, None, whole
                     break  # the object continues in the next chunk
+                except RecursionError:  # nesting Python's parser cannot follow: nothing after it can be found
+                    rows.append(Row(None, f"{name}[{len(rows)}]", TOO_DEEP))
+                    return rows, None, whole
                 where = f"{name}[{len(rows)}]"
-                rows.append(Row(obj, where) if isinstance(obj, dict) else
-                            Row(None, where, f"not an object: got {type(obj).__name__}"))
+                bad = row_problem(obj) if isinstance(obj, dict) else f"not an object: got {type(obj).__name__}"
+                rows.append(Row(None, where, bad) if bad else Row(obj, where))
                 pos = end
             if whole:
                 break

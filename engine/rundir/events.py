@@ -2,11 +2,14 @@
 
 Light module. Every event is one strict-JSON object on one line: {"seq", "time", "kind", ...} (a non-finite
 number is null, its key named in `nonfinite`). The writer
-appends each line with a single write() on an O_APPEND descriptor, so a reader sees whole lines or a
-torn last line, never interleaved ones; readers keep an incomplete last line back until it is finished.
+appends each line on an O_APPEND descriptor, whole or not at all: a short write (a nearly full disk) is
+continued, and a line that cannot be finished is cut back off, so the next event never glues onto half a
+line. A reader sees whole lines or a torn last line (a writer killed mid-line); it keeps an incomplete last
+line back until it is finished.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -48,6 +51,8 @@ def _repair_tail(path: Path) -> int:
 class EventWriter:
     """Appends events to events.jsonl; safe to call from the training loop and the telemetry thread."""
 
+    _os_write = staticmethod(os.write)  # the fault-injection suite replaces it on one writer (short writes)
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._seq = _repair_tail(self.path) + 1
@@ -60,9 +65,26 @@ class EventWriter:
         with self._lock:
             event = {"seq": self._seq, "time": round(time.time(), 3), "kind": kind, **fields}
             line = encode(event) + "\n"
-            os.write(self._fd, line.encode("utf-8"))
+            self._append(line.encode("utf-8"))
             self._seq += 1
         return event
+
+    def _append(self, data: bytes) -> None:
+        """All of `data` at the end of the file, or none of it (the caller holds the lock; one writer per run)."""
+        done = 0
+        try:
+            while done < len(data):
+                n = self._os_write(self._fd, data[done:])  # short on a nearly full disk: write() returns what fit
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+                done += n
+        except BaseException:
+            if done:  # cut the half line back off: the file ends on a whole line again
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - done)
+                except OSError:
+                    pass
+            raise
 
     def close(self) -> None:
         with self._lock:

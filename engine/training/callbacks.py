@@ -17,20 +17,27 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from engine.config import Config
+from engine.rundir import controls
 from engine.rundir.runs import META, Run
-from engine.training.distributed import barrier, rank, sync_commands
+from engine.training.distributed import barrier, rank, sync_flags
 
 
 def fsync_tree(path: Path) -> None:
-    """Flush every file of a finished checkpoint to disk before it is renamed into place.
+    """Make every file of a finished checkpoint owner-only (0600, folders 0700) and flush it to disk before it is
+    renamed into place.
 
     Cost: one fsync per file (seconds for multi-GB full checkpoints); it is what makes a renamed
-    checkpoint complete after a power loss, not only after a process kill.
+    checkpoint complete after a power loss, not only after a process kill. The chmod is the engine's umask
+    made sure of: a library that copies a file (shutil.copy keeps the source's mode) must not leave it 0644.
     """
-    for root, _dirs, files in os.walk(path):
+    os.chmod(path, 0o700)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:
+                os.fchmod(fd, 0o600)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -94,6 +101,7 @@ class RunCallback(TrainerCallback):
         self.before_rename = None  # a fault-injection hook (engine/faults.py); None in normal runs
         self._paused = False
         self._pause_pending = False  # paused, but left the wait so the trainer could save or evaluate
+        self._progress_due = False  # on_step_end left this step's progress write to on_log (with its loss)
         self._progress = ProgressWriter(run)
         self.step = 0  # the last step the trainer finished (for failure messages)
 
@@ -123,6 +131,9 @@ class RunCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
         if "loss" not in logs:
+            if self._progress_due:
+                self._progress_due = False
+                self._status(state)
             return
         now = time.perf_counter()
         m = {k: logs[k] for k in self.METRIC_KEYS if k in logs}
@@ -135,73 +146,72 @@ class RunCallback(TrainerCallback):
         self.last_loss = logs["loss"]
         extra = {k: v for k, v in logs.items() if k not in m and not k.startswith("eval_") and isinstance(v, (int, float))}
         self.events.write("metrics", step=state.global_step, **m, **extra)
+        self._progress_due = False
+        self._status(state)  # step and loss of the same step (on_step_end deferred its write to here)
 
     def on_step_end(self, args, state, control, **kw):
         self.step = state.global_step
-        for cmd in sync_commands(self.run.take_controls(), self.stop_flag):  # rank 0's files reach every rank
-            self._handle(cmd, state, control)
-        if self.stop_flag.is_set() and not self.stopped:
-            self._handle("stop", state, control)
+        self._apply_controls(state, control)
+        self._hold(state, control)
         if state.global_step >= state.max_steps:  # last step: evaluate (when there is eval data) and save
             control.should_save = True
             if self.has_eval and not self.cfg.training.eval_steps:
                 control.should_evaluate = True
-        self._status(state)  # progress only: states are written by _set_state
+        if control.should_log:
+            self._progress_due = True  # the loss of this step is logged next: progress is written with it
+        else:
+            self._status(state)  # progress only: states are written by _set_state
         self._mark = time.perf_counter()
 
-    def _handle(self, cmd: str, state, control):
-        if cmd == "stop":
-            self.stopped = True
+    def _apply_controls(self, state, control):
+        """One batch of control files, in order, through the state machine; every rank gets rank 0's decision."""
+        if self.stopped:
+            return
+        cmds = self.run.take_controls()
+        d = controls.apply(self._paused, cmds)
+        flags = sync_flags(d.flags(), self.stop_flag)
+        if cmds:
+            self.events.write("log", level="info", message=f"controls at step {state.global_step}: {', '.join(cmds)}")
+        if flags["stop"]:
+            self.stopped, self._paused, self._pause_pending = True, False, False
             control.should_save = True
             control.should_training_stop = True
             self._set_state("stopping", state)
-        elif cmd == "save":
+            return
+        if flags["save"]:
             control.should_save = True
             self.events.write("log", level="info", message=f"save requested at step {state.global_step}")
-        elif cmd == "eval":
+        if flags["eval"]:
             if self.has_eval:
                 control.should_evaluate = True
             else:
                 self.events.write("log", level="warning", message="evaluate requested, but the run has no eval data")
-        elif cmd == "pause":
-            self._pause(state, control)
+        if flags["paused"] != self._paused:
+            self._paused = flags["paused"]
+            self._set_state("paused" if self._paused else "running", state)
 
-    def _pause(self, state, control):
-        """Wait between steps until resume or stop. A save or eval asked for meanwhile leaves the loop so the
-        trainer can do it; on_evaluate/on_save then come back here (`_pause_pending`)."""
-        t0 = time.perf_counter()
+    def _hold(self, state, control):
+        """While paused, wait between steps for the next batch of controls. A save or eval asked for leaves the wait
+        so the trainer does it (still paused); on_evaluate/on_save then come back here (`_pause_pending`)."""
         if not self._paused:
-            self._paused = True
-            self._set_state("paused", state)
-        while True:
-            cmds = sync_commands(self.run.take_controls(), self.stop_flag)  # every rank waits in this loop
-            if self.stop_flag.is_set():
-                cmds.append("stop")
-            if "stop" in cmds:
-                self.excluded_s += time.perf_counter() - t0
-                self._paused = False
-                self._handle("stop", state, control)
-                return
-            for c in cmds:
-                if c in ("save", "eval"):
-                    self._handle(c, state, control)
-            if "resume" in cmds:
-                break
+            return
+        if control.should_save or control.should_evaluate:
+            self._pause_pending = True
+            return
+        t0 = time.perf_counter()
+        while self._paused and not self.stopped:
+            time.sleep(0.2)
+            self._apply_controls(state, control)  # every rank waits in this loop and leaves it at the same turn
             if control.should_save or control.should_evaluate:
                 self._pause_pending = True
-                self.excluded_s += time.perf_counter() - t0
-                self._mark = time.perf_counter()
-                return
-            time.sleep(0.2)
+                break
         self.excluded_s += time.perf_counter() - t0
         self._mark = time.perf_counter()
-        self._paused = False
-        self._set_state("running", state)
 
     def _back_to_pause(self, state, control):
         if self._pause_pending and not control.should_save:  # after the last of eval-then-save
             self._pause_pending = False
-            self._pause(state, control)
+            self._hold(state, control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         now = time.perf_counter()
@@ -244,7 +254,8 @@ class RunCallback(TrainerCallback):
             meta = {"step": step, "time": time.time(), "run_id": self.run.id, "method": self.cfg.method,
                     "base_model": self.cfg.model.name_or_path, "adapter": self.cfg.adapter.kind,
                     "quantization": self.cfg.model.quantization, "config_hash": self.job["config_hash"],
-                    "loss": self.last_loss, "eval_loss": self.last_eval, "max_steps": state.max_steps}
+                    "loss": self.last_loss, "eval_loss": self.last_eval, "max_steps": state.max_steps,
+                    "num_tokens": self.num_tokens}
             (staged / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             fsync_tree(staged)
             if self.before_rename:

@@ -1,17 +1,17 @@
 """Several engine processes (torchrun/accelerate ranks): rank 0 alone writes, every rank obeys the controls.
 
-Light at import (torch inside functions). Rank 0 reads and deletes the control files; each step the
-decision is combined across ranks with one all_reduce(MAX) of a few flags, so stop/pause/save/eval (and a
-SIGTERM that reached any rank) take effect on every rank at the same step. Cost: one tiny collective per
-step (on CUDA a device sync); single-process runs skip it.
+Light at import (torch inside functions). Rank 0 reads and deletes the control files and applies them, in order,
+to the control state machine (engine/rundir/controls.py); each step its decision (paused, stop, save, eval) is
+shared with one all_reduce(MAX) in which the other ranks add only their own stop signal, so the decision (and a
+SIGTERM that reached any rank) takes effect on every rank at the same step. Cost: one tiny collective per step
+(on CUDA a device sync); single-process runs skip it.
 """
 from __future__ import annotations
 
 import os
 
+from engine.rundir.controls import FLAGS
 from engine.rundir.runs import Run
-
-ORDER = ("save", "eval", "pause", "resume", "stop")
 
 
 def rank() -> int:
@@ -28,7 +28,7 @@ class FollowerRun(Run):
     def write_status(self, **updates) -> dict:
         return {}
 
-    def take_controls(self) -> list[str]:
+    def take_controls(self, before_ns: int | None = None) -> list[str]:
         return []
 
 
@@ -55,19 +55,21 @@ def _group():
     return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
 
 
-def sync_commands(cmds: list[str], stop_flag) -> list[str]:
-    """The commands every rank acts on this step: rank 0's control files plus any rank's stop signal."""
+def sync_flags(flags: dict[str, bool], stop_flag) -> dict[str, bool]:
+    """The decision every rank acts on this step: rank 0's (from its control files) plus any rank's stop signal."""
+    flags = {k: bool(flags.get(k)) for k in FLAGS}
+    if stop_flag is not None and stop_flag.is_set():
+        flags["stop"] = True
     dist = _group()
     if dist is None:
-        return cmds
+        return flags
     import torch
 
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if dist.get_backend() == "nccl" else "cpu"
-    flags = torch.tensor([int(c in cmds) for c in ORDER], dtype=torch.int32, device=device)
-    if stop_flag is not None and stop_flag.is_set():
-        flags[ORDER.index("stop")] = 1
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    return [c for c, f in zip(ORDER, flags.tolist()) if f]
+    mine = [int(flags[k]) if rank() == 0 or k == "stop" else 0 for k in FLAGS]  # rank 0 decides, any rank may stop
+    vec = torch.tensor(mine, dtype=torch.int32, device=device)
+    dist.all_reduce(vec, op=dist.ReduceOp.MAX)
+    return {k: bool(v) for k, v in zip(FLAGS, vec.tolist())}
 
 
 def barrier() -> None:

@@ -1,9 +1,11 @@
 """Fault injection for the reliability suite: `TUNEBENCH_FAULTS=kind=N[,kind=N]` in the engine's environment.
 
-Kinds (N counts checkpoint saves from 1):
+Kinds (N counts checkpoint saves from 1, or event writes from 1 after the trainer is built):
   kill_during_save=N   SIGKILL the engine after the model weights of save N are written, before the optimizer
-  kill_before_rename=N SIGKILL after save N is complete in the staging directory, before it is renamed into place
+  kill_before_rename=N SIGKILL after save N is complete in staging, before it is renamed into place
   enospc_during_save=N raise OSError(ENOSPC) after the weights of save N are written, as a full disk would
+  short_write=N        the training thread's event write N stores half its line and the rest fails with ENOSPC,
+                       as on a disk that fills mid-line (outside a save); the writer cuts the half line back off
 Without the variable nothing is patched and nothing costs anything. Light module.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 
 ENV = "TUNEBENCH_FAULTS"
 
@@ -24,11 +27,33 @@ def parse(spec: str | None) -> dict[str, int]:
     return out
 
 
-def install(trainer, callback) -> dict[str, int]:
-    """Wrap the trainer's save steps according to $TUNEBENCH_FAULTS; returns the faults armed."""
+def short_writes(events, n: int) -> None:
+    """Make the n-th os.write of `events` (an EventWriter) short, and the write that would finish it fail."""
+    count = {"n": 0, "cut": False}
+    real = events._os_write
+
+    def write(fd, data):
+        if threading.current_thread() is not threading.main_thread():
+            return real(fd, data)  # telemetry: its thread swallows errors; the fault is for the training loop
+        count["n"] += 1
+        if count["n"] == n:
+            count["cut"] = True
+            return real(fd, bytes(data[: max(1, len(data) // 2)]))
+        if count["cut"]:
+            count["cut"] = False
+            raise OSError(errno.ENOSPC, "No space left on device", str(events.path))
+        return real(fd, data)
+
+    events._os_write = write
+
+
+def install(trainer, callback, events=None) -> dict[str, int]:
+    """Wrap the trainer's save steps (and the event writer) according to $TUNEBENCH_FAULTS; returns the faults armed."""
     faults = parse(os.environ.get(ENV))
     if not faults:
         return faults
+    if "short_write" in faults and hasattr(events, "_os_write"):
+        short_writes(events, faults["short_write"])
     count = {"n": 0}
     save_opt = trainer._save_optimizer_and_scheduler
     save_ckpt = trainer._save_checkpoint

@@ -416,6 +416,7 @@ class HyperparamsPane(Widget):
 
     def action_launch(self) -> None:
         raw, problems = self.current()
+        problems = problems or cfgmod.run_rules(raw)  # what the CLI refuses before creating a run (data.train)
         if problems:
             self.app.notify("\n".join(map(str, problems[:6])), title=f"not launched: {len(problems)} problem(s)",
                             severity="error")

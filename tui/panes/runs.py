@@ -17,7 +17,9 @@ from engine.rundir.runs import ACTIVE, Run, created_time
 from tui.messages import RunSelected
 
 STATE_STYLE = {"running": "bold green", "starting": "green", "paused": "yellow", "stopping": "yellow",
-               "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim"}
+               "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim",
+               "unstarted": "yellow"}
+LABELS = {"lost": "lost (crashed)", "unstarted": "never started"}  # derived states, as the table says them
 COLUMNS = ("run", "state", "step", "loss", "started", "model", "method")
 # Fixed widths where values change in place (update_cell does not re-measure a column).
 WIDTHS = {"state": 14, "step": 11, "loss": 8, "started": 14, "method": 14}
@@ -27,7 +29,7 @@ def run_row(run: Run, status: dict | None = None, state: str | None = None) -> t
     """The table cells for one run; reads status.json only (a few hundred bytes)."""
     status = status if status is not None else run.status()
     state = state or run.state(status)
-    label = f"{state} (crashed)" if state == "lost" else state
+    label = LABELS.get(state, state)
     step, max_steps = status.get("step") or 0, status.get("max_steps")
     loss = status.get("last_loss")
     started = status.get("started") or status.get("created")
@@ -66,10 +68,16 @@ class RunRows:
         rows = []
         for e in entries:
             try:
+                if e.stat().st_uid != os.getuid():
+                    continue  # another user's run is never read (its config decides what code would run)
                 st = os.stat(os.path.join(e.path, "status.json"))
+                key = (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:  # deleted under a live engine, or damaged: the run is still there
+                if not os.path.exists(os.path.join(e.path, "config.yaml")):
+                    continue  # not a run directory (or one being deleted)
+                key = None
             except OSError:
-                continue  # not a run directory (or one being deleted)
-            key = (st.st_mtime_ns, st.st_size)
+                continue
             hit = self.cache.get(e.name)
             if hit is None or hit.key != key or hit.recheck:
                 run = Run(e.path)
@@ -79,7 +87,10 @@ class RunRows:
                 cells = run_row(run, status, state)
                 if hit is not None and cells == hit.cells:
                     cells = hit.cells  # unchanged: the same tuple, so the pane skips the row
-                hit = self.cache[e.name] = Row(key, created, cells, status.get("state") in ACTIVE, state in ACTIVE)
+                # re-read each refresh while the file can say less than the truth: an active run's engine may die,
+                # a created run's launcher may (it becomes `unstarted`), an unreadable status may come back
+                recheck = status.get("state") in (*ACTIVE, "created") or bool(status.get("unreadable"))
+                hit = self.cache[e.name] = Row(key, created, cells, recheck, state in ACTIVE)
             rows.append((hit.created, e.name, hit.cells))
         live = {name for _, name, _ in rows}
         for name in [n for n in self.cache if n not in live]:

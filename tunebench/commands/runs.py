@@ -5,6 +5,7 @@ import json
 import sys
 import time
 
+from engine.config.text import printable
 from engine.rundir.runs import CONTROLS, list_runs, resolve_run, runs_dir_from
 from tunebench.errors import CliError
 
@@ -57,7 +58,8 @@ def cmd_runs(args) -> int:
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
         loss = f"{r['last_loss']:.4f}" if isinstance(r["last_loss"], (int, float)) else "-"
-        print(f"{r['id']:40} {r['state']:10} {step:>11} {loss:>8}  {_when(r['started']):16}  {r['model']}")
+        print(f"{printable(r['id']):40} {r['state']:10} {step:>11} {loss:>8}  {_when(r['started']):16}  "
+              f"{printable(r['model'])}")
     return 0
 
 
@@ -71,7 +73,7 @@ def cmd_status(args) -> int:
     for key in ("id", "state", "step", "max_steps", "last_loss", "last_eval_loss", "model", "method",
                 "last_checkpoint", "error", "path"):
         if full.get(key) is not None:
-            print(f"{key:16} {full[key]}")
+            print(f"{key:16} {printable(full[key])}")
     for key in ("started", "ended"):
         if full.get(key):
             print(f"{key:16} {_when(full[key])}")
@@ -107,7 +109,7 @@ def cmd_control(args) -> int:
         raise CliError(f"{run.id} is {state}; {args.control} only reaches a live run")
     assert args.control in CONTROLS
     run.send(args.control)
-    print(f"{args.control} sent to {run.id} ({state}); the engine acts on it after the current step")
+    print(f"{args.control} sent to {printable(run.id)} ({state}); the engine acts on it after the current step")
     return 0
 
 
@@ -117,7 +119,7 @@ def cmd_verify(args) -> int:
     run = resolve_run(runs_dir_from(None), args.run)
     problems = verify_run(run)
     for p in problems:
-        print(p)
+        print(printable(p))
     n = len(run.checkpoints())
-    print(f"{run.id}: {'sound' if not problems else f'{len(problems)} problem(s)'}; {n} complete checkpoint(s)")
+    print(f"{printable(run.id)}: {'sound' if not problems else f'{len(problems)} problem(s)'}; {n} complete checkpoint(s)")
     return 1 if problems else 0

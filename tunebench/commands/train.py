@@ -1,19 +1,28 @@
-"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN]`: start (or resume) a detached run.
+"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN[@STEP]]`: start (or resume) a detached run.
 
 In the foreground it follows the run's events with a progress bar; Ctrl-C asks the engine to stop
 gracefully (a second Ctrl-C leaves it running). The engine lives in its own session either way, so
-a lost terminal never stops it.
+a lost terminal never stops it. A resume is checked before anything starts: one engine per run, the
+checkpoint it goes on from (complete, loadable, with its optimizer), the data unchanged.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from pathlib import Path
 
 from engine import config as cfgmod
+from engine.config.text import printable
+from engine.data import fingerprint
 from engine.rundir import launch
 from engine.rundir.events import EventTail
-from engine.rundir.runs import Run, create_run, resolve_run, runs_dir_from
+from engine.rundir.lock import RunBusy
+from engine.rundir.paths import absolute_paths
+from engine.rundir.resume import check_overrides, parse_ref
+from engine.rundir.resume import plan as resume_plan
+from engine.rundir.runs import ACTIVE, Run, create_run, resolve_run, runs_dir_from
+from engine.rundir.trust import code_warnings
 from tunebench.errors import CliError
 
 
@@ -23,7 +32,10 @@ def add_parser(sub):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
                    help="override a key, e.g. --set training.learning_rate=1e-4 (repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run id as the last line and return at once")
-    p.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or lost run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN[@STEP]", help="continue a stopped, failed or lost run from its newest "
+                   "checkpoint that loads (or from STEP's); --set may change only what does not alter the training")
+    p.add_argument("--resume-weights-only", action="store_true",
+                   help="with --resume: accept a checkpoint without optimizer/scheduler state (they start fresh)")
     p.set_defaults(func=run)
 
 
@@ -43,28 +55,54 @@ def preflight(cfg: cfgmod.Config) -> dict:
     return pf.info
 
 
-def run(args) -> int:
+def warn(lines: list[str]) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
 
+
+def resume(args, runs_dir: Path) -> tuple[Run, int]:
+    """Check everything a resume needs, then start its engine; returns (run, events offset to follow from)."""
+    ref, step = parse_ref(args.resume)
+    r = resolve_run(runs_dir, ref)
+    holder = r.engine_pid()
+    if holder is not None:
+        raise RunBusy(r.path, holder)
+    state = r.state()
+    if state in ACTIVE:
+        raise CliError(f"{r.id} is {state}; stop it first (tunebench stop {r.id})")
+    if state == "created":
+        raise CliError(f"{r.id} is being launched by another tunebench; wait for it to start")
+    if state == "completed" and step is None:
+        raise CliError(f"{r.id} completed; nothing to resume (RUN@STEP goes back to an earlier checkpoint)")
+    if args.config:
+        raise CliError("--resume continues a run with its own config.yaml; drop CONFIG")
+    check_overrides(args.overrides)  # only what does not change the trajectory
+    cfg = r.settings()
+    warn(code_warnings(cfg))
+    plan = resume_plan(r, step, args.resume_weights_only)
+    fingerprint.check(r.path, cfg, r.id)
+    warn(plan.notes())
+    last = plan.checkpoint
+    print(f"resuming {r.id} from {last.name if last else 'the start (no complete checkpoint)'}")
+    offset = r.events_path.stat().st_size if r.events_path.exists() else 0  # follow only what this engine writes
+    extra = (["--step", str(step)] if step is not None else []) + \
+        (["--weights-only"] if args.resume_weights_only else []) + [a for o in args.overrides for a in ("--set", o)]
+    launch.start(r, resume=True, extra=extra)
+    return r, offset
+
+
+def run(args) -> int:
     runs_dir = runs_dir_from(None)
+    if args.resume_weights_only and not args.resume:
+        raise CliError("--resume-weights-only goes with --resume RUN")
+    offset = 0
     if args.resume:
-        r = resolve_run(runs_dir, args.resume)
-        state = r.state()
-        if state in ("running", "starting", "paused", "stopping"):
-            raise CliError(f"{r.id} is {state}; stop it first (tunebench stop {r.id})")
-        if state == "completed":
-            raise CliError(f"{r.id} completed; nothing to resume")
-        if args.config or args.overrides:
-            raise CliError("--resume continues a run with its own config.yaml; drop CONFIG and --set")
-        last = r.last_checkpoint()
-        print(f"resuming {r.id} from {last.name if last else 'the start (no complete checkpoint)'}")
-        launch.start(r, resume=True)
+        r, offset = resume(args, runs_dir)
     else:
         if not args.config:
             raise CliError("train: give a CONFIG file (see presets/) or --resume RUN")
-        cfg = cfgmod.load_config(args.config, args.overrides)
-        if cfg.model.trust_remote_code:
-            print(f"warning: model.trust_remote_code is on: Python code shipped with {cfg.model.name_or_path} "
-                  "will run in the engine with your permissions; only for models you trust", file=sys.stderr)
+        cfg = absolute_paths(cfgmod.load_config(args.config, args.overrides, for_run=True))  # config.yaml means the same anywhere
+        warn(code_warnings(cfg))
         info = preflight(cfg)
         r = create_run(runs_dir, cfg)
         pid = launch.start(r)
@@ -74,7 +112,7 @@ def run(args) -> int:
     if args.detach:
         print(r.id)
         return 0
-    return follow(r)
+    return follow(r, offset)
 
 
 def num(value) -> str:
@@ -82,8 +120,9 @@ def num(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "NaN (not finite)"
 
 
-def follow(r: Run) -> int:
-    """Show the run's progress until it ends; Ctrl-C once = stop gracefully, twice = leave it running."""
+def follow(r: Run, offset: int = 0) -> int:
+    """Show the run's progress until it ends (from `offset` of its events: a resume shows only its own);
+    Ctrl-C once = stop gracefully, twice = leave it running."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -97,7 +136,7 @@ def follow(r: Run) -> int:
     console = Console(stderr=False)
     interrupts = []
     previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.time()))
-    tail = EventTail(r.events_path)
+    tail = EventTail(r.events_path, offset)
     asked_stop = False
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -116,7 +155,7 @@ def follow(r: Run) -> int:
                     elif kind == "checkpoint":
                         bar.console.print(f"step {e['step']}: checkpoint saved")
                     elif kind == "log" and e.get("level") in ("warning", "error"):
-                        bar.console.print(f"[yellow]{e['message']}")
+                        bar.console.print(printable(e["message"]), style="yellow", markup=False)
                     elif kind == "state":
                         bar.update(task, info=e["state"])
                 if interrupts and not asked_stop:
@@ -127,7 +166,7 @@ def follow(r: Run) -> int:
                     bar.console.print(f"left running in the background: tunebench stop {r.id}")
                     return 130
                 state = r.state()
-                if state in ("completed", "stopped", "failed", "lost"):
+                if state in ("completed", "stopped", "failed", "lost", "unstarted"):
                     # The step it ended at: metrics come every logging_steps (355), a stop lands between (358).
                     steps = [e["step"] for e in tail.read() if e.get("kind") in ("metrics", "state") and e.get("step")]
                     bar.update(task, completed=max([*steps, int(r.status().get("step") or 0)]))
