@@ -36,8 +36,10 @@ def _data_cfg(args: dict):
     """A full Config for the data functions from the pane's args (spec, method, format, max_length, ...)."""
     from engine.data.inspect import _cfg
 
+    extra = {"truncation": args["truncation"]} if args.get("truncation") else {}
     return _cfg(args["spec"], args.get("method") or "sft", args.get("format") or "auto",
-                int(args.get("max_length") or 1024), args.get("columns"), loss_on=args.get("loss_on") or "completion")
+                int(args.get("max_length") or 1024), args.get("columns"), loss_on=args.get("loss_on") or "completion",
+                **extra)
 
 
 def _file_key(spec) -> tuple:

@@ -147,7 +147,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
             events.write("log", level="warning", message="fault injection armed (TUNEBENCH_FAULTS)")
         for note in job.get("notes", []):
             events.write("log", level="warning", message=note)
-        events.write("data", **{k: v for k, v in job.items() if k in ("format", "train_rows", "eval_rows", "source_rows", "labels", "dropped")})
+        events.write("data", **{k: v for k, v in job.items() if k in ("format", "train_rows", "eval_rows", "source_rows", "labels", "dropped", "truncation", "cache", "prepare_s")})
         events.write("log", level="info", message="model ready", **modeling.trainable_parameters(trainer.model))
         resume_from = None
         if resume:

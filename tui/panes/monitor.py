@@ -23,6 +23,7 @@ from textual.widgets import Button, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config import Config
+from engine.data.progress import describe
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
 from tui.fmt import fmt_bytes, fmt_duration
@@ -334,6 +335,8 @@ class MonitorPane(Widget):
             t.append(f"   ETA {fmt_duration((max_steps - step) / rate)}   {rate:.2f} steps/s")
         t.append(f"   {events} events" + (f", attached in {self.attach_s:.2f} s" if self.attach_s is not None else ""),
                  self._style("dim"))
+        if state == "starting" and isinstance(st.get("data"), dict):  # the engine is preparing the data
+            t.append(f"\n{describe(st['data'])}")
         self.query_one("#mon-head", Static).update(t)
         self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
 

@@ -11,6 +11,7 @@ import sys
 import time
 
 from engine import config as cfgmod
+from engine.data.progress import describe
 from engine.rundir import launch
 from engine.rundir.events import EventTail
 from engine.rundir.runs import Run, create_run, resolve_run, runs_dir_from
@@ -30,12 +31,25 @@ def add_parser(sub):
 def preflight(cfg: cfgmod.Config) -> dict:
     """Checks that need no ML stack, before a run directory exists: every data row must read and convert.
 
-    Invalid rows raise InvalidRows (a DataError: exit 2 with counts by reason and the first rows of each)
-    unless data.skip_invalid is set; the engine repeats the check with the tokenizer (rows too long to train).
+    One streaming pass on every core (engine.data.check), remembered in the user's cache for the same files
+    and settings. Invalid rows raise InvalidRows (a DataError: exit 2 with counts by reason and the first rows
+    of each) unless data.skip_invalid is set; the engine repeats the check as it tokenises (rows too long).
     """
-    from engine.data.prepare import prepare
+    from engine.data.check import cached_check
 
-    _, _, info = prepare(cfg)
+    live = sys.stderr.isatty()
+
+    def progress(**p):
+        if live and not p.get("final"):
+            total = f" of ~{p['rows_total']:,}" if p.get("rows_total") else ""
+            print(f"\rchecking {p['pass']} data: {p['rows_done']:,}{total} rows, {p['rows_per_s']:,.0f} rows/s, "
+                  f"{p['invalid']} invalid   ", end="", file=sys.stderr, flush=True)
+
+    try:
+        info = cached_check(cfg, progress)
+    finally:
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     for warning in info.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     return info
@@ -112,6 +126,12 @@ def follow(r: Run) -> int:
                         bar.console.print(f"[yellow]{e['message']}")
                     elif kind == "state":
                         bar.update(task, info=e["state"])
+                    elif kind == "data" and e.get("phase"):
+                        line = describe(e)
+                        if e["phase"] == "prepare":
+                            bar.update(task, info=line)
+                        else:
+                            bar.console.print(line)
                 if interrupts and not asked_stop:
                     asked_stop = True
                     r.send("stop")
