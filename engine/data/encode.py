@@ -156,12 +156,12 @@ def truncate(ids: list[int], labels: list[int], max_length: int, policy: str, mi
         return Cut(None, None, n, "dropped", prompt)
     if policy == "prompt_left" and first is not None:
         keep_p, keep_a = split_lengths(prompt, n - prompt, max_length, min_completion)
-        start = prompt - keep_p
-        head = []
-        if bos is not None and start > 0 and ids[0] == bos and keep_p > 0:
-            head, start = [0], start + 1  # the BOS the model always saw first stays first
-        idx = head + list(range(start, prompt + keep_a))
-        return Cut([ids[i] for i in idx], [labels[i] for i in idx], n - len(idx), "cut", prompt)
+        start, end = prompt - keep_p, prompt + keep_a
+        if bos is not None and start > 0 and ids[0] == bos and keep_p > 0:  # the BOS the model always saw first
+            kept_ids, kept_labels = ids[:1] + ids[start + 1:end], labels[:1] + labels[start + 1:end]  # stays first
+        else:
+            kept_ids, kept_labels = ids[start:end], labels[start:end]
+        return Cut(kept_ids, kept_labels, n - len(kept_ids), "cut", prompt)
     kept_ids, kept_labels = ids[:max_length], labels[:max_length]
     if first is None or first >= max_length:
         return Cut(None, None, n, "refused" if policy == "refuse" else "dropped", prompt)

@@ -33,9 +33,9 @@ BATCH = 1000  # rows per Arrow record batch
 
 
 def row_hash(row: dict) -> int:
-    """The identity of a method row (prepare.overlap's test for an eval row that is also a train row)."""
-    return int.from_bytes(hashlib.blake2b(json.dumps(row, sort_keys=True, default=str).encode(),
-                                          digest_size=8).digest(), "little")
+    """The identity of a method row (prepare.overlap's test for an eval row that is also a train row); the
+    normaliser writes keys in one order, so the JSON needs no sorting (~4 us a row instead of ~7)."""
+    return int.from_bytes(hashlib.blake2b(json.dumps(row, default=str).encode(), digest_size=8).digest(), "little")
 
 
 class TokenSink(Sink):
@@ -54,7 +54,7 @@ class TokenSink(Sink):
         self.shape_codes: dict = {}
         self.trunc = Counter()
         self.writer = self.sink_file = None
-        self.tokens = self.trained = 0
+        self.tokens = 0
 
     def add(self, location: str, row: dict) -> Problem | None:
         try:
@@ -78,7 +78,6 @@ class TokenSink(Sink):
         self.ids.append(cut.input_ids)
         self.labels.append(cut.labels)
         self.tokens += len(cut.input_ids)
-        self.trained += sum(1 for v in cut.labels if v != -100)
         if len(self.ids) >= BATCH:
             self._flush()
         return None
@@ -111,7 +110,7 @@ class TokenSink(Sink):
                 files.append({"name": side.name, "bytes": side.stat().st_size})
         out = super().finish()
         out.update(name=self.name, files=files, shape_codes=[[list(map(list, s)), c] for s, c in self.shape_codes.items()],
-                   trunc=dict(self.trunc), tokens=self.tokens, trained=self.trained, sample=[], first=None)
+                   trunc=dict(self.trunc), tokens=self.tokens, sample=[], first=None)
         return out
 
 
@@ -211,7 +210,7 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shards = [{k: part[k] for k in ("name", "files", "rows", "trunc", "tokens", "trained", "shape_codes")} |
+    shards = [{k: part[k] for k in ("name", "files", "rows", "trunc", "tokens", "shape_codes")} |
               {"shapes": [[list(map(list, s)), n] for s, n in part["shapes"].items()],
                "shape_first": [[list(map(list, s)), locs] for s, locs in part["shape_first"].items()]}
               for part in p.parts]

@@ -9,7 +9,7 @@ render per row (Jinja is the cost there, ~0.1 ms a turn).
 from __future__ import annotations
 
 from engine.data import templates
-from engine.data.encode import IGNORE, SFTEncoder, too_long_detail, truncate
+from engine.data.encode import IGNORE, SFTEncoder, split_lengths, too_long_detail, truncate
 from engine.data.errors import Problem
 
 BATCH = 1024
@@ -140,8 +140,40 @@ class Measurer:
 
 
 def _pair_policy(truncation: str) -> str:
-    """Preference, kto and reward rows are cut by TRL at the right (keep_start); prompt_left is sft's alone."""
+    """TRL cuts preference, kto and reward rows at the right (keep_start); under prompt_left apply_truncation
+    has shortened their prompts first (cut_prompt), so what is left to cut is the answer's end."""
     return "right" if truncation == "prompt_left" else truncation
+
+
+def _rendered(tok, msgs: list[dict]) -> int:
+    return len(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+
+def _tail(tok, text: str, drop: int) -> str:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return tok.decode(ids[drop:]) if drop < len(ids) else ""
+
+
+def cut_prompt(tok, prompt, keep: int):
+    """The prompt shortened to about its last `keep` tokens: a string loses its first tokens; a conversation
+    loses its oldest exchanges, then the start of its system turn (all of it if need be), then the start of
+    its first remaining turn's text."""
+    if isinstance(prompt, str):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        return _tail(tok, prompt, max(0, len(ids) - keep))
+    system = [m for m in prompt[:1] if m["role"] in ("system", "developer")]
+    turns = list(prompt[len(system):])
+    while len(turns) > 2 and _rendered(tok, system + turns) > keep:
+        turns = turns[2:]  # a user turn and its answer: the conversation still starts with the user
+    excess = _rendered(tok, system + turns) - keep
+    if excess > 0 and system:
+        text = system[0].get("content") or ""
+        rest = _tail(tok, text, excess) if isinstance(text, str) else ""
+        system = [{**system[0], "content": rest}] if rest.strip() else []
+        excess = _rendered(tok, system + turns) - keep
+    if excess > 0 and isinstance(turns[0].get("content"), str):
+        turns[0] = {**turns[0], "content": _tail(tok, turns[0]["content"], excess)}
+    return system + turns
 
 
 def apply_truncation(pairs: list[tuple[str, dict]], tok, max_length: int, method: str, loss_on: str = "completion",
@@ -158,9 +190,19 @@ def apply_truncation(pairs: list[tuple[str, dict]], tok, max_length: int, method
         return pairs, [], counts
     measurer = Measurer(tok, method, max_length, loss_on, truncation, min_completion)
     kept, problems = [], []
+    shorten = truncation == "prompt_left" and method in ("dpo", "kto", "reward")
     for (loc, row), m in zip(pairs, measurer.measure_many([row for _, row in pairs])):
         if "error" in m:
             problems.append(Problem(loc, "chat template error", m["error"]))
+            continue
+        if shorten and m["length"] > max_length and m["has_target"] and row.get("prompt"):
+            p = m["prompt_length"]
+            keep_p, keep_a = split_lengths(p, m["length"] - p, max_length, min_completion)
+            if keep_p < p:
+                row["prompt"] = cut_prompt(tok, row["prompt"], keep_p)  # TRL then cuts only the answer's end
+            counts["rows_cut"] += 1
+            counts["tokens_cut"] += m["length"] - keep_p - keep_a
+            kept.append((loc, row))
             continue
         if m["cut"] == "refused":
             problems.append(Problem(loc, "too long", too_long_detail(m["prompt_length"], max_length)))
