@@ -37,10 +37,10 @@ class Checked:
         total = sum(n for n, _ in pool)
         if total <= k:
             return [pair for _, rows in pool for pair in rows]
-        out = []
-        for n, rows in pool:
-            out += rows[:round(k * n / total)]
-        return out
+        quota = [k * n // total for n, _ in pool]  # largest remainders get the rows rounding left over
+        for i in sorted(range(len(pool)), key=lambda i: -(k * pool[i][0] % total))[:k - sum(quota)]:
+            quota[i] += 1
+        return [pair for q, (_, rows) in zip(quota, pool) for pair in rows[:q]]
 
     @property
     def first(self):
