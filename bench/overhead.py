@@ -6,7 +6,8 @@
 Builds a small Llama-style model (random weights, tokenizer trained on the data) unless --model is given,
 makes a messages JSONL from ../shared/data/llamafactory/alpaca_en_demo.json, then alternates
 `../shared/bench/plain_trl_sft.py` and `tunebench train` (LoRA r 8, alpha 16, dropout 0, all-linear,
-lr 1e-3 linear, no warmup, batch 8, max_length 256, fp32, no checkpointing, loss on all tokens, seed 0).
+lr 1e-3 linear, no warmup, batch 8, max_length 256 cut at the right as TRL does (data.truncation: right), fp32,
+no checkpointing, loss on all tokens, seed 0).
 Prints each run's tokens/s, the median tokens/s ratio (goal >= 0.97) and the largest per-step loss
 difference between the two (goal < 1e-4).
 """
@@ -62,7 +63,7 @@ def run_tunebench(model: Path, data: Path, steps: int, work: Path) -> dict:
     cfg.write_text(f"""
 model: {{name_or_path: {model}, dtype: float32}}
 adapter: {{kind: lora, r: 8, alpha: 16, dropout: 0.0, target_modules: all-linear}}
-data: {{train: {data}, max_length: 256, loss_on: all, packing: false}}
+data: {{train: {data}, max_length: 256, loss_on: all, packing: false, truncation: right}}
 training:
   max_steps: {steps}
   batch_size: 8
@@ -76,7 +77,8 @@ training:
 hardware: {{device: cpu}}
 """)
     runs = work / "runs"
-    env = {**os.environ, "TUNEBENCH_RUNS_DIR": str(runs), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "TUNEBENCH_RUNS_DIR": str(runs), "TUNEBENCH_CACHE_DIR": str(work / "cache"),
+           "CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run([sys.executable, "-m", "tunebench", "train", str(cfg), "--detach"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     if out.returncode:

@@ -74,16 +74,16 @@ def test_rows_whose_prompt_fills_max_length_are_invalid(tmp_path, tok):
     short = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}
     f = write_jsonl(tmp_path / "d.jsonl", [short, long_q, {"text": "plain text is never cut away entirely"}])
     with pytest.raises(InvalidRows) as e:
-        prepare(cfg_for(f, max_length=64, format="messages"), tok)
+        prepare(cfg_for(f, max_length=64, format="messages", truncation="refuse"), tok)
     kinds = {p.location: p.kind for p in e.value.problems}
     assert kinds[f"{f}:2"] == "too long" and kinds[f"{f}:3"] == "missing field"
-    train, _, info = prepare(cfg_for(f, max_length=64, format="messages", skip_invalid=True), tok)
+    train, _, info = prepare(cfg_for(f, max_length=64, format="messages", skip_invalid=True, truncation="refuse"), tok)
     assert len(train) == 1 and info["dropped"]["by_reason"] == {"too long": 1, "missing field": 1}
 
 
 def test_inspect_json_over_the_real_alpaca_file(tiny_model):
     r = tunebench("inspect", shared_file("llamafactory/alpaca_en_demo.json"), "--model", tiny_model,
-                  "--max-length", "256", "--json")
+                  "--max-length", "256", "--json", "--truncation", "refuse")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["format"] == "alpaca" and rep["rows"] == 999
@@ -123,7 +123,7 @@ def test_skip_invalid_run_records_the_dropped_rows(tmp_path, tiny_model, chat_js
     r = tunebench("train", cfg, runs_dir=runs_dir)
     assert r.returncode == 0, r.stdout + r.stderr
     run = list_runs(runs_dir)[0]
-    data = read_events(run.events_path, ["data"])[0]
+    data = [e for e in read_events(run.events_path, ["data"]) if "train_rows" in e][0]  # the report, after progress
     assert data["train_rows"] == 64 and data["dropped"]["count"] == 2
     assert data["dropped"]["by_reason"] == {"invalid JSON": 1, "no assistant turn": 1}
     assert data["dropped"]["first"][0]["location"] == f"{f}:65"

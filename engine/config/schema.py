@@ -101,7 +101,15 @@ class Data(Section):
     train_on_chosen: bool = key(False, "sft on preference data: train on the prompt and the chosen answer.")
     split: str | None = key(None, "Split of a hub dataset or DatasetDict directory (default train).")
     subset: str | None = key(None, "Subset (configuration) of a hub dataset.")
-    max_length: int = key(1024, "Longest sequence in tokens; longer rows are truncated.", min=8, max=1 << 20)
+    max_length: int = key(1024, "Longest sequence in tokens; longer rows are cut by data.truncation.", min=8, max=1 << 20)
+    truncation: str = key("prompt_left", "A row longer than max_length: prompt_left (cut the prompt's oldest tokens so the "
+                          "answer fits), right (keep the start), drop (drop the row, counted) or refuse (invalid when "
+                          "the prompt alone fills max_length).", choices=("prompt_left", "right", "drop", "refuse"))
+    min_completion_tokens: int = key(16, "prompt_left: answer tokens a cut row keeps at least, however long its prompt.",
+                                     min=1, max=1 << 20)
+    cache: bool = key(True, "Reuse the prepared (tokenised) data from the user's cache when file, tokenizer and "
+                            "settings match; the run's events say whether it did.")
+    num_proc: int = key(0, "Processes that read and tokenise the data; 0 = one per available core.", min=0, max=1024)
     packing: bool = key(False, "Pack several short rows into one sequence of max_length (SFT only).")
     general_eval: str | None = key(None, "Forgetting watch: general text whose loss is tracked beside the task's eval loss.")
     loss_on: str = key("completion", "Which tokens train: completion (assistant/completion tokens) or all.",

@@ -40,6 +40,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_hub(spec: str, split: str = "train", subset: str | None = None) -> list[Row]:
     """Every row of `split` of a hub dataset; cached copies load offline when HF_HUB_OFFLINE=1 is set."""
+    return list(iter_hub(spec, split, subset, streaming=False))
+
+
+def iter_hub(spec: str, split: str = "train", subset: str | None = None, streaming: bool = True):
+    """The rows of `split` of a hub dataset one at a time: streamed from the hub where it allows (nothing is
+    downloaded whole), else (offline, from the local cache) read from the cached copy."""
     what = f"{spec}" + (f" (subset {subset})" if subset else "") + f" split {split}"
     if not offline_forced() and not hub_reachable():
         raise DataError(f"{spec}: looks like a hub dataset id, but the hub cannot be reached from here (no network). "
@@ -49,7 +55,9 @@ def load_hub(spec: str, split: str = "train", subset: str | None = None) -> list
     try:
         import datasets
 
-        ds = datasets.load_dataset(spec, subset, split=split)
+        ds = datasets.load_dataset(spec, subset, split=split, streaming=streaming and not offline_forced())
+        for i, r in enumerate(ds):
+            yield Row(dict(r), f"{spec} ({split})[{i}]")
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds; each becomes one line for the user
         msg = " ".join(str(e).split())[:300]
         hint = (" (HF_HUB_OFFLINE is set: only datasets already in the local cache load; unset it or give a "
@@ -59,4 +67,3 @@ def load_hub(spec: str, split: str = "train", subset: str | None = None) -> list
         if "config" in msg.lower() and "name" in msg.lower():
             hint = "; set data.subset to one of the dataset's configurations"
         raise DataError(f"{spec}: cannot load {what} from the hub: {type(e).__name__}: {msg}{hint}") from None
-    return [Row(dict(r), f"{spec} ({split})[{i}]") for i, r in enumerate(ds)]

@@ -8,14 +8,13 @@ Light at import; the tokenizer side imports transformers only through the tokeni
 """
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 from engine.config import Config
-from engine.data.prepare import prepare_pairs
 
 CHARS_PER_TOKEN = 4  # the rough rule for English BPE text; only used, and labelled, when no tokenizer is given
 LIST_INVALID = 200  # invalid rows listed in the report (all are counted)
+SAMPLE = 10_000  # rows whose tokens are measured when no --sample is given (every row is still validated)
 
 
 def _cfg(spec, method: str, fmt: str, max_length: int, columns, eval_spec=None, **data) -> Config:
@@ -73,26 +72,35 @@ def _text_length(row: dict) -> int:
 
 
 def report(spec, method: str = "sft", fmt: str = "auto", max_length: int = 1024, tokenizer=None, columns=None,
-           sample: int | None = None, seed: int = 0, loss_on: str = "completion", cfg: Config | None = None) -> dict:
+           sample: int | None = None, seed: int = 0, loss_on: str = "completion", cfg: Config | None = None,
+           progress=None) -> dict:
     """The whole inspection as one JSON-able dict (keys: see README, `tunebench inspect`).
 
-    `sample` measures tokens on a seeded random sample of that many rows (validation always covers every
-    row); `cfg` gives a full config instead (its data section and method are used).
+    Every row is validated in one streaming pass (engine.data.check: bounded memory, every core); tokens are
+    measured on a seeded sample of `sample` rows (SAMPLE when not given; every row when there are no more);
+    `cfg` gives a full config instead (its data section and method are used).
     """
+    from engine.data.check import check
+
     cfg = cfg or _cfg(spec, method, fmt, max_length, columns)
-    method, max_length = cfg.method, cfg.data.max_length
-    train, evals, info, problems = prepare_pairs(cfg)
-    pairs = train + evals
+    method, max_length, k = cfg.method, cfg.data.max_length, sample or SAMPLE
+    checked = check(cfg, progress=progress, sample=k, raise_invalid=False)
+    info, log = checked.info, checked.log
     out = {"source": str(cfg.data.train), "format": info["format"], "method": method,
-           "rows": info["source_rows"], "valid_rows": len(pairs), "max_length": max_length, "tokenizer": None,
+           "rows": info["source_rows"], "valid_rows": checked.valid, "max_length": max_length, "tokenizer": None,
            "warnings": []}
     if "labels" in info:
-        out["labels"] = info["labels"]
-        out["label_counts"] = dict(Counter(info["labels"][row["label"]] for _, row in pairs))
-    measured = pairs
-    if sample and len(pairs) > sample:
-        measured = random.Random(seed).sample(pairs, sample)
-        out["sampled_rows"] = sample
+        names = info["labels"]
+        counts = Counter()
+        for p in checked.passes:
+            for value, n in p.labels.items():  # an integer that is no label name is an index, as encode_labels reads it
+                named = isinstance(value, int) and str(value) not in names and 0 <= value < len(names)
+                counts[names[value] if named else str(value)] += n
+        out["labels"], out["label_counts"] = names, dict(counts)
+    measured = checked.sample(k)
+    if checked.valid > len(measured):
+        out["sampled_rows"] = len(measured)
+    problems: list = []
     if tokenizer is None:
         chars = [_text_length(row) for _, row in measured]
         est = [max(1, c // CHARS_PER_TOKEN) for c in chars]
@@ -104,11 +112,13 @@ def report(spec, method: str = "sft", fmt: str = "auto", max_length: int = 1024,
         out["warnings"].append(f"no --model: lengths are estimated as characters / {CHARS_PER_TOKEN}; give --model "
                                "DIR for token counts, the chat template and the trained tokens")
     else:
-        out.update(_token_report(tokenizer, method, max_length, loss_on, measured, problems))
-    out["valid_rows"] = len(pairs) - sum(p.kind in ("too long", "chat template error") for p in problems)
-    out["invalid_count"] = len(problems)
-    out["invalid_by_reason"] = dict(Counter(p.kind for p in problems))
-    out["invalid"] = [p.as_dict() for p in problems[:LIST_INVALID]]
+        out.update(_token_report(tokenizer, cfg, measured, problems))
+    out["valid_rows"] = checked.valid - len(problems)
+    by = Counter(log.counts)
+    by.update(p.kind for p in problems)
+    out["invalid_count"] = sum(by.values())
+    out["invalid_by_reason"] = dict(by)
+    out["invalid"] = [p.as_dict() for p in (log.kept + problems)[:LIST_INVALID]]
     return out
 
 
@@ -116,21 +126,27 @@ def _frac(n: int, d: int) -> float | None:
     return round(n / d, 4) if d else None
 
 
-def _token_report(tok, method: str, max_length: int, loss_on: str, pairs: list, problems: list) -> dict:
+def _token_report(tok, cfg: Config, pairs: list, problems: list) -> dict:
     from engine.data.prepare import Problem
-    from engine.data.tokens import Measurer
+    from engine.data.tokens import Measurer, too_long_detail
 
-    m = Measurer(tok, method, max_length, loss_on)
+    d, method = cfg.data, cfg.method
+    max_length = d.max_length
+    m = Measurer(tok, method, max_length, d.loss_on, d.truncation, d.min_completion_tokens)
     results = m.measure_many([row for _, row in pairs])
     ok = []
+    cut = {"policy": d.truncation, "max_length": max_length, "rows_cut": 0, "rows_dropped": 0, "tokens_cut": 0,
+           "measured_rows": len(pairs)}
     for (loc, _), r in zip(pairs, results):
         if "error" in r:
             problems.append(Problem(loc, "chat template error", r["error"]))
-        elif r["has_target"] and r["trained"] == 0 and method not in ("grpo", "rloo", "classification"):
-            problems.append(Problem(loc, "too long", f"{r['prompt_length']} prompt tokens fill max_length "
-                                                     f"{max_length}: truncation would cut every trained token"))
+        elif r["cut"] == "refused" and method not in ("grpo", "rloo", "classification"):
+            problems.append(Problem(loc, "too long", too_long_detail(r["prompt_length"], max_length)))
         else:
             ok.append(r)
+            if r["cut"] in ("cut", "dropped") and method not in ("grpo", "rloo", "classification"):
+                cut["rows_" + r["cut"]] += 1
+                cut["tokens_cut"] += r["tokens_cut"]
     lengths = [r["length"] for r in ok]
     target_rows = [r for r in ok if r["has_target"]]
     ends = [r["ends_eot"] for r in target_rows if r["ends_eot"] is not None]
@@ -142,7 +158,8 @@ def _token_report(tok, method: str, max_length: int, loss_on: str, pairs: list, 
            "truncated_fraction": _frac(sum(n > max_length for n in lengths), len(lengths)),
            "trained_token_fraction": _frac(sum(r["trained"] for r in ok), total_in) if target_rows else None,
            "ends_with_eot_fraction": _frac(sum(ends), len(ends)) if target_rows else None,
-           "template": {k: plan[k] for k in ("mode", "stop_token_trained", "note")} if plan else None}
+           "template": {k: plan[k] for k in ("mode", "stop_token_trained", "note")} if plan else None,
+           "truncation": cut}
     warnings = []
     if plan and plan["note"]:
         warnings.append(plan["note"])
@@ -150,8 +167,10 @@ def _token_report(tok, method: str, max_length: int, loss_on: str, pairs: list, 
         warnings.append(f"{1 - out['ends_with_eot_fraction']:.0%} of the targets do not end with an end-of-turn "
                         "token: the model may not learn to stop")
     if out["truncated_fraction"]:
+        what = {"prompt_left": "cut (the prompt loses its oldest tokens first)", "right": "cut at the end",
+                "drop": "dropped", "refuse": "cut at the end"}[d.truncation]
         warnings.append(f"{out['truncated_fraction']:.1%} of the rows are longer than max_length {max_length} "
-                        "and will be truncated")
+                        f"and will be {what} (data.truncation {d.truncation})")
     out["warnings"] = warnings
     good = next(((loc, row) for (loc, row), r in zip(pairs, results) if "error" not in r), None)
     if good:

@@ -221,7 +221,12 @@ def _json_rows(name: str, text: str) -> list[Row]:
 
 
 def _csv_rows(name: str, text: str, delimiter: str) -> list[Row]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # csv itself handles CRLF and quoted newlines
+    return list(csv_rows(name, io.StringIO(text, newline=""), delimiter))
+
+
+def csv_rows(name: str, stream, delimiter: str):
+    """Rows of a CSV/TSV text stream (opened with newline=""), one at a time."""
+    reader = csv.reader(stream, delimiter=delimiter)  # csv itself handles CRLF and quoted newlines
     try:
         header = next(reader)
     except StopIteration:
@@ -230,19 +235,17 @@ def _csv_rows(name: str, text: str, delimiter: str) -> list[Row]:
     if len(set(header)) != len(header) or not all(header):
         raise DataError(f"{name}: line 1 must be a header of distinct, non-empty column names; it begins "
                         f"{excerpt(','.join(header))}")
-    rows = []
     for i, values in enumerate(reader, 1):
         if not values or not any(v.strip() for v in values):
             continue
         where = f"{name} row {i} (line {reader.line_num})"
         if len(values) != len(header):
-            rows.append(Row(None, where, f"wrong number of fields: {len(values)} fields, the header has "
-                                         f"{len(header)} (an unquoted {delimiter!r} in a value?)"))
+            yield Row(None, where, f"wrong number of fields: {len(values)} fields, the header has "
+                                   f"{len(header)} (an unquoted {delimiter!r} in a value?)")
         elif bad_utf8(values):
-            rows.append(Row(None, where, "invalid UTF-8: the row holds bytes that are not UTF-8"))
+            yield Row(None, where, "invalid UTF-8: the row holds bytes that are not UTF-8")
         else:
-            rows.append(Row(dict(zip(header, values)), where))
-    return rows
+            yield Row(dict(zip(header, values)), where)
 
 
 def _arrow_rows(name: str, tables) -> list[Row]:
@@ -263,10 +266,8 @@ def read_parquet(path: Path) -> list[Row]:
         raise DataError(f"{path}: not a readable Parquet file: {e}") from None
 
 
-def read_saved(path: Path, split: str | None = None) -> list[Row]:
-    """A `datasets.save_to_disk` directory (a Dataset, or a DatasetDict whose `split` is taken)."""
-    import pyarrow as pa
-
+def saved_shards(path: Path, split: str | None = None) -> tuple[Path, list[Path]]:
+    """The split directory of a `save_to_disk` directory and its .arrow files (Arrow streaming format)."""
     if (path / "dataset_dict.json").exists():
         splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
         pick = split or ("train" if "train" in splits else (splits[0] if splits else ""))
@@ -276,6 +277,14 @@ def read_saved(path: Path, split: str | None = None) -> list[Row]:
     shards = sorted(path.glob("*.arrow"))
     if not shards:
         raise DataError(f"{path}: no .arrow files; not a save_to_disk directory")
+    return path, shards
+
+
+def read_saved(path: Path, split: str | None = None) -> list[Row]:
+    """A `datasets.save_to_disk` directory (a Dataset, or a DatasetDict whose `split` is taken)."""
+    import pyarrow as pa
+
+    path, shards = saved_shards(path, split)
     tables = []
     for shard in shards:  # save_to_disk writes the Arrow streaming format
         with pa.memory_map(str(shard)) as src:

@@ -19,19 +19,26 @@ from engine.data.formats import Invalid
 from engine.data.sources import load
 
 
+def convert_row(r: Row, fmt: str, method: str, columns: dict) -> tuple[list[dict], Problem | None]:
+    """One source row -> its method rows (kto unpairs one into two), or the problem that stops it."""
+    if r.error:
+        kind, _, detail = r.error.partition(": ")
+        return [], Problem(r.location, kind, detail)
+    try:
+        ex = formats.normalize(formats.remap(r.data, columns), fmt, method)
+        return convert.for_method(ex, fmt, method), None
+    except Invalid as e:
+        return [], Problem(r.location, e.kind, e.detail)
+
+
 def collect(raw: list[Row], fmt: str, method: str, columns: dict) -> tuple[list[tuple[str, dict]], list[Problem]]:
     """Normalise and convert every row; returns ((location, method row) pairs, problems)."""
     out, problems = [], []
     for r in raw:
-        if r.error:
-            kind, _, detail = r.error.partition(": ")
-            problems.append(Problem(r.location, kind, detail))
-            continue
-        try:
-            ex = formats.normalize(formats.remap(r.data, columns), fmt, method)
-            out += [(r.location, row) for row in convert.for_method(ex, fmt, method)]
-        except Invalid as e:
-            problems.append(Problem(r.location, e.kind, e.detail))
+        rows, problem = convert_row(r, fmt, method, columns)
+        if problem:
+            problems.append(problem)
+        out += [(r.location, row) for row in rows]
     return out, problems
 
 
@@ -40,6 +47,11 @@ SHAPE_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "text", 
 
 def _shape(row: dict) -> tuple:
     return tuple((k, "messages" if isinstance(row[k], list) else "string") for k in SHAPE_KEYS if k in row)
+
+
+def shape_detail(mine: tuple, main: tuple) -> str:
+    said = ", ".join(f"{k} as {kind}" for k, kind in main)
+    return f"this row has {', '.join(f'{k} as {kind}' for k, kind in mine)}; most rows have {said}"
 
 
 def shape_problems(pairs: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]], list[Problem]]:
@@ -51,14 +63,12 @@ def shape_problems(pairs: list[tuple[str, dict]]) -> tuple[list[tuple[str, dict]
     if len(shapes) == 1:
         return pairs, []
     main = shapes.most_common(1)[0][0]
-    said = ", ".join(f"{k} as {kind}" for k, kind in main)
     keep, problems = [], []
     for loc, row in pairs:
         if _shape(row) == main:
             keep.append((loc, row))
         else:
-            mine = ", ".join(f"{k} as {kind}" for k, kind in _shape(row))
-            problems.append(Problem(loc, "inconsistent shape", f"this row has {mine}; most rows have {said}"))
+            problems.append(Problem(loc, "inconsistent shape", shape_detail(_shape(row), main)))
     return keep, problems
 
 
@@ -96,18 +106,24 @@ def split(rows: list, fraction: float, seed: int, strata=None) -> tuple[list, li
     """Hold out `fraction` of rows for eval by a seeded shuffle; `strata(row)` keeps each class's share."""
     if fraction <= 0:
         return rows, []
+    held = held_indices(len(rows), fraction, seed, [strata(r) for r in rows] if strata else None)
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def held_indices(n: int, fraction: float, seed: int, strata: list | None = None) -> set[int]:
+    """The indices split() holds out of n rows (a seeded shuffle per stratum): the same rows every run."""
     groups: dict = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(strata(r) if strata else 0, []).append(i)
+    for i in range(n):
+        groups.setdefault(strata[i] if strata else 0, []).append(i)
     rng = random.Random(seed)
     held: set[int] = set()
     for key in sorted(groups, key=str):
         idx = groups[key]
         rng.shuffle(idx)
         held.update(idx[:round(len(idx) * fraction)])
-    if not held:
-        held = {rng.randrange(len(rows))}
-    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+    if not held and n:
+        held = {rng.randrange(n)}
+    return held
 
 
 def _key(row: dict) -> str:
@@ -175,13 +191,15 @@ def prepare_pairs(cfg: Config, tokenizer=None):
         problems += p1 + p2
         info["labels"] = names
     if tokenizer is not None:
-        from engine.data.tokens import length_problems
+        from engine.data.tokens import apply_truncation
 
-        too_long = length_problems(train + evals, tokenizer, d["max_length"], method)
+        kept, too_long, info["truncation"] = apply_truncation(
+            train + evals, tokenizer, d["max_length"], method, d.get("loss_on", "completion"),
+            d.get("truncation", "refuse"), d.get("min_completion_tokens", 1))
         problems += too_long
-        bad = {p.location for p in too_long}
-        train = [p for p in train if p[0] not in bad]
-        evals = [p for p in evals if p[0] not in bad]
+        keep = {id(row) for _, row in kept}  # rows the policy dropped go too (counted in info["truncation"])
+        train = [p for p in train if id(p[1]) in keep]
+        evals = [p for p in evals if id(p[1]) in keep]
     if not d.get("eval") and d.get("eval_fraction", 0) > 0:
         strata = (lambda p: p[1]["label"]) if method == "classification" else None
         train, evals = split(train, d["eval_fraction"], cfg.training.seed, strata)
@@ -191,9 +209,12 @@ def prepare_pairs(cfg: Config, tokenizer=None):
 def prepare(cfg: Config, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
     """Train rows, eval rows and info for cfg.method; raises InvalidRows unless data.skip_invalid.
 
-    With a tokenizer, rows whose prompt alone reaches data.max_length (so truncation would cut every trained
-    token) are invalid too. info: format, method, train_rows, eval_rows, source_rows, labels (classification),
-    dropped ({count, by_reason, first}) and warnings (e.g. eval rows that also appear in train).
+    With a tokenizer, data.truncation is applied as the trainer will (engine.data.tokens.apply_truncation):
+    under `refuse` a row whose prompt alone reaches data.max_length is invalid; under `drop` (or with nothing
+    left to train) a row goes and is counted in info["truncation"]. info: format, method, train_rows,
+    eval_rows, source_rows, labels (classification), dropped ({count, by_reason, first}), truncation and
+    warnings (e.g. eval rows that also appear in train). The sft engine prepares its rows with
+    engine.data.pipeline instead (tokenised, in parallel, cached); this is the in-memory path of the rest.
     """
     train, evals, info, problems = prepare_pairs(cfg, tokenizer)
     d = cfg.data
@@ -207,6 +228,10 @@ def prepare(cfg: Config, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
         info["dropped"] = dropped_info(problems)
         info["warnings"].append(f"data.skip_invalid: dropped {len(problems)} invalid row(s): "
                                 + ", ".join(f"{k} {n}" for k, n in info["dropped"]["by_reason"].items()))
+    if info.get("truncation", {}).get("rows_dropped"):
+        t = info["truncation"]
+        info["warnings"].append(f"data.truncation {t['policy']}: dropped {t['rows_dropped']} row(s) longer than "
+                                f"data.max_length {t['max_length']}")
     shared = overlap(train_rows, eval_rows) if eval_rows else 0
     if shared:
         where = "data.eval" if d.eval else "data.eval_fraction"

@@ -1,12 +1,15 @@
-"""Token counts of method rows, as the trainers build them: total length, where training starts, what trains.
+"""Token counts of method rows, as the trainers build them: total length, where training starts, what trains,
+and what data.truncation does to each row.
 
-Takes a tokenizer (the caller has loaded transformers). Plain strings are tokenized in batches (one fast
-tokenizer call per `batch` rows); conversations go through the chat template, one render per row (Jinja
-is the cost there, ~0.1 ms a turn).
+Takes a tokenizer (the caller has loaded transformers). sft rows are encoded by engine.data.encode, the very
+function that prepares them for training; other methods' rows are measured here (the chosen side of a pair).
+Plain strings of other methods are tokenized in batches; conversations go through the chat template, one
+render per row (Jinja is the cost there, ~0.1 ms a turn).
 """
 from __future__ import annotations
 
 from engine.data import templates
+from engine.data.encode import IGNORE, SFTEncoder, split_lengths, too_long_detail, truncate
 from engine.data.errors import Problem
 
 BATCH = 1024
@@ -29,11 +32,14 @@ def _with_eos(ids: list[int], eos: int | None) -> list[int]:
 class Measurer:
     """Measures rows of one method with one tokenizer; `plan` is templates.plan(tok), computed once."""
 
-    def __init__(self, tok, method: str, max_length: int, loss_on: str = "completion"):
+    def __init__(self, tok, method: str, max_length: int, loss_on: str = "completion", truncation: str = "refuse",
+                 min_completion: int = 1):
         self.tok, self.method, self.max_length, self.loss_on = tok, method, max_length, loss_on
+        self.truncation, self.min_completion = truncation, min_completion
         self.eos = tok.eos_token_id
         self.special = set(tok.all_special_ids)
         self._plan = None
+        self._sft = None
 
     @property
     def plan(self) -> dict:
@@ -70,6 +76,11 @@ class Measurer:
     def encode(self, row: dict) -> dict:
         """{"ids", "mask"} of the sequence the trainer builds from `row` (the chosen side for preference rows)."""
         m = self.method
+        if m == "sft":
+            if self._sft is None:
+                self._sft = SFTEncoder(self.tok, self.loss_on, self.plan if "messages" in row else None)
+            enc = self._sft.encode(row)
+            return {"ids": enc["input_ids"], "mask": [int(v != IGNORE) for v in enc["labels"]]}
         if m == "classification":
             ids = self.tok(row["text"], row.get("text_pair"))["input_ids"]
             return {"ids": ids, "mask": [0] * len(ids)}  # the label trains, not the tokens
@@ -87,29 +98,38 @@ class Measurer:
         return {"ids": ids, "mask": [0] * len(ids)}
 
     def measure(self, row: dict) -> dict:
-        """length, prompt_length (tokens before the first trained one), trained (after truncation), ends_eot."""
+        """length, prompt_length (tokens before the first trained one), trained (after data.truncation), ends_eot,
+        and `cut`: what the policy does (kept, cut, dropped, refused) with tokens_cut."""
         enc = self.encode(row)
         ids, mask = enc["ids"], enc["mask"]
         first = next((i for i, v in enumerate(mask) if v), None)
-        trained = sum(mask[:self.max_length])
+        labels = [t if v else IGNORE for t, v in zip(ids, mask)]
+        policy = self.truncation if self.method == "sft" else _pair_policy(self.truncation)
+        cut = truncate(ids, labels, self.max_length, policy, self.min_completion, self.tok.bos_token_id)
+        trained = sum(1 for v in cut.labels if v != IGNORE) if cut.labels is not None else 0
+        if first is not None and not trained and cut.verdict not in ("dropped", "refused"):
+            cut.verdict = "refused" if self.truncation == "refuse" else "dropped"
         # The last trained token that is not whitespace (templates often add a newline after end-of-turn).
         last = next((i for i in range(len(ids) - 1, -1, -1) if mask[i] and (ids[i] in self.special
                                                                           or self.tok.decode([ids[i]]).strip())), None)
         ends = None if last is None else (ids[last] in self.special or ids[last] == self.eos)
         return {"length": len(ids), "prompt_length": first if first is not None else len(ids), "trained": trained,
-                "has_target": first is not None, "ends_eot": ends}
+                "has_target": first is not None, "ends_eot": ends, "cut": cut.verdict, "tokens_cut": cut.tokens_cut}
 
     def measure_many(self, rows: list[dict]) -> list[dict]:
         """measure() over rows; plain-text rows are tokenized in batches (the fast path for big corpora)."""
         out: list[dict | None] = [None] * len(rows)
-        texts = [i for i, r in enumerate(rows) if set(r) == {"text"} and self.method != "classification"]
+        texts = [i for i, r in enumerate(rows) if set(r) == {"text"} and self.method not in ("classification", "sft")]
         for s in range(0, len(texts), BATCH):
             chunk = texts[s:s + BATCH]
             for i, ids in zip(chunk, _ids(self.tok, [rows[i]["text"] for i in chunk])):
                 ids = _with_eos(ids, self.eos)
                 n = len(ids)
-                out[i] = {"length": n, "prompt_length": 0, "trained": min(n, self.max_length), "has_target": True,
-                          "ends_eot": True}
+                over = n > self.max_length
+                dropped = over and self.truncation == "drop"
+                out[i] = {"length": n, "prompt_length": 0, "trained": 0 if dropped else min(n, self.max_length),
+                          "has_target": True, "ends_eot": True, "cut": ("dropped" if dropped else "cut") if over
+                          else "kept", "tokens_cut": (n if dropped else n - self.max_length) if over else 0}
         for i, r in enumerate(rows):
             if out[i] is None:
                 try:
@@ -119,16 +139,82 @@ class Measurer:
         return out
 
 
-def length_problems(pairs: list[tuple[str, dict]], tok, max_length: int, method: str, loss_on: str = "completion"):
-    """Rows whose prompt alone fills max_length, so truncation would cut away every trained token."""
+def _pair_policy(truncation: str) -> str:
+    """TRL cuts preference, kto and reward rows at the right (keep_start); under prompt_left apply_truncation
+    has shortened their prompts first (cut_prompt), so what is left to cut is the answer's end."""
+    return "right" if truncation == "prompt_left" else truncation
+
+
+def _rendered(tok, msgs: list[dict]) -> int:
+    return len(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+
+def _tail(tok, text: str, drop: int) -> str:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return tok.decode(ids[drop:]) if drop < len(ids) else ""
+
+
+def cut_prompt(tok, prompt, keep: int):
+    """The prompt shortened to about its last `keep` tokens: a string loses its first tokens; a conversation
+    loses its oldest exchanges, then the start of its system turn (all of it if need be), then the start of
+    its first remaining turn's text."""
+    if isinstance(prompt, str):
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        return _tail(tok, prompt, max(0, len(ids) - keep))
+    system = [m for m in prompt[:1] if m["role"] in ("system", "developer")]
+    turns = list(prompt[len(system):])
+    while len(turns) > 2 and _rendered(tok, system + turns) > keep:
+        turns = turns[2:]  # a user turn and its answer: the conversation still starts with the user
+    excess = _rendered(tok, system + turns) - keep
+    if excess > 0 and system:
+        text = system[0].get("content") or ""
+        rest = _tail(tok, text, excess) if isinstance(text, str) else ""
+        system = [{**system[0], "content": rest}] if rest.strip() else []
+        excess = _rendered(tok, system + turns) - keep
+    if excess > 0 and isinstance(turns[0].get("content"), str):
+        turns[0] = {**turns[0], "content": _tail(tok, turns[0]["content"], excess)}
+    return system + turns
+
+
+def apply_truncation(pairs: list[tuple[str, dict]], tok, max_length: int, method: str, loss_on: str = "completion",
+                     truncation: str = "refuse", min_completion: int = 1):
+    """data.truncation over (location, row) pairs: (the pairs kept, problems, counts).
+
+    refuse: a row whose prompt alone fills max_length is a problem ("too long"); drop: a row longer than
+    max_length goes; right and prompt_left: a row left with no trained token goes (TRL drops such rows silently;
+    here they are counted). counts: rows_cut, rows_dropped, tokens_cut. grpo, rloo and classification rows
+    are not measured (prompts only; the classifier truncates its input).
+    """
+    counts = {"policy": truncation, "max_length": max_length, "rows_cut": 0, "rows_dropped": 0, "tokens_cut": 0}
     if method in ("grpo", "rloo", "classification"):
-        return []
-    measurer = Measurer(tok, method, max_length, loss_on)
-    problems = []
-    for (loc, _), m in zip(pairs, measurer.measure_many([row for _, row in pairs])):
+        return pairs, [], counts
+    measurer = Measurer(tok, method, max_length, loss_on, truncation, min_completion)
+    kept, problems = [], []
+    shorten = truncation == "prompt_left" and method in ("dpo", "kto", "reward")
+    for (loc, row), m in zip(pairs, measurer.measure_many([row for _, row in pairs])):
         if "error" in m:
             problems.append(Problem(loc, "chat template error", m["error"]))
-        elif m["has_target"] and m["trained"] == 0:
-            problems.append(Problem(loc, "too long", f"{m['prompt_length']} prompt tokens fill data.max_length "
-                                                     f"{max_length}: truncation would cut every trained token"))
-    return problems
+            continue
+        if shorten and m["length"] > max_length and m["has_target"] and row.get("prompt"):
+            p = m["prompt_length"]
+            keep_p, keep_a = split_lengths(p, m["length"] - p, max_length, min_completion)
+            if keep_p < p:
+                row["prompt"] = cut_prompt(tok, row["prompt"], keep_p)  # TRL then cuts only the answer's end
+            counts["rows_cut"] += 1
+            counts["tokens_cut"] += m["length"] - keep_p - keep_a
+            kept.append((loc, row))
+            continue
+        if m["cut"] == "refused":
+            problems.append(Problem(loc, "too long", too_long_detail(m["prompt_length"], max_length)))
+            continue
+        if m["cut"] in ("cut", "dropped"):
+            counts["rows_" + m["cut"]] += 1
+            counts["tokens_cut"] += m["tokens_cut"]
+        if m["cut"] != "dropped":
+            kept.append((loc, row))
+    return kept, problems, counts
+
+
+def length_problems(pairs: list[tuple[str, dict]], tok, max_length: int, method: str, loss_on: str = "completion"):
+    """Rows whose prompt alone fills max_length, so truncation would cut away every trained token."""
+    return apply_truncation(pairs, tok, max_length, method, loss_on, "refuse")[1]

@@ -28,9 +28,9 @@ def _preflight(args, emit):
     """engine.planning.preflight on a config dict: what `tunebench train` checks before creating a run. Here
     because a hub-id dataset loads through `datasets`, which the workbench process never imports."""
     from engine.config import Config
-    from engine.data.prepare import prepare
+    from engine.data.check import streamed_reader
 
-    return preflight(Config.from_dict(args["config"]), prepare).to_dict()
+    return preflight(Config.from_dict(args["config"]), streamed_reader()).to_dict()
 
 
 def tokenizer(path: str):
@@ -56,8 +56,10 @@ def _data_cfg(args: dict):
     """A full Config for the data functions from the pane's args (spec, method, format, max_length, ...)."""
     from engine.data.inspect import _cfg
 
+    extra = {"truncation": args["truncation"]} if args.get("truncation") else {}
     return _cfg(args["spec"], args.get("method") or "sft", args.get("format") or "auto",
-                int(args.get("max_length") or 1024), args.get("columns"), loss_on=args.get("loss_on") or "completion")
+                int(args.get("max_length") or 1024), args.get("columns"), loss_on=args.get("loss_on") or "completion",
+                **extra)
 
 
 def _file_key(spec) -> tuple:
@@ -96,6 +98,28 @@ def _inspect(args, emit):
                   loss_on=cfg.data.loss_on)
 
 
+WHOLE_BYTES = 64 << 20  # data up to this size is held in the helper for paging; larger data is streamed
+
+
+def nth_valid(cfg, checked, index: int) -> tuple[str, dict]:
+    """The index-th valid row (train, then eval) read from the start, one row at a time."""
+    from engine.data import stream
+    from engine.data.formats import parse_columns
+    from engine.data.prepare import _shape, convert_row, data_options
+
+    d = data_options(cfg)
+    columns, seen = parse_columns(d.get("columns")), 0
+    for spec, p in zip([d["train"], d.get("eval")], checked.passes):
+        for shard in stream.plan(spec, d.get("split"), d.get("subset")):
+            for r in stream.rows(shard):
+                for row in convert_row(r, p.fmt, cfg.method, columns)[0]:
+                    if _shape(row) == checked.main:
+                        if seen == index:
+                            return r.location, row
+                        seen += 1
+    raise OpError(f"row {index + 1} is past the end of the data (it changed?)")
+
+
 @op("render_row")
 def _render_row(args, emit):
     """Row `index` (of the valid rows) as the model sees it: text runs marked trained / not / truncated."""
@@ -103,14 +127,24 @@ def _render_row(args, emit):
     from engine.data.prepare import prepare_pairs
 
     cfg = _data_cfg(args)
-    key = ("pairs", _file_key(args["spec"]), cfg.method, cfg.data.format, str(cfg.data.columns))
-    train, evals, _, _ = cached(key, lambda: prepare_pairs(cfg))
-    pairs = train + evals
-    if not pairs:
-        raise OpError("no valid rows to show")
-    index = int(args.get("index", 0)) % len(pairs)
-    location, row = pairs[index]
-    out = {"index": index, "count": len(pairs), "location": location}
+    key = (_file_key(args["spec"]), cfg.method, cfg.data.format, str(cfg.data.columns))
+    if sum(entry[1] or 0 for entry in key[0]) <= WHOLE_BYTES:
+        train, evals, _, _ = cached(("pairs", *key), lambda: prepare_pairs(cfg))
+        pairs = train + evals
+        if not pairs:
+            raise OpError("no valid rows to show")
+        index = int(args.get("index", 0)) % len(pairs)
+        (location, row), count = pairs[index], len(pairs)
+    else:  # a big file is never held: its valid rows are counted by the streaming check, the one shown is sought
+        from engine.data.check import check
+
+        checked = cached(("checked", *key), lambda: check(cfg, raise_invalid=False))
+        if not checked.valid:
+            raise OpError("no valid rows to show")
+        count = checked.valid
+        index = int(args.get("index", 0)) % count
+        location, row = nth_valid(cfg, checked, index)
+    out = {"index": index, "count": count, "location": location}
     tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")))
     if tok is None:
         out.update(text=_plain_example(row), segments=None)

@@ -128,8 +128,8 @@ class Preflight:
 def preflight(cfg: Config, read: Read) -> Preflight:
     """Every check that needs no ML stack, on a validated config, all reported at once; creates nothing.
 
-    `read` is engine.data.prepare.prepare (rows for cfg.method; DataError on invalid rows). The engine repeats
-    the data check with the tokenizer (rows whose prompt alone fills data.max_length)."""
+    `read` is engine.data.check.streamed_reader() (or engine.data.prepare.prepare: (train, eval, info);
+    DataError on invalid rows). The engine repeats the data check as it tokenises (rows too long)."""
     out = Preflight(problems=model_problems(cfg) + general_eval_problems(cfg, read))
     try:
         _, _, out.info = read(cfg)

@@ -23,6 +23,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine.config import Config
+from engine.data.progress import describe
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
 from tui.fmt import fmt_bytes, fmt_duration
@@ -345,6 +346,8 @@ class MonitorPane(Widget):
         if state in ("running", "starting") and max_steps and rate:
             t.append(f"   ETA {fmt_duration((max_steps - step) / rate)}   {rate:.2f} steps/s")
         t.append(f"   {events} events", self._style("dim"))  # (attach_s, the attach time, is for bench/monitor.py)
+        if state == "starting" and isinstance(st.get("data"), dict):  # the engine is preparing the data
+            t.append(f"\n{describe(st['data'])}")
         self.query_one("#mon-head", Static).update(t)
         self.query_one("#mon-config", Static).update(config_line(self.cfg, st))
 

@@ -25,8 +25,13 @@ def add_parser(sub):
     p.add_argument("--split", help="split of a hub dataset or DatasetDict directory")
     p.add_argument("--subset", help="subset (configuration) of a hub dataset")
     p.add_argument("--loss-on", default="completion", choices=("completion", "all"), help="which tokens train")
-    p.add_argument("--sample", type=int, metavar="N", help="measure tokens on a seeded sample of N rows (all rows "
-                                                           "are still validated)")
+    p.add_argument("--truncation", default=SCHEMA["data"]["truncation"].default,
+                   choices=SCHEMA["data"]["truncation"].choices, help="what happens to rows longer than --max-length "
+                                                                     "(default %(default)s; see data.truncation)")
+    p.add_argument("--min-completion-tokens", type=int, default=SCHEMA["data"]["min_completion_tokens"].default,
+                   metavar="N", help="prompt_left: answer tokens a cut row keeps at least (default %(default)s)")
+    p.add_argument("--sample", type=int, metavar="N", help="measure tokens on a seeded sample of N rows (default "
+                                                           "10000; all rows are still validated)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--strict", action="store_true", help="exit 1 when any row is invalid")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own tokenizer code")
@@ -38,11 +43,24 @@ def run(args) -> int:
 
     spec = args.data[0] if len(args.data) == 1 else list(args.data)
     cfg = insp._cfg(spec, args.method, args.format, args.max_length, args.columns, split=args.split,
-                    subset=args.subset)
+                    subset=args.subset, loss_on=args.loss_on, truncation=args.truncation,
+                    min_completion_tokens=args.min_completion_tokens)
     tok = None
     if args.model:
         tok = insp.load_tokenizer(args.model, args.trust_remote_code)
-    rep = insp.report(spec, tokenizer=tok, sample=args.sample, loss_on=args.loss_on, cfg=cfg)
+    live = sys.stderr.isatty() and not args.json
+
+    def progress(**p):
+        if live and not p.get("final"):
+            total = f" of ~{p['rows_total']:,}" if p.get("rows_total") else ""
+            print(f"\rreading {p['pass']} rows: {p['rows_done']:,}{total}, {p['invalid']:,} invalid   ", end="",
+                  file=sys.stderr, flush=True)
+
+    try:
+        rep = insp.report(spec, tokenizer=tok, sample=args.sample, loss_on=args.loss_on, cfg=cfg, progress=progress)
+    finally:
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     if args.json:
         json.dump(rep, sys.stdout, ensure_ascii=False, default=str)
         sys.stdout.write("\n")
@@ -77,6 +95,11 @@ def print_report(rep: dict) -> None:
             c.print(f"  {lo:>7}-{hi - 1:<7} {'#' * max(1 if n else 0, round(30 * n / peak)):<30} {n}")
     if rep.get("truncated_fraction") is not None:
         c.print(f"longer than max_length {rep['max_length']}: {rep['truncated_fraction']:.1%}")
+    t = rep.get("truncation")
+    if t and (t["rows_cut"] or t["rows_dropped"]):
+        of = f" of the {t['measured_rows']:,} measured" if rep.get("sampled_rows") else ""
+        c.print(f"data.truncation {t['policy']}: {t['rows_cut']:,} row(s){of} cut, {t['rows_dropped']:,} dropped, "
+                f"{t['tokens_cut']:,} tokens cut")
     if rep.get("trained_token_fraction") is not None:
         c.print(f"tokens that train: {rep['trained_token_fraction']:.1%}")
     if rep.get("ends_with_eot_fraction") is not None:

@@ -74,6 +74,10 @@ def cmd_status(args) -> int:
                 "last_checkpoint", "error", "path"):
         if full.get(key) is not None:
             print(f"{key:16} {printable(full[key])}")
+    if isinstance(full.get("data"), dict):
+        from engine.data.progress import describe
+
+        print(f"{'data':16} {describe(full['data'])}")
     for key in ("started", "ended"):
         if full.get(key):
             print(f"{key:16} {_when(full[key])}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from engine import config as cfgmod
 from engine.config.text import printable
 from engine.data import fingerprint
+from engine.data.progress import describe
 from engine.rundir import launch
 from engine.rundir.events import EventTail
 from engine.rundir.lock import RunBusy
@@ -42,11 +43,26 @@ def add_parser(sub):
 def preflight(cfg: cfgmod.Config) -> dict:
     """engine.planning.preflight (the checks the workbench's Launch runs too), before a run directory exists:
     the model, data.general_eval, and every data row read and converted. Raises CliError with one line per
-    problem (the data check's report: counts by reason and the first rows of each) when anything fails."""
-    from engine.data.prepare import prepare
+    problem (the data check's report: counts by reason and the first rows of each) when anything fails.
+
+    The data check is one streaming pass on every core (engine.data.check), remembered in the user's cache for
+    the same files and settings; the engine repeats it as it tokenises (rows too long)."""
+    from engine.data.check import streamed_reader
     from engine.planning.preflight import preflight as check
 
-    pf = check(cfg, prepare)
+    live = sys.stderr.isatty()
+
+    def progress(**p):
+        if live and not p.get("final"):
+            total = f" of ~{p['rows_total']:,}" if p.get("rows_total") else ""
+            print(f"\rchecking {p['pass']} data: {p['rows_done']:,}{total} rows, {p['rows_per_s']:,.0f} rows/s, "
+                  f"{p['invalid']} invalid   ", end="", file=sys.stderr, flush=True)
+
+    try:
+        pf = check(cfg, streamed_reader(progress))
+    finally:
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     for warning in pf.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not pf.ok:
@@ -158,6 +174,12 @@ def follow(r: Run, offset: int = 0) -> int:
                         bar.console.print(printable(e["message"]), style="yellow", markup=False)
                     elif kind == "state":
                         bar.update(task, info=e["state"])
+                    elif kind == "data" and e.get("phase"):
+                        line = describe(e)
+                        if e["phase"] == "prepare":
+                            bar.update(task, info=line)
+                        else:
+                            bar.console.print(line)
                 if interrupts and not asked_stop:
                     asked_stop = True
                     r.send("stop")

@@ -45,3 +45,17 @@ def to_dataset(rows: list[dict]):
     from datasets import Dataset
 
     return Dataset.from_list(rows) if rows else None
+
+
+def from_files(files: list[str], index: list[int] | None = None):
+    """A dataset over prepared Arrow files (memory-mapped: nothing is loaded), rows in file order, or only
+    `index` (an indices mapping over them, no copy)."""
+    if not files:
+        return None
+    from datasets import Dataset, concatenate_datasets
+
+    parts = [Dataset.from_file(f) for f in files]
+    ds = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    if index is not None:
+        ds = ds.select(index) if len(index) else None
+    return ds

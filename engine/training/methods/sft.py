@@ -1,63 +1,80 @@
-"""method: sft: supervised fine-tuning with TRL's SFTTrainer (full, LoRA, QLoRA)."""
+"""method: sft: supervised fine-tuning with TRL's SFTTrainer (full, LoRA, QLoRA).
+
+The data reaches the trainer tokenised (engine.data.pipeline: one parallel pass, cached in the user's cache
+directory), as {input_ids, labels} built the way SFTTrainer builds them, so TRL skips its own preparation
+(`skip_prepare_dataset`); with packing it only packs. Progress of the pass goes to the run's events
+(`data` events with phase "prepare") and status.json (`data`), so a run in preparation is never a silent start.
+"""
 from __future__ import annotations
 
+import time
+
 from engine.config import Config
-from engine.data.prepare import prepare
+from engine.data.formats import KIND
+from engine.data.pipeline import prepare_sft
 from engine.training import modeling
-from engine.training.methods.common import to_dataset, training_kwargs
+from engine.training.methods.common import from_files, training_kwargs
+
+STATUS_EVERY = 2.0  # seconds between status.json writes of the preparation's progress (each one is fsynced)
 
 
-def completion_only_plan(tok, rows: list[dict], loss_on: str) -> tuple[dict, list[str], list[dict]]:
-    """How the config's `data.loss_on` maps onto TRL options for these rows; returns (sft kwargs, notes, rows)."""
-    sample = rows[0]
-    notes: list[str] = []
+def plan_notes(tok, fmt: str, loss_on: str) -> list[str]:
+    """What the config's data.loss_on means for rows of this format, when it is not the obvious."""
+    from engine.data import templates
+
+    kind = KIND[fmt]
     if loss_on == "all":
-        return {"assistant_only_loss": False, "completion_only_loss": False}, notes, rows
-    if "prompt" in sample:
-        return {"completion_only_loss": True}, notes, rows
-    if "text" in sample:
-        notes.append("data.loss_on: completion has no meaning for plain text; every token trains")
-        return {"completion_only_loss": False}, notes, rows
-    # Chat rows: TRL masks assistant turns through {% generation %} markers, patching known templates.
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+        return []
+    if kind == "text":
+        return ["data.loss_on: completion has no meaning for plain text; every token trains"]
+    if kind == "chat" and templates.plan(tok)["mode"] == "last_turn":
+        return ["the chat template has no {% generation %} markers and TRL cannot patch it: only the last "
+                "assistant turn of each conversation trains (set data.loss_on: all to train every token)"]
+    return []
 
-    template = tok.chat_template or ""
-    usable = has_generation_markers(template)
-    if not usable:
-        try:
-            usable = get_training_chat_template(tok) is not None
-        except Exception:  # noqa: BLE001 - an unknown template: TRL cannot patch it
-            usable = False
-    if usable:
-        return {"assistant_only_loss": True}, notes, rows
-    # Fallback that still trains only the answer: prompt = the turns before the last assistant turn.
-    notes.append("the chat template has no {% generation %} markers and TRL cannot patch it: only the last "
-                 "assistant turn of each conversation trains (set data.loss_on: all to train every token)")
-    split_rows = []
-    for r in rows:
-        msgs = r["messages"]
-        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        split_rows.append({"prompt": msgs[:last], "completion": msgs[last:last + 1]})
-    return {"completion_only_loss": True}, notes, split_rows
+
+def reporter(callbacks: list):
+    """progress(**fields) -> a `data` event each time and status.json's `data` at most every STATUS_EVERY s."""
+    cb = next((c for c in callbacks if hasattr(c, "events") and hasattr(c, "run")), None)
+    if cb is None:
+        return None, None
+    last = [0.0]
+
+    def progress(**fields):
+        fields.pop("final", None)
+        cb.events.write("data", **fields)
+        now = time.monotonic()
+        if now - last[0] >= STATUS_EVERY or fields.get("phase") != "prepare":
+            last[0] = now
+            cb.run.write_status(data=fields)
+
+    return progress, cb.stop_flag.is_set
 
 
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import SFTConfig, SFTTrainer
 
     tok = modeling.load_tokenizer(cfg)
-    train_rows, eval_rows, info = prepare(cfg, tok)  # with the tokenizer: rows too long to train are invalid too
-    job.update(info, eval_rows=len(eval_rows))
-    loss_kw, notes, train_rows = completion_only_plan(tok, train_rows, cfg.data.loss_on)
-    notes = info.get("warnings", []) + notes
-    if eval_rows:
-        _, _, eval_rows = completion_only_plan(tok, eval_rows, cfg.data.loss_on)
-    job["notes"] = notes
+    progress, should_stop = reporter(callbacks)
+    prep = prepare_sft(cfg, tok, progress=progress, should_stop=should_stop)
+    info = prep.info
+    if progress:
+        progress(phase="ready", cached=all(info["cache"].values()), rows=info["train_rows"] + info["eval_rows"],
+                 seconds=info["prepare_s"])
+    job.update({k: v for k, v in info.items() if k != "warnings"})
+    train_ds = from_files(prep.train_files, prep.train_index)
+    eval_ds = from_files(prep.eval_files, prep.eval_index)
+    job["notes"] = info.get("warnings", []) + plan_notes(tok, info["format"], cfg.data.loss_on)
     model = modeling.load_model(cfg, resolved)
     args = SFTConfig(
-        **training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)),
+        **training_kwargs(cfg, resolved, job["trainer_dir"], eval_ds is not None),
         max_length=cfg.data.max_length,
         packing=cfg.data.packing,
-        **loss_kw,
+        # The rows are tokenised, masked and cut already: TRL's preparation would only repeat the work (four
+        # passes over the data); with packing, TRL still packs them (and does nothing else to them).
+        dataset_kwargs={"skip_prepare_dataset": not cfg.data.packing},
+        assistant_only_loss=False,
+        completion_only_loss=False,
     )
-    return SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
-                      processing_class=tok, peft_config=modeling.peft_config(cfg), callbacks=callbacks)
+    return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
+                      peft_config=modeling.peft_config(cfg), callbacks=callbacks)
