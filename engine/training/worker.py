@@ -29,6 +29,7 @@ from engine.planning import estimate
 from engine.rundir.events import EventWriter
 from engine.rundir.runs import Run
 from engine.system.telemetry import Probe, Sampler
+from engine.training import cluster
 from engine.training.distributed import for_rank
 
 METHOD_MODULES = {"sft": "engine.training.methods.sft", "dpo": "engine.training.methods.dpo", "kto": "engine.training.methods.kto",
@@ -109,17 +110,21 @@ def run_engine(run: Run, resume: bool = False) -> int:
     me = psutil.Process()
     run, events = for_rank(run, EventWriter)  # rank 0 alone writes status, events and checkpoints
     run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
-                     started=time.time(), ended=None, error=None, resumed=resume)
+                     started=time.time(), ended=None, error=None, note=None, resumed=resume, **cluster.where(run))
     events.write("state", state="starting", pid=os.getpid(), resume=resume)
     clear_partial_saves(run)
     probe = Probe()
     sampler = Sampler(lambda: events.write("telemetry", **probe.sample()), interval=1.0).start()
     # The chart history a monitor starts from (engine/snapshot.py); rank 0 alone has the events.
     history = Snapshotter(run.events_path).start() if isinstance(events, EventWriter) else None
-    step, resolved, cfg, callback = 0, {}, None, None
+    step, resolved, cfg, callback, nodes = 0, {}, None, None, None
     try:
-        cfg = run.settings()
         t_import = time.perf_counter()
+        nodes = cluster.handshake(run, resume)  # several nodes: one shared run directory, one resume decision
+        if nodes is not None:
+            resume = nodes.resume
+            run.write_status(nodes=nodes.summary(), nnodes=len(nodes.summary()), resumed=resume)
+        cfg = run.settings()
         import torch  # noqa: F401 - 7-9 s; timed so the summary can say where start-up went
 
         from engine.training import modeling
@@ -162,6 +167,9 @@ def run_engine(run: Run, resume: bool = False) -> int:
         step = trainer.state.global_step
         train_wall = max(1e-9, wall - callback.excluded_s)
         final = "stopped" if callback.stopped else "completed"
+        # Slurm's SIGTERM: a time limit fails the run with Slurm's reason, a requeue leaves it queued
+        ending = cluster.slurm_ending(run, step) if callback.stopped and stop_flag.is_set() else {}
+        final = ending.pop("state", final)
         summary = {"step": step, "max_steps": trainer.state.max_steps, "train_wall_s": round(train_wall, 3),
                    "wall_s": round(wall, 3), "num_tokens": callback.num_tokens,
                    "tokens_per_s": round(callback.num_tokens / train_wall, 1), "final_loss": callback.last_loss,
@@ -174,13 +182,15 @@ def run_engine(run: Run, resume: bool = False) -> int:
         except Exception as e:  # noqa: BLE001 - a cache we cannot write must not fail a finished run
             events.write("log", level="warning", message=f"speed not recorded for estimates: {e}")
         last = run.last_checkpoint()
-        events.write("state", state=final, step=step)
+        events.write("state", state=final, step=step, **{k: ending[k] for k in ("error", "note") if k in ending})
         run.write_status(state=final, step=step, ended=time.time(), summary=summary,
-                         final_checkpoint=last.name if last else None)
+                         final_checkpoint=last.name if last else None, **ending)
         return 0
     except KeyboardInterrupt:
-        events.write("state", state="stopped", step=step)
-        run.write_status(state="stopped", ended=time.time())
+        ending = cluster.slurm_ending(run, step)
+        final = ending.pop("state", "stopped")
+        events.write("state", state=final, step=step, **{k: ending[k] for k in ("error", "note") if k in ending})
+        run.write_status(state=final, ended=time.time(), **ending)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure ends the run as failed, with its reason
         traceback.print_exc()
@@ -195,6 +205,7 @@ def run_engine(run: Run, resume: bool = False) -> int:
             msg = disk_full_message(run, step)
         if isinstance(exc, cfgmod.ConfigError):
             msg = "invalid config: " + "; ".join(exc.problems)
+        run, events, msg = cluster.on_failure(run, events, exc, msg, nodes, step)  # names a node that went away
         try:
             events.write("state", state="failed", step=step, error=msg, oom=bool(oom), **peak_memory())
         except OSError:

@@ -1,19 +1,21 @@
-"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN]`: start (or resume) a detached run.
+"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN] [--slurm ...]`: start (or resume) a run.
 
 In the foreground it follows the run's events with a progress bar; Ctrl-C asks the engine to stop
 gracefully (a second Ctrl-C leaves it running). The engine lives in its own session either way, so
-a lost terminal never stops it.
+a lost terminal never stops it. With --slurm the run is an sbatch job instead: queued until Slurm starts it.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from engine import config as cfgmod
-from engine.rundir import launch
+from engine.rundir import launch, slurm
 from engine.rundir.events import EventTail
-from engine.rundir.runs import Run, create_run, resolve_run, runs_dir_from
+from engine.rundir.runs import LIVE, Run, create_run, new_run_id, resolve_run, runs_dir_from
 from tunebench.errors import CliError
 
 
@@ -24,7 +26,63 @@ def add_parser(sub):
                    help="override a key, e.g. --set training.learning_rate=1e-4 (repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run id as the last line and return at once")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or lost run from its last checkpoint")
+    s = p.add_argument_group("Slurm", "submit the run as an sbatch job (see README: Running on a cluster)")
+    s.add_argument("--slurm", action="store_true", help="submit with sbatch; the run is queued until Slurm starts it")
+    s.add_argument("--slurm-print", action="store_true", help="print the sbatch script and submit nothing")
+    s.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    s.add_argument("--nodes", type=_positive, help="nodes to allocate (default hardware.nnodes)")
+    s.add_argument("--gpus-per-node", type=_positive, help="GPUs per node; one process each (hardware.nproc_per_node)")
+    s.add_argument("--time", help="time limit, HH:MM (or D-HH:MM); at the limit the engine saves and the run fails "
+                   "with Slurm's reason")
+    s.add_argument("--account", help="Slurm account to charge")
+    s.add_argument("--requeue", action="store_true", help="let Slurm requeue the job after preemption; it resumes "
+                   "from its last checkpoint")
+    s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="one more sbatch option for the script, e.g. --sbatch=--mem=64G (repeatable)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def slurm_options(args, cfg: cfgmod.Config, base: slurm.SlurmOptions | None = None) -> tuple:
+    """(SlurmOptions, the config with the nodes and processes it asks for). The config keeps what the user typed:
+    --nodes and --gpus-per-node fill hardware.nnodes / nproc_per_node only where the config left the default."""
+    hw = cfg.hardware
+    base = base or slurm.SlurmOptions(nodes=hw.nnodes)
+    nodes = args.nodes or base.nodes
+    if args.nodes and hw.nnodes not in (1, args.nodes):
+        raise CliError(f"--nodes {args.nodes} contradicts hardware.nnodes {hw.nnodes} in the config; give one")
+    per_node = launch.procs_per_node(hw)
+    gpus = args.gpus_per_node or base.gpus_per_node
+    if args.gpus_per_node and per_node not in (1, args.gpus_per_node):
+        raise CliError(f"--gpus-per-node {args.gpus_per_node} contradicts {per_node} processes per node in the config "
+                       "(hardware.nproc_per_node / num_processes); give one")
+    try:
+        time_limit = slurm.parse_time(args.time) if args.time else base.time
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    opts = replace(base, nodes=nodes, gpus_per_node=gpus, time=time_limit, partition=args.partition or base.partition,
+                   account=args.account or base.account, requeue=args.requeue or base.requeue,
+                   sbatch=base.sbatch + list(args.sbatch))
+    cfg = cfg.with_values({"hardware.nnodes": nodes, "hardware.nproc_per_node": gpus or hw.nproc_per_node})
+    return opts, cfg
+
+
+def submit(r: Run, cfg: cfgmod.Config, opts: slurm.SlurmOptions, resume: bool = False) -> None:
+    why = slurm.available()
+    if why:
+        raise CliError(f"--slurm: {why}")
+    try:
+        job = slurm.submit(r, cfg, opts, Path.cwd(), resume=resume)
+    except (RuntimeError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"submitted Slurm job {job}: the run is queued until Slurm starts it (tunebench status {r.id}); "
+          f"script {r.path / slurm.SCRIPT}")
 
 
 def preflight(cfg: cfgmod.Config) -> dict:
@@ -44,10 +102,11 @@ def preflight(cfg: cfgmod.Config) -> dict:
 def run(args) -> int:
 
     runs_dir = runs_dir_from(None)
+    use_slurm = args.slurm or args.slurm_print
     if args.resume:
         r = resolve_run(runs_dir, args.resume)
         state = r.state()
-        if state in ("running", "starting", "paused", "stopping"):
+        if state in LIVE:
             raise CliError(f"{r.id} is {state}; stop it first (tunebench stop {r.id})")
         if state == "completed":
             raise CliError(f"{r.id} completed; nothing to resume")
@@ -55,7 +114,18 @@ def run(args) -> int:
             raise CliError("--resume continues a run with its own config.yaml; drop CONFIG and --set")
         last = r.last_checkpoint()
         print(f"resuming {r.id} from {last.name if last else 'the start (no complete checkpoint)'}")
-        launch.start(r, resume=True)
+        queued = r.status().get("slurm")
+        if queued or use_slurm:  # a Slurm run resumes as a new job of the same script (new options allowed)
+            base = slurm.SlurmOptions(**queued["options"]) if queued and queued.get("options") else None
+            opts, cfg = slurm_options(args, r.settings(), base)
+            if args.slurm_print:
+                print(slurm.script(r, cfg, opts, Path.cwd()), end="")
+                return 0
+            submit(r, cfg, opts, resume=True)
+        else:
+            launch.start(r, resume=True)
+            if r.settings().hardware.nnodes > 1:
+                print(f"this node waits at the rendezvous: run `tunebench join {r.id}` on each other node")
     else:
         if not args.config:
             raise CliError("train: give a CONFIG file (see presets/) or --resume RUN")
@@ -63,12 +133,27 @@ def run(args) -> int:
         if cfg.model.trust_remote_code:
             print(f"warning: model.trust_remote_code is on: Python code shipped with {cfg.model.name_or_path} "
                   "will run in the engine with your permissions; only for models you trust", file=sys.stderr)
+        if use_slurm:
+            opts, cfg = slurm_options(args, cfg)
+            if args.slurm_print:  # nothing is created: the path is the one a submission now would get
+                print(slurm.script(Run(runs_dir.resolve() / new_run_id(cfg)), cfg, opts, Path.cwd()), end="")
+                return 0
+        else:
+            problems = launch.local_problems(cfg.hardware)
+            if problems:
+                raise cfgmod.ConfigError(problems, source=args.config)
         info = preflight(cfg)
-        r = create_run(runs_dir, cfg)
-        pid = launch.start(r)
+        r = create_run(runs_dir.resolve() if use_slurm else runs_dir, cfg)
         if info:
             print(f"data: {info['format']}, {info['train_rows']} train rows, {info['eval_rows']} eval rows")
-        print(f"engine pid {pid}, logs: tunebench logs {r.id}")
+        if use_slurm:
+            submit(r, cfg, opts)
+        else:
+            pid = launch.start(r)
+            print(f"engine pid {pid}, logs: tunebench logs {r.id}")
+            if cfg.hardware.nnodes > 1:
+                print(f"this node waits at the rendezvous ({cfg.hardware.rdzv_endpoint}): run "
+                      f"`tunebench join {r.id}` on each of the other {cfg.hardware.nnodes - 1} node(s)")
     if args.detach:
         print(r.id)
         return 0
