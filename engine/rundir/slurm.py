@@ -100,8 +100,12 @@ def script(run: Run, cfg: Config, opts: SlurmOptions, cwd: Path) -> str:
               "# a requeued job (preemption) and `tunebench train --resume` continue from the last checkpoint",
               'RESUME=""',
               'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -n "${TUNEBENCH_RESUME:-}" ]; then RESUME=--resume; fi']
-    argv = launch.command(hw, ["-m", "engine.worker", str(run.path)], rdzv_id=f"{run.id}-${{SLURM_JOB_ID}}",
-                          nnodes="${SLURM_JOB_NUM_NODES}", endpoint="${HEAD_NODE}:${RDZV_PORT}", rendezvous=True)
+    worker = ["-m", "engine.worker", str(run.path)]
+    if opts.nodes == 1 and launch.procs_per_node(hw) == 1:  # one process: the engine itself, as a local run
+        argv = launch.command(hw, worker)
+    else:
+        argv = launch.command(hw, worker, rdzv_id=f"{run.id}-${{SLURM_JOB_ID}}", nnodes="${SLURM_JOB_NUM_NODES}",
+                              endpoint="${HEAD_NODE}:${RDZV_PORT}", rendezvous=True)
     lines.append("srun --kill-on-bad-exit=1 --ntasks-per-node=1 " + " ".join(map(_sh, argv)) + " $RESUME")
     return "\n".join(lines) + "\n"
 
@@ -145,7 +149,8 @@ def query(job_id: str) -> dict | None:
         return None
     if r.returncode == 0 and "JobState=" in r.stdout:
         kv = dict(re.findall(r"(\w+)=(\S*)", r.stdout.splitlines()[0]))
-        return {"state": kv.get("JobState"), "reason": kv.get("Reason"), "nodelist": kv.get("NodeList") or None,
+        reason = kv.get("Reason") if kv.get("Reason") not in ("None", "(null)", "") else None
+        return {"state": kv.get("JobState"), "reason": reason, "nodelist": kv.get("NodeList") or None,
                 "exit_code": kv.get("ExitCode"), "restarts": int(kv.get("Restarts") or 0),
                 "time_limit": kv.get("TimeLimit"), "requeue": kv.get("Requeue") == "1"}
     try:
@@ -156,7 +161,7 @@ def query(job_id: str) -> dict | None:
     if not line:
         return None
     state, reason, nodelist, exit_code, limit = (line.split("|") + [""] * 5)[:5]
-    return {"state": state.split()[0], "reason": reason or None, "nodelist": nodelist or None,
+    return {"state": state.split()[0], "reason": reason if reason not in ("None", "") else None, "nodelist": nodelist or None,
             "exit_code": exit_code, "restarts": 0, "time_limit": limit, "requeue": False}
 
 
@@ -165,7 +170,7 @@ def ended_message(run: Run, job_id: str, info: dict, step) -> str:
     state = info["state"]
     last = run.last_checkpoint()
     where = (f" at step {step}" if step else "") + (f"; {last.name} is saved" if last else "; no checkpoint was saved")
-    reason = f", Reason={info['reason']}" if info.get("reason") not in (None, "None") else ""
+    reason = f", Reason={info['reason']}" if info.get("reason") else ""
     code = f", ExitCode={info['exit_code']}" if state in ("FAILED", "OUT_OF_MEMORY") and info.get("exit_code") else ""
     todo = {"TIMEOUT": f"Resubmit with more time: tunebench train --resume {run.id} --time HH:MM",
             "FAILED": f"See {run.path}/slurm-{job_id}.out and engine.log",
