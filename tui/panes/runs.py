@@ -13,18 +13,20 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from engine.rundir.runs import ACTIVE, Run, created_time
+from engine.rundir.runs import ACTIVE, WAITING, Run, created_time, placement
 from tui.messages import RunSelected
 
 STATE_STYLE = {"running": "bold green", "starting": "green", "paused": "yellow", "stopping": "yellow",
-               "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim"}
-COLUMNS = ("run", "state", "step", "loss", "started", "model", "method")
+               "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim",
+               "queued": "magenta"}
+COLUMNS = ("run", "state", "where", "step", "loss", "started", "model", "method")
 # Fixed widths where values change in place (update_cell does not re-measure a column).
-WIDTHS = {"state": 14, "step": 11, "loss": 8, "started": 14, "method": 14}
+WIDTHS = {"state": 14, "where": 20, "step": 11, "loss": 8, "started": 14, "method": 14}
 
 
 def run_row(run: Run, status: dict | None = None, state: str | None = None) -> tuple:
-    """The table cells for one run; reads status.json only (a few hundred bytes)."""
+    """The table cells for one run; reads status.json only (a few hundred bytes). `where` is what the engine or
+    the Slurm watcher recorded there (local, a host, nodes, a Slurm job and its state): the pane asks no one."""
     status = status if status is not None else run.status()
     state = state or run.state(status)
     label = f"{state} (crashed)" if state == "lost" else state
@@ -32,7 +34,7 @@ def run_row(run: Run, status: dict | None = None, state: str | None = None) -> t
     loss = status.get("last_loss")
     started = status.get("started") or status.get("created")
     model = str(status.get("model") or "")
-    return (run.id, Text(label, style=STATE_STYLE.get(state, "")),
+    return (run.id, Text(label, style=STATE_STYLE.get(state, "")), placement(status),
             f"{step}/{max_steps}" if max_steps else str(step),
             f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
             time.strftime("%m-%d %H:%M:%S", time.localtime(started)) if started else "-",
@@ -46,6 +48,7 @@ class Row(NamedTuple):
     cells: tuple
     recheck: bool     # status says active: re-read each refresh, its engine may have died
     active: bool      # shown as active (not lost)
+    queued: bool      # waiting for a scheduler (Slurm)
 
 
 class RunRows:
@@ -79,7 +82,8 @@ class RunRows:
                 cells = run_row(run, status, state)
                 if hit is not None and cells == hit.cells:
                     cells = hit.cells  # unchanged: the same tuple, so the pane skips the row
-                hit = self.cache[e.name] = Row(key, created, cells, status.get("state") in ACTIVE, state in ACTIVE)
+                hit = self.cache[e.name] = Row(key, created, cells, status.get("state") in ACTIVE, state in ACTIVE,
+                                               state in WAITING)
             rows.append((hit.created, e.name, hit.cells))
         live = {name for _, name, _ in rows}
         for name in [n for n in self.cache if n not in live]:
@@ -133,7 +137,9 @@ class RunsPane(Widget):
             table.remove_row(key)
             self._shown.pop(key.value, None)
         active = sum(1 for name, _ in rows if self._rows.cache[name].active)
-        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active. Enter opens a run."
+        queued = sum(1 for name, _ in rows if self._rows.cache[name].queued)
+        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active"
+                   + (f", {queued} queued" if queued else "") + ". Enter opens a run."
                    if rows else f"No runs yet in {self.app.runs_dir}. Launch one from Hyperparameters [3].")
         if summary != self._summary:
             self._summary = summary
