@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import config as cfgmod
 from engine.planning.preflight import model_check
-from engine.rundir.launch import start
+from engine.rundir.launch import local_problems, start
 from engine.rundir.runs import Run, create_run
 
 PROJECT_PRESETS = Path(__file__).resolve().parent.parent / "presets"
@@ -77,7 +77,12 @@ def absolute_paths(cfg: cfgmod.Config, cwd: Path) -> cfgmod.Config:
 
 
 def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
-    """Create the run directory and start its engine detached; returns once the engine has taken it."""
+    """Create the run directory and start its engine detached; returns once the engine has taken it.
+    A launch the CLI would refuse (a multi-node run without its rendezvous address) is refused before the
+    run directory exists, with the same Problem."""
+    problems = local_problems(cfg.hardware)
+    if problems:
+        raise cfgmod.ConfigError(problems)
     run = create_run(runs_dir, cfg)
     start(run)
     return run

@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import config as cfgmod
 from engine.rundir import launch, slurm
 from engine.rundir.events import EventTail
-from engine.rundir.runs import LIVE, Run, create_run, new_run_id, resolve_run, runs_dir_from
+from engine.rundir.runs import LIVE, WAITING, Run, create_run, new_run_id, resolve_run, runs_dir_from
 from tunebench.errors import CliError
 
 
@@ -199,8 +199,12 @@ def follow(r: Run) -> int:
                         bar.update(task, info=e["state"])
                 if interrupts and not asked_stop:
                     asked_stop = True
-                    r.send("stop")
-                    bar.console.print("stopping: saving a checkpoint first (Ctrl-C again to leave it running)")
+                    if r.state() in WAITING and r.status().get("slurm"):  # no engine yet: out of Slurm's queue
+                        slurm.cancel(r)
+                        bar.console.print("cancelled the pending Slurm job")
+                    else:
+                        r.send("stop")
+                        bar.console.print("stopping: saving a checkpoint first (Ctrl-C again to leave it running)")
                 elif len(interrupts) > 1:
                     bar.console.print(f"left running in the background: tunebench stop {r.id}")
                     return 130
