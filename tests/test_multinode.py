@@ -115,22 +115,45 @@ def test_two_nodes_rank0_writes_controls_reach_both_and_a_killed_node_resumes(ti
     wait_for(status_is(run, "running", step=last.step + 1, since=failed["started"]), timeout=300,
              what="the resumed run stepping")
     assert run.status()["resumed"] is True
+
+    # now the node of rank 0 (the writer) dies: the surviving rank writes the failure in its place
+    ranks = workers(run)
+    victim = next(p for p in ranks if p.environ()["RANK"] == "0")
+    node = int(victim.environ()["GROUP_RANK"])
+    for p in (victim.parent(), victim):
+        p.send_signal(signal.SIGKILL)
+    failed2 = wait_for(status_is(run, "failed", since=failed["started"]), timeout=120, what="the run failed again")
+    assert f"lost node {node} (host {socket.gethostname()}, rank 0)" in failed2["error"], failed2["error"]
+    second.wait(timeout=120)
+    wait_for(lambda: not launchers(run), timeout=120, what="every process of the run gone")
+    last2 = run.last_checkpoint()
+
+    # resume again and stop: the stop reaches both nodes, the joined node's share ends cleanly
+    r = tunebench("train", "--resume", run.id, "--detach", runs_dir=runs_dir)
+    assert r.returncode == 0, r.stderr
+    second = join(run.id, runs_dir)
+    wait_for(status_is(run, "running", step=last2.step + 1, since=failed2["started"]), timeout=300,
+             what="the run resumed a second time")
     run.send("stop")
-    final = wait_for(status_is(run, "stopped"), timeout=180, what="stopped on both nodes")
+    final = wait_for(status_is(run, "stopped", since=failed2["started"]), timeout=180, what="stopped on both nodes")
     assert second.wait(timeout=120) == 0, second.stdout.read()  # the other node's rank stopped at the same step
     wait_for(lambda: not launchers(run), timeout=120, what="every process of the run gone")
 
     events = read_events(run.events_path)
     starts = [i for i, e in enumerate(events) if e["kind"] == "state" and e["state"] == "starting" and "pid" in e]
-    assert len(starts) == 2  # one writer per launch: rank 0
-    first, second_launch = events[starts[0]:starts[1]], events[starts[1]:]
-    for part in (first, second_launch):
+    assert len(starts) == 3  # one writer per launch: rank 0
+    launches = [events[a:b] for a, b in zip(starts, starts[1:] + [len(events)])]
+    for part in launches:
         steps = Counter(e["step"] for e in part if e["kind"] == "metrics")
         assert steps and max(steps.values()) == 1  # no rank but rank 0 wrote a metrics line
-    assert any(e["kind"] == "log" and e["message"] == f"resuming from {last.name}" for e in second_launch)
-    assert min(e["step"] for e in second_launch if e["kind"] == "metrics") == last.step + 1
-    assert [e["state"] for e in first if e["kind"] == "state"][-1] == "failed"
-    assert final["step"] > last.step
+    for part, ckpt in ((launches[1], last), (launches[2], last2)):
+        assert any(e["kind"] == "log" and e["message"] == f"resuming from {ckpt.name}" for e in part)
+        assert min(e["step"] for e in part if e["kind"] == "metrics") == ckpt.step + 1
+    assert [e["state"] for e in launches[0] if e["kind"] == "state"][-1] == "failed"
+    # the survivor appended the failure after the dead rank 0's last line
+    assert [(e["state"], e.get("error")) for e in launches[1] if e["kind"] == "state"][-1] == ("failed",
+                                                                                             failed2["error"])
+    assert final["step"] > last2.step >= last.step
 
 
 def test_a_node_seeing_another_run_directory_fails_the_run_by_name(tiny_model, chat_jsonl, runs_dir, tmp_path):
