@@ -5,6 +5,7 @@ from its checkpoint. The script itself (`--slurm-print`) is checked without a cl
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 
 import pytest
@@ -126,6 +127,8 @@ def test_queued_running_completed_a_pending_job_cancelled_and_a_time_limit(clust
     assert row["where"] == f"slurm {row['slurm']['job_id']} COMPLETED" and row["step"] == 20
     run = resolve_run(runs_dir, done_id)
     assert (run.path / "slurm.sh").is_file() and list(run.path.glob("slurm-*.out"))
+    for p in [run.path / "slurm.sh", *run.path.glob("slurm-*.out")]:  # private like every file of a run
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, (p, oct(p.stat().st_mode))
     r = tunebench("status", done_id, runs_dir=runs_dir)
     assert "slurm            job_id=" in r.stdout and "state=COMPLETED" in r.stdout
 

@@ -109,7 +109,7 @@ async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, RunStatusScreen))
         shown = text(app, "#run-status-text")
-        assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown
+        assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown and "where: local" in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, RunStatusScreen)
 

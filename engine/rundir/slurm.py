@@ -121,11 +121,13 @@ def submit(run: Run, cfg: Config, opts: SlurmOptions, cwd: Path, resume: bool = 
     os.chmod(path, 0o700)
     env = dict(os.environ, TUNEBENCH_RESUME="1") if resume else {k: v for k, v in os.environ.items()
                                                                    if k != "TUNEBENCH_RESUME"}
-    r = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=60, env=env)
+    # sbatch passes its umask to the job: slurm-<job>.out (every node's engine output) is then private, 0600
+    r = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=60, env=env,
+                       umask=0o077)
     if r.returncode != 0:
         raise RuntimeError(f"sbatch refused {path}: {(r.stderr or r.stdout).strip()}")
     job_id = r.stdout.strip().split(";")[0]
-    run.write_status(state="queued", error=None, ended=None, slurm={
+    run.write_status(state="queued", error=None, ended=None, note=None, slurm={
         "job_id": job_id, "state": "PENDING", "reason": None, "nodelist": None, "submitted": time.time(),
         "script": SCRIPT, "options": asdict(opts), "resume": resume})
     start_watcher(run)

@@ -43,6 +43,7 @@ class Nodes:
     me: int
     resume: bool
     listener: socket.socket
+    seconds: float = 0.0  # the handshake, after torch's import: waiting for the slowest node, then one exchange
 
     def summary(self) -> list[dict]:
         """status.json's `nodes`: one entry per node with its host, ranks and pids."""
@@ -129,6 +130,7 @@ def handshake(run: Run, resume: bool) -> Nodes | None:
 
     import torch.distributed as dist
 
+    t0 = time.perf_counter()
     store, rank, world = next(dist.rendezvous("env://", timeout=timedelta(seconds=HANDSHAKE_TIMEOUT_S)))
     prefix = f"tunebench/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{_env_int('TORCHELASTIC_RESTART_COUNT')}/"
     store = dist.PrefixStore(prefix, store)
@@ -145,11 +147,18 @@ def handshake(run: Run, resume: bool) -> Nodes | None:
           "port": listener.getsockname()[1], "pid": os.getpid(), "resume": resume, "path": str(run.path),
           "sees": _sees(run.path, token)}
     store.set(f"peer/{rank}", json.dumps(me))
-    peers = [json.loads(v) for v in store.multi_get([f"peer/{r}" for r in range(world)])]
+    keys = [f"peer/{r}" for r in range(world)]
+    try:
+        peers = [json.loads(v) for v in store.multi_get(keys)]
+    except dist.DistError as e:  # the store's wait timed out: name who never arrived rather than a key
+        missing = [r for r, k in enumerate(keys) if not store.check([k])]
+        raise RuntimeError(f"rank(s) {', '.join(map(str, missing))} did not reach the start-up handshake in "
+                           f"{HANDSHAKE_TIMEOUT_S} s: their node failed while starting (see its log: engine.log, "
+                           f"nodes/*.log or slurm-*.out in {run.path})") from e
     if any(p["sees"] != "ok" for p in peers):
         listener.close()
         raise SharedDirError(_shared_dir_message(run.path, peers), me["sees"])
-    return Nodes(peers, rank, any(p["resume"] for p in peers), listener)
+    return Nodes(peers, rank, any(p["resume"] for p in peers), listener, time.perf_counter() - t0)
 
 
 def lost_message(nodes: Nodes, gone: list[dict], step, run_id: str) -> str:

@@ -124,6 +124,8 @@ def run_engine(run: Run, resume: bool = False) -> int:
         if nodes is not None:
             resume = nodes.resume
             run.write_status(nodes=nodes.summary(), nnodes=len(nodes.summary()), resumed=resume)
+            events.write("log", level="info", message=f"{len(nodes.summary())} nodes, {len(nodes.peers)} ranks met "
+                         f"at start in {nodes.seconds:.2f} s; the run directory is shared")
         cfg = run.settings()
         import torch  # noqa: F401 - 7-9 s; timed so the summary can say where start-up went
 
