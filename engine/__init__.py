@@ -3,7 +3,7 @@
 Subpackages, from the bottom layer up (a layer imports only from layers below it; .importlinter enforces it):
   config      the one schema, typed sections, validation into structured problems       light
   rundir      the run directory contract: runs, status, events, controls, the engine's lock,
-              ownership, paths, resume plans, launch, verify                            light
+              ownership, paths, resume plans, launch (one node, several, Slurm), verify   light
   monitor     chart series and history decoded from events.jsonl, the snapshot           light
   system      NVML/psutil telemetry and the known-GPU table                             light
   data        reading, detecting, validating and converting datasets                    light (heavy only for hub ids)

@@ -41,10 +41,10 @@ async def test_runs_listed_with_state_step_loss_and_live_refresh(runs_dir, tmp_p
         table = app.query_one("#runs-table")
         await until(pilot, lambda: table.row_count == 3, what="three runs listed")
         rows = {r[0]: r for r in cells(table)}
-        assert rows[done.id][1:4] == ["completed", "10/10", "0.1234"]
-        assert rows[lost.id][1] == "lost (crashed)" and rows[lost.id][2] == "3/10"
-        assert rows[alive.id][1:4] == ["running", "5/10", "1.5000"]
-        assert rows[alive.id][5:] == ["org/tiny-model", "sft"]
+        assert rows[done.id][1:5] == ["completed", "local", "10/10", "0.1234"]
+        assert rows[lost.id][1] == "lost (crashed)" and rows[lost.id][3] == "3/10"
+        assert rows[alive.id][1:5] == ["running", "local", "5/10", "1.5000"]
+        assert rows[alive.id][6:] == ["org/tiny-model", "sft"]
         assert "3 run(s)" in text(app, "#runs-summary") and "1 active" in text(app, "#runs-summary")
         # A run that appears, and a status that changes, show up without a key press.
         late = make_run(runs_dir, "late", "running", pid=live_pid, step=1, max_steps=4)
@@ -53,8 +53,34 @@ async def test_runs_listed_with_state_step_loss_and_live_refresh(runs_dir, tmp_p
                     what="the new run listed")
         ids = [r[0] for r in cells(table)]
         assert ids == [late.id, alive.id, lost.id, done.id]  # newest first, by creation (ids only resolve seconds)
-        await until(pilot, lambda: {r[0]: r for r in cells(table)}[alive.id][2] == "9/10", timeout=10,
+        await until(pilot, lambda: {r[0]: r for r in cells(table)}[alive.id][3] == "9/10", timeout=10,
                     what="the step refreshed")
+
+
+@pytest.mark.asyncio
+async def test_where_each_run_runs_queued_slurm_nodes_and_other_hosts(runs_dir, tmp_path):
+    """The `where` column is what the run directory records: the pane asks neither Slurm nor the nodes."""
+    queued = make_run(runs_dir, "held", "queued", slurm={"job_id": "42", "state": "PENDING", "reason": "Resources"})
+    on_slurm = make_run(runs_dir, "big", "running", host="gpu017", step=5, max_steps=10,
+                        slurm={"job_id": "43", "state": "RUNNING", "nodelist": "gpu[017-018]"})
+    nodes = make_run(runs_dir, "pair", "running", host="node-a", step=2, max_steps=10,
+                     nodes=[{"node": 0, "host": "node-a", "ranks": [0]}, {"node": 1, "host": "node-b", "ranks": [1]}])
+    timed_out = make_run(runs_dir, "late", "failed", slurm={"job_id": "44", "state": "TIMEOUT"})
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(160, 30)) as pilot:
+        table = app.query_one("#runs-table")
+        await until(pilot, lambda: table.row_count == 4, what="four runs listed")
+        rows = {r[0]: r[1:3] for r in cells(table)}
+        assert rows[queued.id] == ["queued", "slurm 42 PENDING"]
+        assert rows[on_slurm.id] == ["running", "slurm 43 RUNNING gpu[017-018]"]  # another host: trusted, not lost
+        assert rows[nodes.id] == ["running", "2 nodes (node-a, node-b)"]
+        assert rows[timed_out.id] == ["failed", "slurm 44 TIMEOUT"]
+        assert "4 run(s)" in text(app, "#runs-summary") and "2 active, 1 queued" in text(app, "#runs-summary")
+        # the watcher records the job's start: the row follows
+        queued.write_status(state="starting", host="gpu019", slurm={"job_id": "42", "state": "RUNNING",
+                                                                    "nodelist": "gpu019"})
+        await until(pilot, lambda: {r[0]: r for r in cells(table)}[queued.id][2] == "slurm 42 RUNNING gpu019",
+                    timeout=10, what="the job's start shown")
 
 
 @pytest.mark.asyncio
@@ -85,7 +111,7 @@ async def test_without_a_run_pane_the_status_screen_shows_the_run(runs_dir, tmp_
         await until(pilot, lambda: isinstance(app.screen, RunStatusScreen) and text(app, "#run-status-text"),
                     what="the status screen filled")  # its first refresh runs on mount, after the push
         shown = text(app, "#run-status-text")
-        assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown
+        assert "state: lost" in shown and "step: 3" in shown and "max_steps: 10" in shown and "where: local" in shown
         await pilot.press("escape")
         assert not isinstance(app.screen, RunStatusScreen)
 
@@ -116,7 +142,7 @@ def test_run_rows_read_only_what_changed(runs_dir, monkeypatch):
         proc.kill()
         proc.wait()
         third = dict(rows.scan(runs_dir))
-        assert third[done[0].id][3] == "0.2500" and str(third[live.id][1]) == "lost (crashed)"
+        assert third[done[0].id][4] == "0.2500" and str(third[live.id][1]) == "lost (crashed)"
         shutil.rmtree(done[1].path)
         assert done[1].id not in dict(rows.scan(runs_dir)) and done[1].id not in rows.cache
         assert [name for name, _ in rows.scan(runs_dir)][0] == live.id  # newest first

@@ -45,6 +45,8 @@ def test_runs_pane(snap_compare, steady):
     fixed_run("20250302-091000-dpo-pref-c3d4", state="running", step=42, max_steps=500, last_loss=0.6931,
               started=1740906600, method="dpo")
     fixed_run("20250302-120000-sft-oom-e5f6", state="failed", step=7, max_steps=100, started=1740916800)
+    fixed_run("20250302-130000-sft-big-a7b8", state="queued", step=0, created=1740920400,
+              slurm={"job_id": "81234", "state": "PENDING", "reason": "Resources"})
     assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), terminal_size=SIZE)
 
 

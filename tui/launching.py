@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import config as cfgmod
 from engine.planning.preflight import model_check, model_problems
-from engine.rundir.launch import start
+from engine.rundir.launch import local_problems, start
 from engine.rundir.paths import absolute_paths  # noqa: F401 - the one rule the CLI uses too; the pane imports it here
 from engine.rundir.runs import Run, create_run
 
@@ -61,7 +61,12 @@ def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
 
 
 def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
-    """Create the run directory and start its engine detached; returns once the engine has taken it."""
+    """Create the run directory and start its engine detached; returns once the engine has taken it.
+    A launch the CLI would refuse (a multi-node run without its rendezvous address) is refused before the
+    run directory exists, with the same Problem."""
+    problems = local_problems(cfg.hardware)
+    if problems:
+        raise cfgmod.ConfigError(problems)
     run = create_run(runs_dir, cfg)
     start(run)
     return run

@@ -199,6 +199,12 @@ class Hardware(Section):
     device: str = key("auto", "Where to train: auto = cuda when a GPU is visible, else cpu.", choices=("auto", "cpu", "cuda"))
     num_processes: int = key(1, "Processes (GPUs) to train on; more than 1 launches through accelerate.", min=1, max=4096)
     accelerate_config: str | None = key(None, "An accelerate config file (FSDP, DeepSpeed) for multi-process runs.")
+    nnodes: int = key(1, "Machines the run spans; above 1, torchrun's rendezvous joins them (start the others with "
+                      "`tunebench join RUN`; under --slurm, the allocation's nodes).", min=1, max=4096)
+    nproc_per_node: int = key(0, "Processes (GPUs) on each node of a multi-node run; 0 = hardware.num_processes.",
+                              min=0, max=4096)
+    rdzv_endpoint: str | None = key(None, "host:port of the rendezvous that every node reaches (the first node's "
+                                    "address); needed when nnodes > 1, except under --slurm (its first node).")
     gpu: str = key("auto", "GPU that `tunebench estimate` plans for: auto = the visible one; a name (H100, A100-80GB, L4, RTX4090) for one not here.")
 
 

@@ -138,6 +138,27 @@ def cross_field(cfg: dict) -> list[Problem]:
                                     closest(r, REPORT_TO)))
     if d["packing"] and cfg["method"] != "sft":
         problems.append(Problem("data.packing", f"only for method sft, not {cfg['method']}"))
+    return problems + node_rules(h)
+
+
+def world_size(h: dict) -> int:
+    """Processes of the whole run: nodes x processes per node (nproc_per_node 0 = num_processes)."""
+    return h["nnodes"] * (h["nproc_per_node"] or h["num_processes"])
+
+
+def node_rules(h: dict) -> list[Problem]:
+    """Multi-node keys: the rendezvous address reads as host:port; per-node counts do not contradict."""
+    problems: list[Problem] = []
+    if h["nproc_per_node"] and h["num_processes"] > 1 and h["nproc_per_node"] != h["num_processes"]:
+        problems.append(Problem("hardware.nproc_per_node", f"{h['nproc_per_node']} contradicts hardware.num_processes "
+                                f"{h['num_processes']}", "give one of them (nproc_per_node counts per node)",
+                                related=("hardware.num_processes",)))
+    endpoint = h["rdzv_endpoint"]
+    if endpoint:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(Problem("hardware.rdzv_endpoint", f"{endpoint!r} is not host:port",
+                                    "e.g. node001:29500 or 10.0.0.5:29500 (the first node's address, a free port)"))
     return problems
 
 
@@ -179,7 +200,7 @@ def method_rules(cfg: dict) -> list[Problem]:
                                     f"({t['batch_size']} x {t['grad_accum']})",
                                     "each prompt's completions share a batch"))
     acc = cfg["hardware"]["accelerate_config"]
-    if acc and cfg["hardware"]["num_processes"] > 1 and not Path(acc).is_file():
+    if acc and world_size(cfg["hardware"]) > 1 and not Path(acc).is_file():
         problems.append(Problem("hardware.accelerate_config", f"{acc} is not a file",
                                 "a relative path is read from where you run tunebench"))
     if d["general_eval"] and method in ("reward", "classification"):
@@ -189,7 +210,7 @@ def method_rules(cfg: dict) -> list[Problem]:
                                 "an adapter already keeps the base weights frozen"))
     if t["unfreeze_every"] and not t["freeze"]:
         problems.append(Problem("training.unfreeze_every", "needs training.freeze patterns naming what starts frozen"))
-    if t["unfreeze_every"] and cfg["hardware"]["num_processes"] > 1:
+    if t["unfreeze_every"] and world_size(cfg["hardware"]) > 1:
         problems.append(Problem("training.unfreeze_every", "gradual unfreezing is single-process only (DDP fixes the "
                                 "trained set at start)", "set hardware.num_processes: 1 or drop it"))
     losses = cfg["preference"]["loss_type"]

@@ -23,11 +23,17 @@ from engine.rundir import lock as locks
 from engine.rundir.atomic import atomic_write
 from engine.rundir.trust import check_run_dir, check_runs_dir, is_mine
 
-STATES = ("created", "starting", "running", "paused", "stopping", "completed", "stopped", "failed")
+STATES = ("created", "queued", "starting", "running", "paused", "stopping", "completed", "stopped", "failed")
+# queued: a scheduler holds the run (a pending Slurm job, a local run queue); no engine process exists yet, so
+# there is no pid to check and it is never shown as lost. `tunebench stop` takes it out of the queue.
+WAITING = ("queued",)
+# An engine process is alive in these states; a run whose engine is gone while its status says so is `lost`.
 ACTIVE = ("starting", "running", "paused", "stopping")
 # States a reader derives (never written): `lost` = the engine died while active (or status.json is unreadable
 # and no engine holds the run); `unstarted` = created, but its launcher died before an engine took it.
 DERIVED = ("lost", "unstarted")
+LIVE = WAITING + ACTIVE  # not finished yet
+FINAL = ("completed", "stopped", "failed")
 CONTROLS = ("stop", "pause", "resume", "save", "eval")
 META = "tunebench.json"  # the self-description written into every checkpoint
 DEFAULT_RUNS_DIR = "runs"
@@ -49,6 +55,24 @@ def process_alive(pid: int | None, started: float | None = None) -> bool:
         return started is None or abs(p.create_time() - started) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
         return False
+
+
+def placement(status: dict) -> str:
+    """Where a run runs, from its status alone: `local`, a host, `2 nodes (a, b)`, `slurm 42 PENDING`."""
+    slurm = status.get("slurm")
+    if slurm:
+        text = f"slurm {slurm.get('job_id', '?')}"
+        if slurm.get("state"):
+            text += f" {slurm['state']}"
+        return text + (f" {slurm['nodelist']}" if slurm.get("nodelist") and slurm.get("state") == "RUNNING" else "")
+    nodes = status.get("nodes")
+    if nodes:
+        hosts = list(dict.fromkeys(n.get("host", "?") for n in nodes))
+        return f"{len(nodes)} nodes ({', '.join(hosts)})"
+    if (status.get("nnodes") or 1) > 1:
+        return f"{status['nnodes']} nodes"
+    host = status.get("host")
+    return "local" if host in (None, socket.gethostname()) else str(host)
 
 
 @dataclass

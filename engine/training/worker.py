@@ -37,6 +37,7 @@ from engine.rundir.resume import set_aside, with_overrides
 from engine.rundir.runs import Run
 from engine.rundir.trust import check_run_dir, code_warnings
 from engine.system.telemetry import Probe, Sampler
+from engine.training import cluster
 from engine.training.distributed import for_rank, rank
 
 METHOD_MODULES = {"sft": "engine.training.methods.sft", "dpo": "engine.training.methods.dpo", "kto": "engine.training.methods.kto",
@@ -230,13 +231,14 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
     taken_ns = time.time_ns()
     run, events = for_rank(run, EventWriter)  # rank 0 alone writes status, events and checkpoints
     reserve = None
-    step, resolved, cfg, callback, sampler, history = 0, {}, None, None, None, None
+    step, resolved, cfg, callback, sampler, history, nodes = 0, {}, None, None, None, None, None
     try:
         if isinstance(events, EventWriter):
             reserve = Reserve(run)  # first: a disk already full fails here, before anything else is written
+        # final_checkpoint is decided again when this run ends (a resume saves newer ones)
         run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
-                         started=time.time(), ended=None, error=None, resumed=resume,
-                         final_checkpoint=None)  # decided again when this run ends (a resume saves newer ones)
+                         started=time.time(), ended=None, error=None, note=None, resumed=resume,
+                         final_checkpoint=None, **cluster.where(run))
         events.write("state", state="starting", pid=os.getpid(), resume=resume)
         discard_old_controls(run, taken_ns, events)
         clear_partial_saves(run)
@@ -244,6 +246,12 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         sampler = Sampler(lambda: events.write("telemetry", **probe.sample()), interval=1.0).start()
         # The chart history a monitor starts from (engine/snapshot.py); rank 0 alone has the events.
         history = Snapshotter(run.events_path).start() if isinstance(events, EventWriter) else None
+        nodes = cluster.handshake(run, resume)  # several nodes: one shared run directory, one resume decision
+        if nodes is not None:
+            resume = nodes.resume
+            run.write_status(nodes=nodes.summary(), nnodes=len(nodes.summary()), resumed=resume)
+            events.write("log", level="info", message=f"{len(nodes.summary())} nodes, {len(nodes.peers)} ranks met "
+                         f"at start in {nodes.seconds:.2f} s; the run directory is shared")
         if overrides:  # resume-safe settings only (engine.rundir.resume.RESUME_SAFE_KEYS)
             cfg, changed = with_overrides(run, list(overrides))
             if changed and isinstance(events, EventWriter):
@@ -308,6 +316,9 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         step = trainer.state.global_step
         train_wall = max(1e-9, wall - callback.excluded_s)
         final = "stopped" if callback.stopped else "completed"
+        # Slurm's SIGTERM: a time limit fails the run with Slurm's reason, a requeue leaves it queued
+        ending = cluster.slurm_ending(run, step) if callback.stopped and stop_flag.is_set() else {}
+        final = ending.pop("state", final)
         summary = {"step": step, "max_steps": trainer.state.max_steps, "train_wall_s": round(train_wall, 3),
                    "wall_s": round(wall, 3), "num_tokens": callback.num_tokens,
                    "tokens_per_s": round((callback.num_tokens - tokens_before) / train_wall, 1),
@@ -321,16 +332,18 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         except Exception as e:  # noqa: BLE001 - a cache we cannot write must not fail a finished run
             events.write("log", level="warning", message=f"speed not recorded for estimates: {e}")
         last = run.last_checkpoint()
-        events.write("state", state=final, step=step)
+        events.write("state", state=final, step=step, **{k: ending[k] for k in ("error", "note") if k in ending})
         run.write_status(state=final, step=step, ended=time.time(), summary=summary, last_loss=callback.last_loss,
-                         last_eval_loss=callback.last_eval, final_checkpoint=last.name if last else None)
+                         last_eval_loss=callback.last_eval, final_checkpoint=last.name if last else None, **ending)
         return 0
     except KeyboardInterrupt:
-        events.write("state", state="stopped", step=step)
-        run.write_status(state="stopped", ended=time.time())
+        ending = cluster.slurm_ending(run, step)
+        final = ending.pop("state", "stopped")
+        events.write("state", state=final, step=step, **{k: ending[k] for k in ("error", "note") if k in ending})
+        run.write_status(state=final, ended=time.time(), **ending)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure ends the run as failed, with its reason
-        return fail(run, events, exc, cfg, callback, resolved, sampler, reserve)
+        return fail(run, events, exc, cfg, callback, resolved, sampler, reserve, nodes)
     finally:
         for stop in (sampler, history):
             try:
@@ -350,7 +363,7 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
             lock.release()  # last: the run's final status and events are written
 
 
-def fail(run: Run, events, exc: BaseException, cfg, callback, resolved: dict, sampler, reserve) -> int:
+def fail(run: Run, events, exc: BaseException, cfg, callback, resolved: dict, sampler, reserve, nodes=None) -> int:
     """End the run as failed with its reason, whatever the disk: the status first (it is the record that must land),
     then the event, then the traceback into engine.log, each write after the status best effort."""
     if sampler is not None:
@@ -365,6 +378,7 @@ def fail(run: Run, events, exc: BaseException, cfg, callback, resolved: dict, sa
         msg = disk_full_message(run, step, removed)
     if isinstance(exc, cfgmod.ConfigError):
         msg = "invalid config: " + "; ".join(map(str, exc.problems))
+    run, events, msg = cluster.on_failure(run, events, exc, msg, nodes, step)  # names a node that went away
     if reserve is not None:
         reserve.release()  # the room the status and the failed event need, even on a disk that filled completely
     try:

@@ -13,20 +13,21 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from engine.rundir.runs import ACTIVE, Run, created_time
+from engine.rundir.runs import ACTIVE, WAITING, Run, created_time, placement
 from tui.messages import RunSelected
 
 STATE_STYLE = {"running": "bold green", "starting": "green", "paused": "yellow", "stopping": "yellow",
                "completed": "cyan", "stopped": "dim", "failed": "bold red", "lost": "bold red", "created": "dim",
-               "unstarted": "yellow"}
+               "unstarted": "yellow", "queued": "magenta"}
 LABELS = {"lost": "lost (crashed)", "unstarted": "never started"}  # derived states, as the table says them
-COLUMNS = ("run", "state", "step", "loss", "started", "model", "method")
+COLUMNS = ("run", "state", "where", "step", "loss", "started", "model", "method")
 # Fixed widths where values change in place (update_cell does not re-measure a column).
-WIDTHS = {"state": 14, "step": 11, "loss": 8, "started": 14, "method": 14}
+WIDTHS = {"state": 14, "where": 20, "step": 11, "loss": 8, "started": 14, "method": 14}
 
 
 def run_row(run: Run, status: dict | None = None, state: str | None = None) -> tuple:
-    """The table cells for one run; reads status.json only (a few hundred bytes)."""
+    """The table cells for one run; reads status.json only (a few hundred bytes). `where` is what the engine or
+    the Slurm watcher recorded there (local, a host, nodes, a Slurm job and its state): the pane asks no one."""
     status = status if status is not None else run.status()
     state = state or run.state(status)
     label = LABELS.get(state, state)
@@ -34,7 +35,7 @@ def run_row(run: Run, status: dict | None = None, state: str | None = None) -> t
     loss = status.get("last_loss")
     started = status.get("started") or status.get("created")
     model = str(status.get("model") or "")
-    return (run.id, Text(label, style=STATE_STYLE.get(state, "")),
+    return (run.id, Text(label, style=STATE_STYLE.get(state, "")), placement(status),
             f"{step}/{max_steps}" if max_steps else str(step),
             f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
             time.strftime("%m-%d %H:%M:%S", time.localtime(started)) if started else "-",
@@ -48,6 +49,7 @@ class Row(NamedTuple):
     cells: tuple
     recheck: bool     # status says active: re-read each refresh, its engine may have died
     active: bool      # shown as active (not lost)
+    queued: bool      # waiting for a scheduler (Slurm)
 
 
 class RunRows:
@@ -90,7 +92,7 @@ class RunRows:
                 # re-read each refresh while the file can say less than the truth: an active run's engine may die,
                 # a created run's launcher may (it becomes `unstarted`), an unreadable status may come back
                 recheck = status.get("state") in (*ACTIVE, "created") or bool(status.get("unreadable"))
-                hit = self.cache[e.name] = Row(key, created, cells, recheck, state in ACTIVE)
+                hit = self.cache[e.name] = Row(key, created, cells, recheck, state in ACTIVE, state in WAITING)
             rows.append((hit.created, e.name, hit.cells))
         live = {name for _, name, _ in rows}
         for name in [n for n in self.cache if n not in live]:
@@ -148,7 +150,9 @@ class RunsPane(Widget):
         if (added or removed) and was is not None and was.name in table.rows:
             table.move_cursor(row=table.get_row_index(was.name))  # Enter opens the run it was on
         active = sum(1 for name, _ in rows if self._rows.cache[name].active)
-        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active. Enter opens a run."
+        queued = sum(1 for name, _ in rows if self._rows.cache[name].queued)
+        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active"
+                   + (f", {queued} queued" if queued else "") + ". Enter opens a run."
                    if rows else f"No runs yet in {self.app.runs_dir}. Launch one from Hyperparameters [3].")
         if summary != self._summary:
             self._summary = summary

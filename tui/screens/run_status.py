@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.rundir.runs import Run
+from engine.rundir.runs import Run, placement
 
 
 class RunStatusScreen(Screen):
@@ -36,7 +36,8 @@ class RunStatusScreen(Screen):
     def refresh_status(self) -> None:
         status = self.run_.status()
         state = self.run_.state(status)
-        lines = [f"state: {state}" + ("  (the engine process is gone)" if state == "lost" else "")]
+        lines = [f"state: {state}" + ("  (the engine process is gone)" if state == "lost" else ""),
+                 f"where: {placement(status)}"]
         shown = {k: v for k, v in status.items() if k not in ("state", "resolved", "summary")}
         lines += [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(shown.items())]
         try:

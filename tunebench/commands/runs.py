@@ -6,7 +6,8 @@ import sys
 import time
 
 from engine.config.text import printable
-from engine.rundir.runs import CONTROLS, list_runs, resolve_run, runs_dir_from
+from engine.rundir import slurm
+from engine.rundir.runs import ACTIVE, CONTROLS, LIVE, WAITING, list_runs, placement, resolve_run, runs_dir_from
 from tunebench.errors import CliError
 
 
@@ -33,12 +34,24 @@ def add_parser(sub):
         p.set_defaults(func=cmd_control, control=name)
 
 
-def summary(run) -> dict:
+def fresh_status(run) -> dict:
+    """status.json, brought up to date with Slurm first for a Slurm run that is not over (no engine may be alive
+    to say what happened to it: cancelled while pending, killed at its time limit, a node failure)."""
     st = run.status()
-    return {"id": run.id, "state": run.state(st), "step": st.get("step"), "max_steps": st.get("max_steps"),
+    sl = st.get("slurm")
+    if sl and (st.get("state") in LIVE or sl.get("state") not in slurm.OVER) and not slurm.available():
+        st = slurm.refresh(run)
+    return st
+
+
+def summary(run) -> dict:
+    st = fresh_status(run)
+    return {"id": run.id, "state": run.state(st), "where": placement(st), "step": st.get("step"),
+            "max_steps": st.get("max_steps"),
             "last_loss": st.get("last_loss"), "last_eval_loss": st.get("last_eval_loss"),
             "started": st.get("started"), "ended": st.get("ended"), "model": st.get("model"),
-            "method": st.get("method"), "error": st.get("error"), "last_checkpoint": st.get("last_checkpoint"),
+            "method": st.get("method"), "error": st.get("error"), "note": st.get("note"),
+            "last_checkpoint": st.get("last_checkpoint"), "slurm": st.get("slurm"), "nodes": st.get("nodes"),
             "path": str(run.path)}
 
 
@@ -54,12 +67,12 @@ def cmd_runs(args) -> int:
     if not rows:
         print(f"no runs in {runs_dir_from(None).resolve()}")
         return 0
-    print(f"{'RUN':40} {'STATE':10} {'STEP':>11} {'LOSS':>8}  {'STARTED':16}  MODEL")
+    print(f"{'RUN':40} {'STATE':10} {'WHERE':20} {'STEP':>11} {'LOSS':>8}  {'STARTED':16}  MODEL")
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
         loss = f"{r['last_loss']:.4f}" if isinstance(r["last_loss"], (int, float)) else "-"
-        print(f"{printable(r['id']):40} {r['state']:10} {step:>11} {loss:>8}  {_when(r['started']):16}  "
-              f"{printable(r['model'])}")
+        print(f"{printable(r['id']):40} {r['state']:10} {printable(r['where']):20} {step:>11} {loss:>8}  "
+              f"{_when(r['started']):16}  {printable(r['model'])}")
     return 0
 
 
@@ -67,11 +80,14 @@ def cmd_status(args) -> int:
     run = resolve_run(runs_dir_from(None), args.run)
     s = summary(run)
     full = {**run.status(), **s}
+    sl = full.get("slurm") or {}
+    if sl:
+        full["slurm"] = " ".join(f"{k}={sl[k]}" for k in ("job_id", "state", "reason", "nodelist") if sl.get(k))
     if args.json:
         print(json.dumps(full, indent=1))
         return 0
-    for key in ("id", "state", "step", "max_steps", "last_loss", "last_eval_loss", "model", "method",
-                "last_checkpoint", "error", "path"):
+    for key in ("id", "state", "where", "slurm", "step", "max_steps", "last_loss", "last_eval_loss", "model",
+                "method", "last_checkpoint", "error", "note", "path"):
         if full.get(key) is not None:
             print(f"{key:16} {printable(full[key])}")
     if isinstance(full.get("data"), dict):
@@ -84,22 +100,35 @@ def cmd_status(args) -> int:
     return 0 if s["state"] not in ("failed", "lost") else 1
 
 
+def log_files(run) -> list:
+    """The run's logs: engine.log (a local run, or the node that started a multi-node one), each Slurm job's
+    output (slurm-<job>.out holds every node's engine output), the other nodes' launchers (nodes/*.log)."""
+    paths = [run.log_path] if run.log_path.exists() else []
+    paths += sorted(run.path.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
+    return paths + sorted((run.path / "nodes").glob("*.log"))
+
+
 def cmd_logs(args) -> int:
     run = resolve_run(runs_dir_from(None), args.run)
-    try:
-        f = open(run.log_path, "rb")
-    except FileNotFoundError:
-        print(f"{run.id}: no engine.log yet", file=sys.stderr)
+    paths = log_files(run)
+    if not paths:
+        print(f"{run.id}: no engine.log yet" + (" (queued in Slurm)" if run.state() in WAITING else ""),
+              file=sys.stderr)
         return 1
-    with f:
+    if not args.follow:
+        for p in paths:
+            if len(paths) > 1:
+                print(f"==> {p} <==")
+            sys.stdout.write(p.read_text(encoding="utf-8", errors="replace"))
+        return 0
+    main = paths[-1] if not run.log_path.exists() else run.log_path  # the newest Slurm job's, or engine.log
+    with open(main, "rb") as f:
         while True:
             chunk = f.read()
             if chunk:
                 sys.stdout.write(chunk.decode("utf-8", errors="replace"))
                 sys.stdout.flush()
-            if not args.follow:
-                return 0
-            if run.state() not in ("created", "starting", "running", "paused", "stopping"):
+            if run.state() not in ("created",) + LIVE:
                 sys.stdout.write(f.read().decode("utf-8", errors="replace"))
                 return 0
             time.sleep(0.5)
@@ -108,12 +137,29 @@ def cmd_logs(args) -> int:
 def cmd_control(args) -> int:
 
     run = resolve_run(runs_dir_from(None), args.run)
-    state = run.state()
-    if state not in ("starting", "running", "paused", "stopping"):
+    state = run.state(fresh_status(run))
+    if state in WAITING and args.control == "stop":  # no engine yet: take the job out of Slurm's queue
+        return cancel_queued(run)
+    if state not in ACTIVE:
         raise CliError(f"{run.id} is {state}; {args.control} only reaches a live run")
     assert args.control in CONTROLS
     run.send(args.control)
     print(f"{args.control} sent to {printable(run.id)} ({state}); the engine acts on it after the current step")
+    return 0
+
+
+def cancel_queued(run) -> int:
+    sl = run.status().get("slurm")
+    if not sl:
+        raise CliError(f"{run.id} is queued, but not by Slurm; nothing here can take it out of its queue")
+    why = slurm.available()
+    if why:
+        raise CliError(f"{run.id} is Slurm job {sl.get('job_id')}: {why}")
+    try:
+        status = slurm.cancel(run)
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
+    print(f"cancelled Slurm job {sl.get('job_id')} ({run.id}); the run is {run.state(status)}")
     return 0
 
 

@@ -1,28 +1,30 @@
-"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN[@STEP]]`: start (or resume) a detached run.
+"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN[@STEP]] [--slurm ...]`: start (or resume) a run.
 
 In the foreground it follows the run's events with a progress bar; Ctrl-C asks the engine to stop
 gracefully (a second Ctrl-C leaves it running). The engine lives in its own session either way, so
 a lost terminal never stops it. A resume is checked before anything starts: one engine per run, the
-checkpoint it goes on from (complete, loadable, with its optimizer), the data unchanged.
+checkpoint it goes on from (complete, loadable, with its optimizer), the data unchanged. With --slurm the
+run is an sbatch job instead: queued until Slurm starts it.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine import config as cfgmod
 from engine.config.text import printable
 from engine.data import fingerprint
 from engine.data.progress import describe
-from engine.rundir import launch
+from engine.rundir import launch, slurm
 from engine.rundir.events import EventTail
 from engine.rundir.lock import RunBusy
 from engine.rundir.paths import absolute_paths
 from engine.rundir.resume import check_overrides, parse_ref
 from engine.rundir.resume import plan as resume_plan
-from engine.rundir.runs import ACTIVE, Run, create_run, resolve_run, runs_dir_from
+from engine.rundir.runs import LIVE, WAITING, Run, create_run, new_run_id, resolve_run, runs_dir_from
 from engine.rundir.trust import code_warnings
 from tunebench.errors import CliError
 
@@ -37,7 +39,63 @@ def add_parser(sub):
                    "checkpoint that loads (or from STEP's); --set may change only what does not alter the training")
     p.add_argument("--resume-weights-only", action="store_true",
                    help="with --resume: accept a checkpoint without optimizer/scheduler state (they start fresh)")
+    s = p.add_argument_group("Slurm", "submit the run as an sbatch job (see README: Running on a cluster)")
+    s.add_argument("--slurm", action="store_true", help="submit with sbatch; the run is queued until Slurm starts it")
+    s.add_argument("--slurm-print", action="store_true", help="print the sbatch script and submit nothing")
+    s.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    s.add_argument("--nodes", type=_positive, help="nodes to allocate (default hardware.nnodes)")
+    s.add_argument("--gpus-per-node", type=_positive, help="GPUs per node; one process each (hardware.nproc_per_node)")
+    s.add_argument("--time", help="time limit, HH:MM (or D-HH:MM); at the limit the engine saves and the run fails "
+                   "with Slurm's reason")
+    s.add_argument("--account", help="Slurm account to charge")
+    s.add_argument("--requeue", action="store_true", help="let Slurm requeue the job after preemption; it resumes "
+                   "from its last checkpoint")
+    s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="one more sbatch option for the script, e.g. --sbatch=--mem=64G (repeatable)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def slurm_options(args, cfg: cfgmod.Config, base: slurm.SlurmOptions | None = None) -> tuple:
+    """(SlurmOptions, the config with the nodes and processes it asks for). The config keeps what the user typed:
+    --nodes and --gpus-per-node fill hardware.nnodes / nproc_per_node only where the config left the default."""
+    hw = cfg.hardware
+    base = base or slurm.SlurmOptions(nodes=hw.nnodes)
+    nodes = args.nodes or base.nodes
+    if args.nodes and hw.nnodes not in (1, args.nodes):
+        raise CliError(f"--nodes {args.nodes} contradicts hardware.nnodes {hw.nnodes} in the config; give one")
+    per_node = launch.procs_per_node(hw)
+    gpus = args.gpus_per_node or base.gpus_per_node
+    if args.gpus_per_node and per_node not in (1, args.gpus_per_node):
+        raise CliError(f"--gpus-per-node {args.gpus_per_node} contradicts {per_node} processes per node in the config "
+                       "(hardware.nproc_per_node / num_processes); give one")
+    try:
+        time_limit = slurm.parse_time(args.time) if args.time else base.time
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    opts = replace(base, nodes=nodes, gpus_per_node=gpus, time=time_limit, partition=args.partition or base.partition,
+                   account=args.account or base.account, requeue=args.requeue or base.requeue,
+                   sbatch=base.sbatch + list(args.sbatch))
+    cfg = cfg.with_values({"hardware.nnodes": nodes, "hardware.nproc_per_node": gpus or hw.nproc_per_node})
+    return opts, cfg
+
+
+def submit(r: Run, cfg: cfgmod.Config, opts: slurm.SlurmOptions, resume: bool = False) -> None:
+    why = slurm.available()
+    if why:
+        raise CliError(f"--slurm: {why}")
+    try:
+        job = slurm.submit(r, cfg, opts, Path.cwd(), resume=resume)
+    except (RuntimeError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"submitted Slurm job {job}: the run is queued until Slurm starts it (tunebench status {r.id}); "
+          f"script {r.path / slurm.SCRIPT}")
 
 
 def preflight(cfg: cfgmod.Config) -> dict:
@@ -76,15 +134,16 @@ def warn(lines: list[str]) -> None:
         print(f"warning: {line}", file=sys.stderr)
 
 
-def resume(args, runs_dir: Path) -> tuple[Run, int]:
-    """Check everything a resume needs, then start its engine; returns (run, events offset to follow from)."""
+def resume(args, runs_dir: Path, use_slurm: bool = False) -> tuple[Run | None, int]:
+    """Check everything a resume needs, then start its engine (or submit it again to Slurm when the run was a
+    Slurm job or --slurm is given); returns (run, events offset to follow from), (None, 0) for --slurm-print."""
     ref, step = parse_ref(args.resume)
     r = resolve_run(runs_dir, ref)
     holder = r.engine_pid()
     if holder is not None:
         raise RunBusy(r.path, holder)
     state = r.state()
-    if state in ACTIVE:
+    if state in LIVE:
         raise CliError(f"{r.id} is {state}; stop it first (tunebench stop {r.id})")
     if state == "created":
         raise CliError(f"{r.id} is being launched by another tunebench; wait for it to start")
@@ -103,7 +162,21 @@ def resume(args, runs_dir: Path) -> tuple[Run, int]:
     offset = r.events_path.stat().st_size if r.events_path.exists() else 0  # follow only what this engine writes
     extra = (["--step", str(step)] if step is not None else []) + \
         (["--weights-only"] if args.resume_weights_only else []) + [a for o in args.overrides for a in ("--set", o)]
+    queued = r.status().get("slurm")
+    if queued or use_slurm:  # a Slurm run resumes as a new job of the same script (new options allowed)
+        if extra:
+            raise CliError("RUN@STEP, --set and --resume-weights-only are not passed to a Slurm job; resume from its "
+                           "newest checkpoint, or locally")
+        base = slurm.SlurmOptions(**queued["options"]) if queued and queued.get("options") else None
+        opts, cfg = slurm_options(args, cfg, base)
+        if args.slurm_print:
+            print(slurm.script(r, cfg, opts, Path.cwd()), end="")
+            return None, 0
+        submit(r, cfg, opts, resume=True)
+        return r, offset
     launch.start(r, resume=True, extra=extra)
+    if cfg.hardware.nnodes > 1:
+        print(f"this node waits at the rendezvous: run `tunebench join {r.id}` on each other node")
     return r, offset
 
 
@@ -111,20 +184,39 @@ def run(args) -> int:
     runs_dir = runs_dir_from(None)
     if args.resume_weights_only and not args.resume:
         raise CliError("--resume-weights-only goes with --resume RUN")
+    use_slurm = args.slurm or args.slurm_print
     offset = 0
     if args.resume:
-        r, offset = resume(args, runs_dir)
+        r, offset = resume(args, runs_dir, use_slurm)
+        if r is None:
+            return 0  # --slurm-print: the script was printed
     else:
         if not args.config:
             raise CliError("train: give a CONFIG file (see presets/) or --resume RUN")
-        cfg = absolute_paths(cfgmod.load_config(args.config, args.overrides, for_run=True))  # config.yaml means the same anywhere
+        # config.yaml means the same from any directory
+        cfg = absolute_paths(cfgmod.load_config(args.config, args.overrides, for_run=True))
         warn(code_warnings(cfg))
+        if use_slurm:
+            opts, cfg = slurm_options(args, cfg)
+            if args.slurm_print:  # nothing is created: the path is the one a submission now would get
+                print(slurm.script(Run(runs_dir.resolve() / new_run_id(cfg)), cfg, opts, Path.cwd()), end="")
+                return 0
+        else:
+            problems = launch.local_problems(cfg.hardware)
+            if problems:
+                raise cfgmod.ConfigError(problems, source=args.config)
         info = preflight(cfg)
-        r = create_run(runs_dir, cfg)
-        pid = launch.start(r)
+        r = create_run(runs_dir.resolve() if use_slurm else runs_dir, cfg)
         if info:
             print(f"data: {info['format']}, {info['train_rows']} train rows, {info['eval_rows']} eval rows")
-        print(f"engine pid {pid}, logs: tunebench logs {r.id}")
+        if use_slurm:
+            submit(r, cfg, opts)
+        else:
+            pid = launch.start(r)
+            print(f"engine pid {pid}, logs: tunebench logs {r.id}")
+            if cfg.hardware.nnodes > 1:
+                print(f"this node waits at the rendezvous ({cfg.hardware.rdzv_endpoint}): run "
+                      f"`tunebench join {r.id}` on each of the other {cfg.hardware.nnodes - 1} node(s)")
     if args.detach:
         print(r.id)
         return 0
@@ -182,8 +274,12 @@ def follow(r: Run, offset: int = 0) -> int:
                             bar.console.print(line)
                 if interrupts and not asked_stop:
                     asked_stop = True
-                    r.send("stop")
-                    bar.console.print("stopping: saving a checkpoint first (Ctrl-C again to leave it running)")
+                    if r.state() in WAITING and r.status().get("slurm"):  # no engine yet: out of Slurm's queue
+                        slurm.cancel(r)
+                        bar.console.print("cancelled the pending Slurm job")
+                    else:
+                        r.send("stop")
+                        bar.console.print("stopping: saving a checkpoint first (Ctrl-C again to leave it running)")
                 elif len(interrupts) > 1:
                     bar.console.print(f"left running in the background: tunebench stop {r.id}")
                     return 130
