@@ -190,6 +190,8 @@ class Hardware(Section):
     num_processes: int = key(1, "Processes (GPUs) to train on; more than 1 launches through accelerate.", min=1, max=4096)
     accelerate_config: str | None = key(None, "An accelerate config file (FSDP, DeepSpeed) for multi-process runs.")
     gpu: str = key("auto", "GPU that `tunebench estimate` plans for: auto = the visible one; a name (H100, A100-80GB, L4, RTX4090) for one not here.")
+    max_concurrent: int = key(0, "Queue: start this run only while fewer runs are active; 0 = one at a time on a CPU, as many as fit by the memory estimate on a GPU.",
+                              min=0, max=4096)
 
 
 def section(cls):

@@ -19,7 +19,9 @@ import psutil
 from engine import config as cfgmod
 from engine.rundir.atomic import atomic_write
 
-STATES = ("created", "starting", "running", "paused", "stopping", "completed", "stopped", "failed")
+# queued: waiting in the runs dir's queue (engine.rundir.queue) for the scheduler to start it; no process yet,
+# so it is not ACTIVE (never shown as lost).
+STATES = ("created", "queued", "starting", "running", "paused", "stopping", "completed", "stopped", "failed")
 ACTIVE = ("starting", "running", "paused", "stopping")
 CONTROLS = ("stop", "pause", "resume", "save", "eval")
 META = "tunebench.json"  # the self-description written into every checkpoint
@@ -172,8 +174,9 @@ def new_run_id(cfg: cfgmod.Config) -> str:
     return "-".join(parts)
 
 
-def create_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
-    """Make runs/<id>/ (owner-only), write config.yaml once and status.json as `created`."""
+def create_run(runs_dir: str | Path, cfg: cfgmod.Config, state: str = "created", **extra) -> Run:
+    """Make runs/<id>/ (owner-only), write config.yaml once and status.json as `state` (created, or queued for
+    the queue), with `extra` fields (a sweep trial's `sweep`, `trial` and `swept` values)."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     while True:
@@ -187,8 +190,8 @@ def create_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
     run.control_dir.mkdir(mode=0o700)
     run.checkpoints_dir.mkdir(mode=0o700)
     atomic_write(run.config_path, cfgmod.dump(cfg))
-    run.write_status(state="created", created=time.time(), host=socket.gethostname(),
-                     method=cfg.method, model=cfg.model.name_or_path, step=0, max_steps=None)
+    run.write_status(state=state, created=time.time(), host=socket.gethostname(),
+                     method=cfg.method, model=cfg.model.name_or_path, step=0, max_steps=None, **extra)
     return run
 
 

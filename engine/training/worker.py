@@ -27,9 +27,10 @@ from engine.config import Config
 from engine.monitor.snapshotter import Snapshotter
 from engine.planning import estimate
 from engine.rundir.events import EventWriter
+from engine.rundir.queue import taking
 from engine.rundir.runs import Run
 from engine.system.telemetry import Probe, Sampler
-from engine.training.distributed import for_rank
+from engine.training.distributed import for_rank, rank
 
 METHOD_MODULES = {"sft": "engine.training.methods.sft", "dpo": "engine.training.methods.dpo", "kto": "engine.training.methods.kto",
                   "reward": "engine.training.methods.reward", "grpo": "engine.training.methods.grpo", "rloo": "engine.training.methods.rloo",
@@ -107,9 +108,17 @@ def run_engine(run: Run, resume: bool = False) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop_flag.set())
     signal.signal(signal.SIGINT, lambda *_: stop_flag.set())
     me = psutil.Process()
+    if rank() == 0:  # before anything is opened: an engine that loses its queued run must touch nothing
+        with taking(run) as ours:  # a queued run is started only by the engine that takes its queue entry
+            if ours:
+                run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(),
+                                 host=socket.gethostname(), started=time.time(), ended=None, error=None,
+                                 resumed=resume)
+        if not ours:
+            print(f"not started: {run.id} left the queue before this engine could take it (another engine took "
+                  "it, or it was cancelled)", file=sys.stderr)
+            return 3
     run, events = for_rank(run, EventWriter)  # rank 0 alone writes status, events and checkpoints
-    run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(), host=socket.gethostname(),
-                     started=time.time(), ended=None, error=None, resumed=resume)
     events.write("state", state="starting", pid=os.getpid(), resume=resume)
     clear_partial_saves(run)
     probe = Probe()

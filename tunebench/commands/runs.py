@@ -32,9 +32,15 @@ def add_parser(sub):
         p.set_defaults(func=cmd_control, control=name)
 
 
-def summary(run) -> dict:
+def summary(run, positions: dict | None = None) -> dict:
     st = run.status()
-    return {"id": run.id, "state": run.state(st), "step": st.get("step"), "max_steps": st.get("max_steps"),
+    state = run.state(st)
+    if state == "queued" and positions is None:
+        from engine.rundir.queue import Queue
+
+        positions = Queue(run.path.parent).positions()
+    return {"id": run.id, "state": state, "queue_position": (positions or {}).get(run.id),
+            "sweep": st.get("sweep"), "trial": st.get("trial"), "step": st.get("step"), "max_steps": st.get("max_steps"),
             "last_loss": st.get("last_loss"), "last_eval_loss": st.get("last_eval_loss"),
             "started": st.get("started"), "ended": st.get("ended"), "model": st.get("model"),
             "method": st.get("method"), "error": st.get("error"), "last_checkpoint": st.get("last_checkpoint"),
@@ -46,7 +52,10 @@ def _when(t):
 
 
 def cmd_runs(args) -> int:
-    rows = [summary(r) for r in list_runs(runs_dir_from(None))]
+    from engine.rundir.queue import Queue
+
+    positions = Queue(runs_dir_from(None)).positions()
+    rows = [summary(r, positions) for r in list_runs(runs_dir_from(None))]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -57,7 +66,8 @@ def cmd_runs(args) -> int:
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
         loss = f"{r['last_loss']:.4f}" if isinstance(r["last_loss"], (int, float)) else "-"
-        print(f"{r['id']:40} {r['state']:10} {step:>11} {loss:>8}  {_when(r['started']):16}  {r['model']}")
+        state = f"queued #{r['queue_position']}" if r["state"] == "queued" and r["queue_position"] else r["state"]
+        print(f"{r['id']:40} {state:10} {step:>11} {loss:>8}  {_when(r['started']):16}  {r['model']}")
     return 0
 
 
@@ -68,7 +78,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(full, indent=1))
         return 0
-    for key in ("id", "state", "step", "max_steps", "last_loss", "last_eval_loss", "model", "method",
+    for key in ("id", "state", "queue_position", "sweep", "trial", "step", "max_steps", "last_loss", "last_eval_loss", "model", "method",
                 "last_checkpoint", "error", "path"):
         if full.get(key) is not None:
             print(f"{key:16} {full[key]}")
@@ -103,6 +113,18 @@ def cmd_control(args) -> int:
 
     run = resolve_run(runs_dir_from(None), args.run)
     state = run.state()
+    if state == "queued" and args.control == "stop":  # stopping a run that never started: take it out of the queue
+        from engine.rundir.queue import Queue
+
+        q = Queue(run.path.parent)
+        with q.locked():
+            try:
+                q.cancel(run.id)
+            except LookupError:
+                state = run.state()  # its engine took it meanwhile: stop the live run below
+            else:
+                print(f"{run.id}: cancelled while queued (it never started)")
+                return 0
     if state not in ("starting", "running", "paused", "stopping"):
         raise CliError(f"{run.id} is {state}; {args.control} only reaches a live run")
     assert args.control in CONTROLS

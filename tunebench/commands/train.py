@@ -1,4 +1,7 @@
-"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN]`: start (or resume) a detached run.
+"""`tunebench train CONFIG [--set K=V]... [--detach] [--queue] [--resume RUN]`: start (or resume) a detached run.
+
+With --queue the run waits in state `queued` until the scheduler (started here when none runs) finds room for it
+on the GPU by the memory estimate; see tunebench/commands/queue.py.
 
 In the foreground it follows the run's events with a progress bar; Ctrl-C asks the engine to stop
 gracefully (a second Ctrl-C leaves it running). The engine lives in its own session either way, so
@@ -9,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from pathlib import Path
 
 from engine import config as cfgmod
 from engine.rundir import launch
@@ -24,6 +28,8 @@ def add_parser(sub):
                    help="override a key, e.g. --set training.learning_rate=1e-4 (repeatable)")
     p.add_argument("--detach", action="store_true", help="print the run id as the last line and return at once")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or lost run from its last checkpoint")
+    p.add_argument("--queue", action="store_true", help="wait in the queue until the GPU has room for the run "
+                   "(by the memory estimate) instead of starting now")
     p.set_defaults(func=run)
 
 
@@ -49,6 +55,9 @@ def run(args) -> int:
         state = r.state()
         if state in ("running", "starting", "paused", "stopping"):
             raise CliError(f"{r.id} is {state}; stop it first (tunebench stop {r.id})")
+        if state == "queued":
+            raise CliError(f"{r.id} is queued: it starts when the scheduler has room (tunebench queue; "
+                           f"tunebench queue cancel {r.id} takes it out)")
         if state == "completed":
             raise CliError(f"{r.id} completed; nothing to resume")
         if args.config or args.overrides:
@@ -64,11 +73,20 @@ def run(args) -> int:
             print(f"warning: model.trust_remote_code is on: Python code shipped with {cfg.model.name_or_path} "
                   "will run in the engine with your permissions; only for models you trust", file=sys.stderr)
         info = preflight(cfg)
-        r = create_run(runs_dir, cfg)
-        pid = launch.start(r)
+        if args.queue:
+            from engine.rundir.queue import enqueue
+            from engine.scheduling.control import ensure_scheduler
+            from tui.launching import absolute_paths  # the scheduler's engines may start in another directory
+
+            r, position = enqueue(runs_dir, absolute_paths(cfg, Path.cwd()))
+            pid = ensure_scheduler(runs_dir)
+            print(f"queued {r.id} at #{position}" + (f"; scheduler started (pid {pid})" if pid else ""))
+        else:
+            r = create_run(runs_dir, cfg)
+            pid = launch.start(r)
+            print(f"engine pid {pid}, logs: tunebench logs {r.id}")
         if info:
             print(f"data: {info['format']}, {info['train_rows']} train rows, {info['eval_rows']} eval rows")
-        print(f"engine pid {pid}, logs: tunebench logs {r.id}")
     if args.detach:
         print(r.id)
         return 0
@@ -112,6 +130,11 @@ def follow(r: Run) -> int:
                         bar.console.print(f"[yellow]{e['message']}")
                     elif kind == "state":
                         bar.update(task, info=e["state"])
+                if r.status().get("state") == "queued":
+                    from engine.rundir.queue import Queue
+
+                    pos = Queue(r.path.parent).positions().get(r.id)
+                    bar.update(task, info=f"queued #{pos}" if pos else "queued")
                 if interrupts and not asked_stop:
                     asked_stop = True
                     r.send("stop")
