@@ -131,6 +131,9 @@ def test_sweep_space_is_checked_against_the_schema_before_anything_exists():
     text = "\n".join(map(str, problems))
     assert "training.learnin_rate: unknown key in --grid; did you mean training.learning_rate?" in text
     assert "adapter.r: loguniform needs LOW > 0" in text and "unknown range 'gauss'" in text
+    _, problems = spacemod.parse_space(["adapter.r=8,8"], ["adapter.r=int:4:8"])
+    assert [str(p) for p in problems] == ["adapter.r: --grid lists 8 more than once; list each value once",
+                                          "adapter.r: given twice in --grid/--search; one --grid or --search per key"]
     space, problems = spacemod.parse_space([], ["training.batch_size=int:1:8"])
     assert not problems and space["training.batch_size"] == {"kind": "int", "low": 1, "high": 8, "log": False}
     cfg = CFG.with_values({"data.train": "x.jsonl"})

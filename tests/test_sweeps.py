@@ -1,7 +1,7 @@
 """Sweeps through the queue on the CPU with the tiny model, with the real CLI, scheduler and engines: a 3x2 grid
-runs every trial exactly once, at most two at once (hardware.max_concurrent), in order, across a scheduler killed mid-sweep and two restarted
-ones racing; a search prunes a clearly losing trial and resumes its study from SQLite after a crash; the
-Sweeps pane under Pilot."""
+runs every trial exactly once, at most two at once (hardware.max_concurrent), in order, across a scheduler killed
+mid-sweep and two restarted ones racing; the Sweeps pane under Pilot on it; a search in tmux prunes a clearly
+losing trial and resumes its study from SQLite after a crash (one sweep for both: engine starts are the cost)."""
 from __future__ import annotations
 
 import json
@@ -155,37 +155,6 @@ def test_grid_study_is_complete_with_best_and_importance(grid):
     assert len(study.trials) == 6 and study.best_trial.number == best  # any program can read the study
 
 
-def test_search_prunes_a_clearly_losing_trial_and_resumes_its_study_after_a_crash(tmp_path, tiny_model, chat_jsonl):
-    runs_dir = tmp_path / "runs"
-    cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, data={"eval_fraction": 0.125},
-                       training={"max_steps": 30, "eval_steps": 2})
-    try:
-        out = tunebench("sweep", cfg, "--search", "training.learning_rate=loguniform:1e-6:1e-2", "--trials", "2",
-                        "--enqueue", "training.learning_rate=3e-3", "--enqueue", "training.learning_rate=1e-6",
-                        "--prune-after", "1", "--name", "search", runs_dir=runs_dir)
-        sid = sweep_id_of(out)
-        # the crash: the scheduler holding the study dies while the first trial trains
-        wait_for(lambda: [r.status().get("state") for r in trial_runs(runs_dir, sid).get(0, [])] == ["running"],
-                 timeout=600, what="trial 0 running")
-        kill_scheduler(runs_dir)
-        done = tunebench("scheduler", runs_dir=runs_dir, timeout=1200)
-        assert done.returncode == 0, done.stderr
-    finally:
-        clean_up(runs_dir)
-    study = optuna.load_study(study_name=sid, storage=f"sqlite:///{runs_dir / 'sweeps' / sid / 'study.db'}")
-    states = [t.state.name for t in study.trials]
-    assert states == ["COMPLETE", "PRUNED"], states
-    assert [t.params["training.learning_rate"] for t in study.trials] == [3e-3, 1e-6]
-    good, bad = (trial_runs(runs_dir, sid)[n][0] for n in (0, 1))
-    assert good.status()["step"] == 30 and bad.status()["state"] == "stopped"
-    assert bad.status()["step"] < 30  # stopped through its control file at a losing evaluation
-    pruned_at = study.trials[1].user_attrs["pruned_at"]
-    assert study.trials[1].intermediate_values[pruned_at] > study.trials[0].intermediate_values[pruned_at]
-    assert engine_starts(good) == engine_starts(bad) == 1
-    table = json.loads(tunebench("sweep", "status", sid, "--json", runs_dir=runs_dir).stdout)
-    assert [t["state"] for t in table["trials"]] == ["completed", "pruned"] and table["state"] == "completed"
-
-
 def test_a_trial_asked_before_a_crash_gets_its_run_and_stop_cancels_the_queue(tmp_path):
     """No engine: the study's bookkeeping alone. A scheduler that died right after asking Optuna for a trial left
     a trial without a run; the next round creates it (no trial lost, none asked twice)."""
@@ -255,25 +224,46 @@ async def test_sweeps_pane_table_sort_best_overlay_and_checkpoints(grid):
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux")
-def test_a_sweep_end_to_end_in_tmux(tmp_path, tiny_model, chat_jsonl):
-    """The real commands in a terminal: `tunebench sweep` queues a grid, the workbench's Sweeps pane shows it
-    run to its end with the best trial marked, and o puts the trials' curves in Overlay."""
+def test_search_in_tmux_prunes_a_losing_trial_and_resumes_its_study_after_a_crash(tmp_path, tiny_model, chat_jsonl):
+    """The real commands in a terminal: `tunebench sweep` starts a search whose first trials are a good and a
+    clearly losing learning rate (--enqueue), then the workbench opens on it. The scheduler holding the study is
+    killed while the first trial trains and `tunebench scheduler` takes over from SQLite; the Sweeps pane shows
+    the second trial pruned and the first marked best, and o puts both curves in Overlay."""
     from tests.test_e2e_demo import BIN, Tmux
 
+    runs_dir = tmp_path / "runs"
     write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl, data={"eval_fraction": 0.125},
-                 training={"max_steps": 2, "eval_steps": 1}, hardware={"max_concurrent": 2})
-    tmux = Tmux(f"{BIN} --runs-dir runs sweep c.yaml --grid training.learning_rate=3e-3,0 --name e2e "
-                f"&& {BIN} --runs-dir runs", tmp_path)
+                 training={"max_steps": 30, "eval_steps": 2})
+    tmux = Tmux(f"{BIN} --runs-dir runs sweep c.yaml --search training.learning_rate=loguniform:1e-6:1e-2 "
+                "--trials 2 --enqueue training.learning_rate=3e-3 --enqueue training.learning_rate=1e-6 "
+                f"--prune-after 1 --name e2e && {BIN} --runs-dir runs", tmp_path)
     try:
         tmux.wait_for("Sweeps [7]", timeout=240)
         tmux.keys("7")
-        tmux.wait_for("e2e", "learning_rate", "running", timeout=120)
-        screen = tmux.wait_for("2/2 done", "★", timeout=900)
-        assert screen.count("completed") >= 2, screen
+        tmux.wait_for("e2e", "learning_rate", timeout=120)
+        sid = sweepfiles.list_sweeps(runs_dir)[0].name
+        wait_for(lambda: [r.status().get("state") for r in trial_runs(runs_dir, sid).get(0, [])] == ["running"],
+                 timeout=600, what="trial 0 running", show=tmux.screen)
+        kill_scheduler(runs_dir)  # the crash: the process holding the study dies mid-trial
+        done = tunebench("scheduler", runs_dir=runs_dir, timeout=1200)
+        assert done.returncode == 0, done.stderr
+        screen = tmux.wait_for("2/2 done", "pruned", "★", timeout=120)
+        assert "completed" in screen
         tmux.keys("o")
         tmux.wait_for("2 run(s) checked", timeout=60)
         tmux.keys("q")
         tmux.wait_for("APP-EXITED-0", timeout=30)
     finally:
         tmux.close()
-        clean_up(tmp_path / "runs")
+        clean_up(runs_dir)
+    study = optuna.load_study(study_name=sid, storage=f"sqlite:///{runs_dir / 'sweeps' / sid / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+    assert [t.params["training.learning_rate"] for t in study.trials] == [3e-3, 1e-6]
+    good, bad = (trial_runs(runs_dir, sid)[n][0] for n in (0, 1))
+    assert good.status()["step"] == 30 and bad.status()["state"] == "stopped"
+    assert bad.status()["step"] < 30  # stopped through its control file at a losing evaluation
+    pruned_at = study.trials[1].user_attrs["pruned_at"]
+    assert study.trials[1].intermediate_values[pruned_at] > study.trials[0].intermediate_values[pruned_at]
+    assert engine_starts(good) == engine_starts(bad) == 1
+    table = json.loads(tunebench("sweep", "status", sid, "--json", runs_dir=runs_dir).stdout)
+    assert [t["state"] for t in table["trials"]] == ["completed", "pruned"] and table["state"] == "completed"

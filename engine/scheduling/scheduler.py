@@ -86,10 +86,13 @@ class Scheduler:
             run = Run(self.runs_dir / e.run_id)
             proc = launch.spawn(run)
             self.procs[e.run_id] = proc
+            try:
+                born = psutil.Process(proc.pid).create_time()
+            except psutil.Error:
+                continue  # exited already: _reap looks at it next round
             with self.queue.locked():
                 if self.queue.entry_path(e.run_id).exists():
-                    e.claimed = {**e.claimed, "engine_pid": proc.pid,
-                                 "engine_started": psutil.Process(proc.pid).create_time()}
+                    e.claimed = {**e.claimed, "engine_pid": proc.pid, "engine_started": born}
                     self.queue.write(e)
         self._record(decisions)
         return decisions

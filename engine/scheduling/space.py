@@ -56,6 +56,11 @@ def parse_space(grid: list[str], search: list[str]) -> tuple[dict, list[Problem]
             values = [_value(k, v, problems) for v in rest.split(",") if v.strip()]
             if not values:
                 problems.append(Problem(k, "--grid needs at least one value", f"e.g. --grid {k}=A,B"))
+            twice = sorted({repr(v) for v in values if values.count(v) > 1})
+            if twice:
+                problems.append(Problem(k, f"--grid lists {', '.join(twice)} more than once", "list each value once"))
+            if k in space:
+                problems.append(Problem(k, "given twice in --grid/--search", "one --grid or --search per key"))
             space[k] = {"kind": "choice", "values": values}
     for text in search:
         got = _key(text, "--search", problems)
@@ -67,6 +72,8 @@ def parse_space(grid: list[str], search: list[str]) -> tuple[dict, list[Problem]
             problems.append(Problem(k, f"unknown range {kind!r} in --search", f"one of {', '.join(KINDS)}, e.g. "
                                     f"{k}=loguniform:1e-5:1e-3 or {k}=choice:a,b"))
             continue
+        if k in space:
+            problems.append(Problem(k, "given twice in --grid/--search", "one --grid or --search per key"))
         if kind == "choice":
             space[k] = {"kind": "choice", "values": [_value(k, v, problems) for v in args.split(",") if v.strip()]}
             continue

@@ -179,7 +179,11 @@ class Driver:
             if t.state != TrialState.RUNNING:
                 continue
             run = runs.get(t.number)
-            if run is None:
+            if run is None and sp["state"] != "running":  # asked, then the sweep was stopped: it never ran
+                optuna.trial.Trial(study, t._trial_id).set_user_attr("error", "the sweep stopped before it ran")
+                study.tell(t.number, state=TrialState.FAIL)
+                continue
+            if run is None:  # asked by a process that died before creating its run: create it now
                 runs[t.number] = self._new_run(path, sp, study, t._trial_id, t.number)
                 continue
             self._follow(sp, study, t, run)

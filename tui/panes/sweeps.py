@@ -56,7 +56,7 @@ class SweepsPane(Widget):
                 Binding("enter", "open", "Open trial", show=False)]
     DEFAULT_CSS = """
     SweepsPane { height: 1fr; }
-    SweepsPane #sw-list { width: 30; height: 1fr; }
+    SweepsPane #sw-list { width: 26; height: 1fr; }
     SweepsPane #sw-right { width: 1fr; }
     SweepsPane #sw-info, SweepsPane #sw-importance { height: auto; }
     SweepsPane #sw-info { color: $text-muted; }
@@ -167,13 +167,13 @@ class SweepsPane(Widget):
         info = (f"{d['id']}  {d['state']} · {d['mode']} · {done}/{d['trials_total']} done · {d['direction']} "
                 f"{d['objective']}" + (f" · best {fmt(best['value'])} (trial {best['trial']}, ★)" if best else "")
                 + f" · sorted by {self.sort_by.rpartition('.')[2]}   [s] sort [o] curves [b] best → Checkpoints")
-        self.query_one("#sw-info", Static).update(info)
+        self.query_one("#sw-info", Static).update(Text(info))  # Text: the [s] keys are not markup
         imp = d.get("importance")
         if imp:
             text = Text("importance  ")
             for k, v in imp.items():
                 text.append(f"{k.rpartition('.')[2]} ", style="bold")
-                text.append("█" * max(1, round(v * 20)) + f" {v:.2f}   ", style="cyan")
+                text.append("█" * max(1, round(v * 10)) + f" {v:.2f}  ", style="cyan")
         else:
             text = Text(d.get("importance_note") or "", style="dim")
         self.query_one("#sw-importance", Static).update(text)

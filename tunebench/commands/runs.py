@@ -103,7 +103,7 @@ def cmd_logs(args) -> int:
                 sys.stdout.flush()
             if not args.follow:
                 return 0
-            if run.state() not in ("created", "starting", "running", "paused", "stopping"):
+            if run.state() not in ("created", "queued", "starting", "running", "paused", "stopping"):
                 sys.stdout.write(f.read().decode("utf-8", errors="replace"))
                 return 0
             time.sleep(0.5)
