@@ -142,3 +142,45 @@ def test_sweep_space_is_checked_against_the_schema_before_anything_exists():
     assert any(p.path == "training.learning_rate" and "above the maximum" in p.message for p in problems)
     assert any(p.path == "data.eval" for p in problems)  # no eval data: no objective to measure
     assert spacemod.direction_of("eval_loss") == "minimize" and spacemod.direction_of("accuracy") == "maximize"
+
+
+def test_train_queue_from_the_cli_waits_for_the_cpu_and_stop_cancels_it(tmp_path, chat_jsonl):
+    """`tunebench train --queue` while a run holds the CPU: queued at #1 with a scheduler started, shown by
+    `runs`, `status` and `queue`; `stop` cancels it before it ever starts, and the idle scheduler exits."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from engine.scheduling.control import running_scheduler
+    from tests.conftest import tunebench, wait_for, write_config
+
+    runs_dir = tmp_path / "runs"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        busy = create_run(runs_dir, CFG)  # an engine that trains on the CPU now (a live process)
+        busy.write_status(state="running", pid=holder.pid, pid_started=psutil.Process(holder.pid).create_time(),
+                          started=time.time())
+        cfg = write_config(tmp_path / "c.yaml", tmp_path / "no-model-needed", chat_jsonl)
+        out = tunebench("train", cfg, "--queue", "--detach", runs_dir=runs_dir)
+        assert out.returncode == 0, out.stderr
+        run_id = out.stdout.strip().splitlines()[-1]
+        assert f"queued {run_id} at #1" in out.stdout and "scheduler started" in out.stdout
+        wait_for(lambda: running_scheduler(runs_dir), timeout=60, what="the scheduler holding its lock")
+        listed = tunebench("runs", runs_dir=runs_dir).stdout
+        assert any(run_id in ln and "queued #1" in ln for ln in listed.splitlines()), listed
+        status = json.loads(tunebench("status", run_id, "--json", runs_dir=runs_dir).stdout)
+        assert status["state"] == "queued" and status["queue_position"] == 1
+        assert [r["id"] for r in json.loads(tunebench("queue", "--json", runs_dir=runs_dir).stdout)] == [run_id]
+        stopped = tunebench("stop", run_id, runs_dir=runs_dir)
+        assert stopped.returncode == 0 and "cancelled while queued" in stopped.stdout
+        wait_for(lambda: running_scheduler(runs_dir) is None, timeout=60, what="the idle scheduler gone")
+        st = Run(runs_dir / run_id).status()
+        assert st["state"] == "stopped" and st["cancelled"] and not st.get("started")
+        decisions = [json.loads(ln) for ln in (runs_dir / "queue" / "decisions.jsonl").read_text().splitlines()]
+        assert decisions and all(d["action"] == "wait" and d["run"] == run_id for d in decisions)
+    finally:
+        holder.kill()
+        holder.wait()

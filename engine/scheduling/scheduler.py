@@ -84,7 +84,13 @@ class Scheduler:
                 self.queue.write(e)
         for e in chosen:  # outside the lock: the engine needs it to take its run
             run = Run(self.runs_dir / e.run_id)
-            proc = launch.spawn(run)
+            try:
+                proc = launch.spawn(run)
+            except OSError as exc:  # could not even start a process (no python, no space for engine.log)
+                with self.queue.locked():
+                    if self.queue.remove(e.run_id):
+                        run.write_status(state="failed", ended=time.time(), error=f"the engine could not start: {exc}")
+                continue
             self.procs[e.run_id] = proc
             try:
                 born = psutil.Process(proc.pid).create_time()
@@ -148,8 +154,8 @@ class Scheduler:
         """Append each start, and each new reason to wait, to queue/decisions.jsonl (a wait repeats every
         second: only changes are written)."""
         lines = []
-        for d in decisions:
-            key = f"{d['action']}:{d['reason']}"
+        for d in decisions:  # the room in a reason moves with NVML's figure: a wait is new when its cause is
+            key = f"{d['action']}:{d['active']}:{'cap' if 'at most' in d['reason'] else 'memory'}"
             if d["action"] == "start" or self._last_logged.get(d["run"]) != key:
                 self._last_logged[d["run"]] = key
                 lines.append(json.dumps({"time": round(time.time(), 3), **d}, default=str) + "\n")

@@ -135,6 +135,18 @@ def follow(r: Run) -> int:
 
                     pos = Queue(r.path.parent).positions().get(r.id)
                     bar.update(task, info=f"queued #{pos}" if pos else "queued")
+                if interrupts and not asked_stop and r.status().get("state") == "queued":
+                    from engine.rundir.queue import Queue
+
+                    q = Queue(r.path.parent)
+                    with q.locked():
+                        try:
+                            q.cancel(r.id)  # it never started: Ctrl-C takes it out of the queue
+                        except LookupError:
+                            pass  # its engine took it meanwhile: stopped below like any live run
+                        else:
+                            bar.console.print(f"{r.id}: cancelled while queued (it never started)")
+                            return 130
                 if interrupts and not asked_stop:
                     asked_stop = True
                     r.send("stop")
