@@ -9,7 +9,10 @@ import yaml
 from textual import events
 
 from engine import config as cfgmod
+from engine.rundir.queue import Queue
 from engine.rundir.runs import Run, list_runs
+from engine.scheduling.control import running_scheduler
+from tests.conftest import wait_for
 from tests.tui_support import cells, settled, text, until
 from tui.app import TuneBench
 from tui.launching import PROJECT_PRESETS
@@ -163,6 +166,17 @@ async def test_launch_starts_a_detached_run_and_opens_it(tmp_path, runs_dir, tin
         await until(pilot, lambda: app.query_one("#panes").active != "hyperparams" or app.screen.id != "_default",
                     timeout=20, what="the run opened")
         assert "launched" in text(app, "#status")
+        # A second Launch while the first run is active queues it and starts a scheduler; cancelled, it never runs.
+        await pilot.press("3")
+        await pilot.press("escape", "ctrl+l")
+        await until(pilot, lambda: "queued" in text(app, "#status"), timeout=60, what="the second run queued")
+        second = next(r for r in list_runs(runs_dir) if r.id != run.id)
+        assert second.status()["state"] == "queued" and Queue(runs_dir).positions() == {second.id: 1}
+        await until(pilot, lambda: running_scheduler(runs_dir), timeout=60, what="the scheduler holding its lock")
+        with Queue(runs_dir).locked() as q:
+            q.cancel(second.id)
+    wait_for(lambda: running_scheduler(runs_dir) is None, timeout=60, what="the idle scheduler gone")
+    assert Run(second.path).status()["state"] == "stopped" and not Run(second.path).status().get("started")
     cfg = yaml.safe_load(run.config_path.read_text())
     assert cfg["data"]["train"] == str(tmp_path / "chat.jsonl")  # made absolute: the run does not depend on cwd
     assert cfg["training"]["max_steps"] == 2

@@ -54,3 +54,5 @@ print(json.dumps(sorted(sys.modules)))
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert not heavy, f"the running TUI imported the ML stack: {heavy[:10]}"
+    # the Sweeps pane reads sweeps from their files: Optuna (SQLAlchemy, numpy, scipy) stays in the scheduler
+    assert not {"optuna", "sqlalchemy"} & loaded

@@ -165,3 +165,29 @@ def test_run_rows_say_never_started_and_keep_a_run_whose_status_is_gone(runs_dir
     now = dict(rows.scan(runs_dir))
     assert str(now[orphan.id][1]) == "never started"
     assert gone.id in now and str(now[gone.id][1]) == "lost (crashed)"
+
+
+@pytest.mark.asyncio
+async def test_queued_runs_show_their_place_move_and_cancel(runs_dir, tmp_path):
+    from engine.rundir.queue import Queue, enqueue
+
+    cfg = cfgmod.Config(name="waits").with_values({"model.name_or_path": "org/tiny-model"})
+    first, _ = enqueue(runs_dir, cfg)
+    second, _ = enqueue(runs_dir, cfg)
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one("#runs-table")
+        state = lambda run: {r[0]: r for r in cells(table)}[run.id][1]  # noqa: E731
+        await until(pilot, lambda: table.row_count == 2, what="two queued runs listed")
+        assert (state(first), state(second)) == ("queued #1", "queued #2")
+        assert "2 queued" in text(app, "#runs-summary")
+        table.focus()
+        table.move_cursor(row=table.get_row_index(second.id))
+        await pilot.press("plus")  # second moves up: first in the queue
+        await until(pilot, lambda: state(second) == "queued #1" and state(first) == "queued #2", timeout=10,
+                    what="the queue reordered")
+        assert list(Queue(runs_dir).positions()) == [second.id, first.id]
+        await pilot.press("x")  # cancel it: it never started
+        await until(pilot, lambda: state(second) == "stopped" and state(first) == "queued #1", timeout=10,
+                    what="the cancelled run out of the queue")
+        assert second.status()["cancelled"] is True and list(Queue(runs_dir).positions()) == [first.id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +227,53 @@ def test_compare_screen(snap_compare, steady, size):
         await until(pilot, lambda: screen.result is not None and settled(app), what="the comparison shown")
 
     assert snap_compare(app, terminal_size=SIZES[size], run_before=compared)
+
+
+def fixed_sweep():
+    """A 2x2 grid as the scheduler leaves it on disk: sweep.json, summary.json and the trials' runs."""
+    from engine.rundir.atomic import atomic_write
+
+    sid = "20250302-100000-lr-rank-ab12"
+    path = Path("runs/sweeps") / sid
+    path.mkdir(parents=True)
+    space = {"training.learning_rate": {"kind": "choice", "values": [1e-4, 3e-4]},
+             "adapter.r": {"kind": "choice", "values": [8, 32]}}
+    atomic_write(path / "sweep.json", json.dumps({"id": sid, "name": "lr-rank", "created": 1740909600,
+                                                  "state": "running", "mode": "grid", "space": space, "trials": 4,
+                                                  "objective": "eval_loss", "direction": "minimize",
+                                                  "pruner": "median"}))
+    trials, states = [], [("completed", "COMPLETE"), ("completed", "COMPLETE"), ("stopped", "PRUNED"),
+                          ("queued", "RUNNING")]
+    values = [[1.91, 1.52, 1.31], [1.88, 1.41, 1.12], [2.05, 1.97], []]
+    for n, ((run_state, optuna_state), vals) in enumerate(zip(states, values)):
+        lr, r = [(1e-4, 8), (1e-4, 32), (3e-4, 8), (3e-4, 32)][n]
+        run_id = f"20250302-1000{n:02d}-sft-lr-rank-t{n}-ab{n:02d}"
+        done = run_state == "completed"
+        fixed_run(run_id, state=run_state, step=[300, 300, 100, 0][n], max_steps=300 if n < 3 else None,
+                  started=1740909600 + 600 * n if n < 3 else None, sweep=sid, trial=n,
+                  swept={"training.learning_rate": lr, "adapter.r": r},
+                  summary={"tokens_per_s": 5120.5 - 300 * n, "peak_cuda_reserved_bytes": (9 + n) * 2**30} if done else None)
+        trials.append({"number": n, "state": optuna_state, "params": {"training.learning_rate": lr, "adapter.r": r},
+                       "run": run_id, "value": vals[-1] if done else (vals[-1] if vals else None),
+                       "intermediate": {str(100 * (i + 1)): v for i, v in enumerate(vals)},
+                       "pruned_at": 200 if optuna_state == "PRUNED" else None, "error": None})
+    atomic_write(path / "summary.json", json.dumps({
+        "id": sid, "state": "running", "objective": "eval_loss", "direction": "minimize", "trials": trials,
+        "best": {"trial": 1, "value": 1.12, "params": trials[1]["params"], "run": trials[1]["run"]},
+        "importance": {"training.learning_rate": 0.71, "adapter.r": 0.29},
+        "importance_note": "Optuna's PED-ANOVA over 2 completed trials", "updated": 1740912000}))
+    return sid
+
+
+async def _sweep_shown(pilot):
+    await pilot.press("7")
+    table = pilot.app.query_one("#sw-trials")
+    await until(pilot, lambda: table.row_count == 4, what="the trials")
+    table.focus()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_sweeps_pane(snap_compare, steady, size):
+    fixed_sweep()
+    assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), terminal_size=size, run_before=_sweep_shown)

@@ -10,7 +10,9 @@ from engine import config as cfgmod
 from engine.planning.preflight import model_check, model_problems
 from engine.rundir.launch import local_problems, start
 from engine.rundir.paths import absolute_paths  # noqa: F401 - the one rule the CLI uses too; the pane imports it here
-from engine.rundir.runs import Run, create_run
+from engine.rundir.queue import Queue, enqueue
+from engine.rundir.runs import ACTIVE, Run, create_run, list_runs
+from engine.scheduling.control import ensure_scheduler
 
 PROJECT_PRESETS = Path(__file__).resolve().parent.parent / "presets"
 
@@ -60,13 +62,25 @@ def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
     return True, f"{name}: {arch}; no remote code needed"
 
 
-def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
-    """Create the run directory and start its engine detached; returns once the engine has taken it.
+def busy(runs_dir: str | Path) -> list[str]:
+    """Why a new run should queue rather than start: the active runs (holding the GPU or the CPU) and the runs
+    already waiting (a new one does not jump the queue)."""
+    waiting = [e.run_id for e in Queue(runs_dir).entries()]
+    return [r.id for r in list_runs(runs_dir) if r.state() in ACTIVE] + waiting
+
+
+def launch_run(runs_dir: str | Path, cfg: cfgmod.Config) -> tuple[Run, int | None]:
+    """Start the run now when nothing else runs or waits (returns once its engine has taken it); otherwise put
+    it in the queue and make sure a scheduler runs. Returns (run, its queue place or None).
     A launch the CLI would refuse (a multi-node run without its rendezvous address) is refused before the
     run directory exists, with the same Problem."""
     problems = local_problems(cfg.hardware)
     if problems:
         raise cfgmod.ConfigError(problems)
+    if busy(runs_dir):
+        run, position = enqueue(runs_dir, cfg)
+        ensure_scheduler(runs_dir)
+        return run, position
     run = create_run(runs_dir, cfg)
     start(run)
-    return run
+    return run, None

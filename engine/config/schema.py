@@ -206,6 +206,8 @@ class Hardware(Section):
     rdzv_endpoint: str | None = key(None, "host:port of the rendezvous that every node reaches (the first node's "
                                     "address); needed when nnodes > 1, except under --slurm (its first node).")
     gpu: str = key("auto", "GPU that `tunebench estimate` plans for: auto = the visible one; a name (H100, A100-80GB, L4, RTX4090) for one not here.")
+    max_concurrent: int = key(0, "Queue: start this run only while fewer runs are active; 0 = one at a time on a CPU, as many as fit by the memory estimate on a GPU.",
+                              min=0, max=4096)
 
 
 def section(cls):

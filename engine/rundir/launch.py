@@ -90,6 +90,11 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
                                 start_new_session=True, close_fds=True, env=_env())
 
 
+def spawn_engine(run: Run, resume: bool = False) -> subprocess.Popen:
+    """Start the run's engine detached and return at once (the scheduler watches it take the run)."""
+    return spawn(engine_command(run, resume), run.log_path)
+
+
 def _ours(pid: int, proc: subprocess.Popen) -> bool:
     """`pid` is the process we started or one of its descendants (rank 0 under torchrun)."""
     if pid == proc.pid:

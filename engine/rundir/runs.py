@@ -24,8 +24,9 @@ from engine.rundir.atomic import atomic_write
 from engine.rundir.trust import check_run_dir, check_runs_dir, is_mine
 
 STATES = ("created", "queued", "starting", "running", "paused", "stopping", "completed", "stopped", "failed")
-# queued: a scheduler holds the run (a pending Slurm job, a local run queue); no engine process exists yet, so
-# there is no pid to check and it is never shown as lost. `tunebench stop` takes it out of the queue.
+# queued: a scheduler holds the run (a pending Slurm job, or the runs dir's own queue, engine.rundir.queue); no
+# engine process exists yet, so there is no pid to check and it is never shown as lost. `tunebench stop` takes it
+# out of its queue.
 WAITING = ("queued",)
 # An engine process is alive in these states; a run whose engine is gone while its status says so is `lost`.
 ACTIVE = ("starting", "running", "paused", "stopping")
@@ -263,11 +264,12 @@ def new_run_id(cfg: cfgmod.Config) -> str:
     return "-".join(parts)
 
 
-def create_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
-    """Make runs/<id>/ (owner-only), write config.yaml once and status.json as `created`.
+def create_run(runs_dir: str | Path, cfg: cfgmod.Config, state: str = "created", **extra) -> Run:
+    """Make runs/<id>/ (owner-only), write config.yaml once and status.json as `state` (created, or queued for
+    the queue), with `extra` fields (a sweep trial's `sweep`, `trial` and `swept` values).
 
-    The returned run holds its launch lock (`run.launching`) until launch.start() hands it to an engine: a run
-    whose creator dies before that shows as `unstarted`, never as pending."""
+    A created run holds its launch lock (`run.launching`) until launch.start() hands it to an engine: a run
+    whose creator dies before that shows as `unstarted`, never as pending. A queued one waits for its scheduler."""
     problems = cfgmod.run_rules(cfg.to_dict())  # every creator (CLI, workbench) refuses before a directory exists
     if problems:
         raise cfgmod.ConfigError(problems)
@@ -285,13 +287,14 @@ def create_run(runs_dir: str | Path, cfg: cfgmod.Config) -> Run:
             continue
     os.chmod(run.path, 0o700)  # mkdir's mode is masked by umask; a shared server must not let others read
     try:
-        run.launching = locks.RunLock.acquire(run.path, locks.LAUNCH_LOCK)
+        if state == "created":
+            run.launching = locks.RunLock.acquire(run.path, locks.LAUNCH_LOCK)
         for d in (run.control_dir, run.checkpoints_dir):
             d.mkdir(mode=0o700)
             os.chmod(d, 0o700)
         atomic_write(run.config_path, cfgmod.dump(cfg))
-        run.write_status(state="created", created=time.time(), host=socket.gethostname(),
-                         method=cfg.method, model=cfg.model.name_or_path, step=0, max_steps=None)
+        run.write_status(state=state, created=time.time(), host=socket.gethostname(),
+                         method=cfg.method, model=cfg.model.name_or_path, step=0, max_steps=None, **extra)
     except OSError as e:  # a full disk, most likely: no half-made run is left behind
         if run.launching is not None:
             run.launching.release()

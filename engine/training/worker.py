@@ -32,6 +32,7 @@ from engine.planning import estimate
 from engine.rundir.atomic import atomic_write
 from engine.rundir.events import EventWriter
 from engine.rundir.lock import BUSY_EXIT, Refused, RunBusy, RunLock
+from engine.rundir.queue import taking
 from engine.rundir.resume import plan as plan_resume
 from engine.rundir.resume import set_aside, with_overrides
 from engine.rundir.runs import Run
@@ -228,6 +229,16 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         lock = take_run(run)
         if isinstance(lock, int):
             return lock
+        with taking(run) as ours:  # a queued run is started only by the engine that takes its queue entry
+            if ours:
+                run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(),
+                                 host=socket.gethostname(), started=time.time(), ended=None, error=None,
+                                 resumed=resume)
+        if not ours:  # an engine that loses its queued run touches nothing
+            lock.release()
+            say(f"not started: {run.id} left the queue before this engine could take it (another engine took it, "
+                "or it was cancelled)")
+            return 3
     taken_ns = time.time_ns()
     run, events = for_rank(run, EventWriter)  # rank 0 alone writes status, events and checkpoints
     reserve = None

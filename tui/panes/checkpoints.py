@@ -203,6 +203,18 @@ class CheckpointsPane(Widget):
                     self.picked["b"] = base
                     self.show_ab()
 
+    def pick_ref(self, ref: str) -> bool:
+        """Select the row of model `ref` (a run directory = its final model, or a checkpoint) and pick it as A
+        (the Sweeps pane's `b`); False when there is no such model yet."""
+        self.refresh_models()
+        if ref not in self.entries:
+            return False
+        table = self.query_one("#models", DataTable)
+        table.move_cursor(row=table.get_row_index(ref))
+        self.picked["b"] = None  # so A's base model becomes B, the natural first comparison
+        self.action_pick("a")
+        return True
+
     def action_swap(self) -> None:
         self.picked = {"a": self.picked["b"], "b": self.picked["a"]}
         self.show_ab()

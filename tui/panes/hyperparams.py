@@ -442,12 +442,17 @@ class HyperparamsPane(Widget):
         spinner.start("launching")
         try:
             # launch.start waits (up to 15 s) for the engine to take the run: a thread keeps the UI live.
-            run = await asyncio.to_thread(launch_run, self.app.runs_dir, cfg)
+            run, position = await asyncio.to_thread(launch_run, self.app.runs_dir, cfg)
         except Exception as e:  # noqa: BLE001 - any failure is the user's to read, in one place
             self.app.notify(str(e)[-600:], title="launch failed", severity="error")
             return
         finally:
             spinner.stop("launching")
+        if position is not None:  # another run holds the device: the scheduler starts this one when it has room
+            self.app.set_status(f"queued {run.id} at #{position}")
+            self.app.notify(f"run {run.id} is #{position} in the queue: it starts when the device has room "
+                            "(Runs [1]: +/- reorder, x cancel)", title="queued")
+            return
         self.app.set_status(f"launched {run.id}")
         self.app.notify(f"run {run.id} started", title="launched")
         self.post_message(RunSelected(run.path))

@@ -1,4 +1,5 @@
-"""The Runs pane: every run in the runs directory, refreshed live; Enter opens one."""
+"""The Runs pane: every run in the runs directory, refreshed live; Enter opens one. Queued runs show their place
+in the queue; + and - move one up or down, x cancels it (engine.rundir.queue)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from engine.rundir.queue import Queue
 from engine.rundir.runs import ACTIVE, WAITING, Run, created_time, placement
 from tui.messages import RunSelected
 
@@ -25,12 +27,15 @@ COLUMNS = ("run", "state", "where", "step", "loss", "started", "model", "method"
 WIDTHS = {"state": 14, "where": 20, "step": 11, "loss": 8, "started": 14, "method": 14}
 
 
-def run_row(run: Run, status: dict | None = None, state: str | None = None) -> tuple:
+def run_row(run: Run, status: dict | None = None, state: str | None = None, position: int | None = None) -> tuple:
     """The table cells for one run; reads status.json only (a few hundred bytes). `where` is what the engine or
-    the Slurm watcher recorded there (local, a host, nodes, a Slurm job and its state): the pane asks no one."""
+    the Slurm watcher recorded there (local, a host, nodes, a Slurm job and its state): the pane asks no one;
+    `position` is a run's place in the runs dir's queue."""
     status = status if status is not None else run.status()
     state = state or run.state(status)
     label = LABELS.get(state, state)
+    if state == "queued" and position:
+        label = f"queued #{position}"
     step, max_steps = status.get("step") or 0, status.get("max_steps")
     loss = status.get("last_loss")
     started = status.get("started") or status.get("created")
@@ -63,6 +68,7 @@ class RunRows:
         self.cache: dict[str, Row] = {}  # by run id
 
     def scan(self, runs_dir: str | Path) -> list[tuple[str, tuple]]:
+        positions = Queue(runs_dir).positions()  # one listdir + a small file per queued run
         try:
             entries = [e for e in os.scandir(runs_dir) if e.is_dir() and not e.name.startswith(".")]
         except FileNotFoundError:
@@ -73,7 +79,7 @@ class RunRows:
                 if e.stat().st_uid != os.getuid():
                     continue  # another user's run is never read (its config decides what code would run)
                 st = os.stat(os.path.join(e.path, "status.json"))
-                key = (st.st_mtime_ns, st.st_size)
+                key = (st.st_mtime_ns, st.st_size, positions.get(e.name))  # a queued run moves without a new status
             except FileNotFoundError:  # deleted under a live engine, or damaged: the run is still there
                 if not os.path.exists(os.path.join(e.path, "config.yaml")):
                     continue  # not a run directory (or one being deleted)
@@ -86,7 +92,7 @@ class RunRows:
                 status = run.status()
                 state = run.state(status)  # "lost" when the status says active but the engine is gone
                 created = hit.created if hit is not None else created_time(run)
-                cells = run_row(run, status, state)
+                cells = run_row(run, status, state, positions.get(e.name))
                 if hit is not None and cells == hit.cells:
                     cells = hit.cells  # unchanged: the same tuple, so the pane skips the row
                 # re-read each refresh while the file can say less than the truth: an active run's engine may die,
@@ -104,7 +110,9 @@ class RunRows:
 class RunsPane(Widget):
     """A table of runs; a 1 s timer refreshes it through RunRows (stats; reads only what changed)."""
 
-    BINDINGS = [Binding("enter", "open", "Open run"), Binding("r", "refresh_runs", "Refresh")]
+    BINDINGS = [Binding("enter", "open", "Open run"), Binding("r", "refresh_runs", "Refresh"),
+                Binding("plus", "move('up')", "Queue up"), Binding("minus", "move('down')", "Queue down"),
+                Binding("x", "cancel", "Cancel queued")]
     DEFAULT_CSS = "RunsPane { height: 1fr; } RunsPane DataTable { height: 1fr; }"
 
     def compose(self) -> ComposeResult:
@@ -151,8 +159,8 @@ class RunsPane(Widget):
             table.move_cursor(row=table.get_row_index(was.name))  # Enter opens the run it was on
         active = sum(1 for name, _ in rows if self._rows.cache[name].active)
         queued = sum(1 for name, _ in rows if self._rows.cache[name].queued)
-        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active"
-                   + (f", {queued} queued" if queued else "") + ". Enter opens a run."
+        waiting = f", {queued} queued (+/- reorder, x cancel)" if queued else ""
+        summary = (f"{len(rows)} run(s) in {self.app.runs_dir}, {active} active{waiting}. Enter opens a run."
                    if rows else f"No runs yet in {self.app.runs_dir}. Launch one from Hyperparameters [3].")
         if summary != self._summary:
             self._summary = summary
@@ -167,6 +175,37 @@ class RunsPane(Widget):
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         return Path(self.app.runs_dir) / str(key.value)
+
+    def action_move(self, where: str) -> None:
+        """Move the selected queued run one place up or down in the queue."""
+        path = self.selected_run()
+        q = Queue(self.app.runs_dir)
+        try:
+            with q.locked():
+                pos = q.move(path.name, where) if path is not None else None
+        except LookupError:
+            self.app.notify("only a queued run can move in the queue", severity="warning")
+            return
+        if pos is not None:
+            self.refresh_runs()
+            self.app.set_status(f"{path.name}: #{pos} in the queue")
+            table = self.query_one(DataTable)
+            table.move_cursor(row=table.get_row_index(path.name))
+
+    def action_cancel(self) -> None:
+        """Take the selected queued run out of the queue (it never started; it stays listed as stopped)."""
+        path = self.selected_run()
+        if path is None:
+            return
+        q = Queue(self.app.runs_dir)
+        try:
+            with q.locked():
+                q.cancel(path.name)
+        except LookupError as e:
+            self.app.notify(str(e), severity="warning")
+            return
+        self.refresh_runs()
+        self.app.set_status(f"{path.name}: cancelled while queued")
 
     def action_open(self) -> None:
         path = self.selected_run()

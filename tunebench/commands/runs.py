@@ -44,10 +44,15 @@ def fresh_status(run) -> dict:
     return st
 
 
-def summary(run) -> dict:
+def summary(run, positions: dict | None = None) -> dict:
     st = fresh_status(run)
-    return {"id": run.id, "state": run.state(st), "where": placement(st), "step": st.get("step"),
-            "max_steps": st.get("max_steps"),
+    state = run.state(st)
+    if state == "queued" and positions is None:
+        from engine.rundir.queue import Queue
+
+        positions = Queue(run.path.parent).positions()
+    return {"id": run.id, "state": state, "where": placement(st), "queue_position": (positions or {}).get(run.id),
+            "sweep": st.get("sweep"), "trial": st.get("trial"), "step": st.get("step"), "max_steps": st.get("max_steps"),
             "last_loss": st.get("last_loss"), "last_eval_loss": st.get("last_eval_loss"),
             "started": st.get("started"), "ended": st.get("ended"), "model": st.get("model"),
             "method": st.get("method"), "error": st.get("error"), "note": st.get("note"),
@@ -60,7 +65,10 @@ def _when(t):
 
 
 def cmd_runs(args) -> int:
-    rows = [summary(r) for r in list_runs(runs_dir_from(None))]
+    from engine.rundir.queue import Queue
+
+    positions = Queue(runs_dir_from(None)).positions()
+    rows = [summary(r, positions) for r in list_runs(runs_dir_from(None))]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -71,7 +79,8 @@ def cmd_runs(args) -> int:
     for r in rows:
         step = f"{r['step'] or 0}/{r['max_steps'] or '?'}"
         loss = f"{r['last_loss']:.4f}" if isinstance(r["last_loss"], (int, float)) else "-"
-        print(f"{printable(r['id']):40} {r['state']:10} {printable(r['where']):20} {step:>11} {loss:>8}  "
+        state = f"queued #{r['queue_position']}" if r["state"] == "queued" and r["queue_position"] else r["state"]
+        print(f"{printable(r['id']):40} {state:10} {printable(r['where']):20} {step:>11} {loss:>8}  "
               f"{_when(r['started']):16}  {printable(r['model'])}")
     return 0
 
@@ -86,8 +95,8 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps(full, indent=1))
         return 0
-    for key in ("id", "state", "where", "slurm", "step", "max_steps", "last_loss", "last_eval_loss", "model",
-                "method", "last_checkpoint", "error", "note", "path"):
+    for key in ("id", "state", "where", "slurm", "queue_position", "sweep", "trial", "step", "max_steps",
+                "last_loss", "last_eval_loss", "model", "method", "last_checkpoint", "error", "note", "path"):
         if full.get(key) is not None:
             print(f"{key:16} {printable(full[key])}")
     if isinstance(full.get("data"), dict):
@@ -138,8 +147,20 @@ def cmd_control(args) -> int:
 
     run = resolve_run(runs_dir_from(None), args.run)
     state = run.state(fresh_status(run))
-    if state in WAITING and args.control == "stop":  # no engine yet: take the job out of Slurm's queue
-        return cancel_queued(run)
+    if state in WAITING and args.control == "stop":  # no engine yet: take it out of its queue
+        if run.status().get("slurm"):
+            return cancel_queued(run)
+        from engine.rundir.queue import Queue
+
+        q = Queue(run.path.parent)
+        with q.locked():
+            try:
+                q.cancel(run.id)
+            except LookupError:
+                state = run.state()  # its engine took it meanwhile: stop the live run below
+            else:
+                print(f"{printable(run.id)}: cancelled while queued (it never started)")
+                return 0
     if state not in ACTIVE:
         raise CliError(f"{run.id} is {state}; {args.control} only reaches a live run")
     assert args.control in CONTROLS
@@ -149,9 +170,8 @@ def cmd_control(args) -> int:
 
 
 def cancel_queued(run) -> int:
+    """Take a pending Slurm job out of Slurm's queue (scancel)."""
     sl = run.status().get("slurm")
-    if not sl:
-        raise CliError(f"{run.id} is queued, but not by Slurm; nothing here can take it out of its queue")
     why = slurm.available()
     if why:
         raise CliError(f"{run.id} is Slurm job {sl.get('job_id')}: {why}")

@@ -1,10 +1,13 @@
-"""`tunebench train CONFIG [--set K=V]... [--detach] [--resume RUN[@STEP]] [--slurm ...]`: start (or resume) a run.
+"""`tunebench train CONFIG [--set K=V]... [--detach] [--queue] [--resume RUN[@STEP]] [--slurm ...]`: start (or
+resume) a run.
 
 In the foreground it follows the run's events with a progress bar; Ctrl-C asks the engine to stop
 gracefully (a second Ctrl-C leaves it running). The engine lives in its own session either way, so
 a lost terminal never stops it. A resume is checked before anything starts: one engine per run, the
 checkpoint it goes on from (complete, loadable, with its optimizer), the data unchanged. With --slurm the
 run is an sbatch job instead: queued until Slurm starts it.
+With --queue the run waits in state `queued` until the scheduler (started here when none runs) finds room for it
+on the GPU by the memory estimate; see tunebench/commands/queue.py.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ def add_parser(sub):
                    "from its last checkpoint")
     s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="one more sbatch option for the script, e.g. --sbatch=--mem=64G (repeatable)")
+    p.add_argument("--queue", action="store_true", help="wait in the queue until the GPU has room for the run "
+                   "(by the memory estimate) instead of starting now")
     p.set_defaults(func=run)
 
 
@@ -143,6 +148,9 @@ def resume(args, runs_dir: Path, use_slurm: bool = False) -> tuple[Run | None, i
     if holder is not None:
         raise RunBusy(r.path, holder)
     state = r.state()
+    if state in WAITING and not r.status().get("slurm"):
+        raise CliError(f"{r.id} is queued: it starts when the scheduler has room (tunebench queue; "
+                       f"tunebench queue cancel {r.id} takes it out)")
     if state in LIVE:
         raise CliError(f"{r.id} is {state}; stop it first (tunebench stop {r.id})")
     if state == "created":
@@ -185,6 +193,8 @@ def run(args) -> int:
     if args.resume_weights_only and not args.resume:
         raise CliError("--resume-weights-only goes with --resume RUN")
     use_slurm = args.slurm or args.slurm_print
+    if args.queue and (use_slurm or args.resume):
+        raise CliError("--queue is tunebench's own queue for a new run on this machine; --slurm queues in Slurm")
     offset = 0
     if args.resume:
         r, offset = resume(args, runs_dir, use_slurm)
@@ -206,17 +216,25 @@ def run(args) -> int:
             if problems:
                 raise cfgmod.ConfigError(problems, source=args.config)
         info = preflight(cfg)
-        r = create_run(runs_dir.resolve() if use_slurm else runs_dir, cfg)
-        if info:
-            print(f"data: {info['format']}, {info['train_rows']} train rows, {info['eval_rows']} eval rows")
         if use_slurm:
+            r = create_run(runs_dir.resolve(), cfg)
             submit(r, cfg, opts)
+        elif args.queue:
+            from engine.rundir.queue import enqueue
+            from engine.scheduling.control import ensure_scheduler
+
+            r, position = enqueue(runs_dir, cfg)  # its paths are absolute: the scheduler may start it elsewhere
+            pid = ensure_scheduler(runs_dir)
+            print(f"queued {r.id} at #{position}" + (f"; scheduler started (pid {pid})" if pid else ""))
         else:
+            r = create_run(runs_dir, cfg)
             pid = launch.start(r)
             print(f"engine pid {pid}, logs: tunebench logs {r.id}")
             if cfg.hardware.nnodes > 1:
                 print(f"this node waits at the rendezvous ({cfg.hardware.rdzv_endpoint}): run "
                       f"`tunebench join {r.id}` on each of the other {cfg.hardware.nnodes - 1} node(s)")
+        if info:
+            print(f"data: {info['format']}, {info['train_rows']} train rows, {info['eval_rows']} eval rows")
     if args.detach:
         print(r.id)
         return 0
@@ -272,6 +290,23 @@ def follow(r: Run, offset: int = 0) -> int:
                             bar.update(task, info=line)
                         else:
                             bar.console.print(line)
+                if r.status().get("state") == "queued":
+                    from engine.rundir.queue import Queue
+
+                    pos = Queue(r.path.parent).positions().get(r.id)
+                    bar.update(task, info=f"queued #{pos}" if pos else "queued")
+                if interrupts and not asked_stop and r.status().get("state") == "queued":
+                    from engine.rundir.queue import Queue
+
+                    q = Queue(r.path.parent)
+                    with q.locked():
+                        try:
+                            q.cancel(r.id)  # it never started: Ctrl-C takes it out of the queue
+                        except LookupError:
+                            pass  # its engine took it meanwhile: stopped below like any live run
+                        else:
+                            bar.console.print(f"{r.id}: cancelled while queued (it never started)")
+                            return 130
                 if interrupts and not asked_stop:
                     asked_stop = True
                     if r.state() in WAITING and r.status().get("slurm"):  # no engine yet: out of Slurm's queue
