@@ -23,6 +23,7 @@ PANES: list[PaneSpec] = [
     PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
     PaneSpec("checkpoints", "Checkpoints", "tui.panes.checkpoints:CheckpointsPane", "5"),
     PaneSpec("overlay", "Overlay", "tui.panes.overlay:OverlayPane", "6"),
+    PaneSpec("chat", "Chat", "tui.panes.chat:ChatPane", "7"),
 ]
 # The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
 HEADER = "tui.widgets.sysheader:SystemHeader"

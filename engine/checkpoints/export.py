@@ -83,6 +83,9 @@ def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> 
 
         phase(f"loading the base model {ref.base_model}")
         base, quant = _load_base(ref, torch_dtype, auto_class)
+        rows = saved_vocab(ref.path)
+        if rows and rows != base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(rows)  # the adapter saved embeddings of a resized vocabulary
         phase("merging the adapter into the base weights")
         model = PeftModel.from_pretrained(base, ref.path).merge_and_unload()
         if getattr(model.config, "quantization_config", None) is not None:
@@ -104,9 +107,32 @@ def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> 
         model.save_pretrained(dest, safe_serialization=True)
         info = {"kind": "full"}
     # The base model's tokenizer and chat template: the checkpoint's copy may carry TRL's training
-    # template (with {% generation %} markers patched in), which chat front-ends need not see.
-    load_tokenizer(ref).save_pretrained(dest)
+    # template (with {% generation %} markers patched in), which chat front-ends need not see. After a
+    # vocabulary resize the checkpoint's tokenizer is the one that knows the new tokens.
+    tok = load_tokenizer(ref)
+    if ref.adapter and saved_vocab(ref.path) and (Path(ref.path) / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        own = AutoTokenizer.from_pretrained(ref.path)
+        if len(own) > len(tok):
+            tok = own
+            info["tokenizer"] = "the checkpoint's (its vocabulary was resized)"
+    tok.save_pretrained(dest)
     return info
+
+
+def saved_vocab(adapter_dir: str) -> int | None:
+    """Rows of the embedding an adapter saved whole (modules_to_save after a vocabulary resize), else None."""
+    from safetensors import safe_open
+
+    f = Path(adapter_dir) / "adapter_model.safetensors"
+    if not f.exists():
+        return None
+    with safe_open(str(f), "pt") as st:
+        for k in st.keys():
+            if "embed_tokens" in k and "lora_" not in k:
+                return int(st.get_slice(k).get_shape()[0])
+    return None
 
 
 def _verify_hf(ref: ModelRef, dest: Path, info: dict) -> dict:
