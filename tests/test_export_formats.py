@@ -225,3 +225,48 @@ def test_vllm_rules_and_refusals(tmp_path):
     (conv / "conversion" / "__init__.py").write_text('TEXT_MODEL_MAP = {\n  "LlamaForCausalLM": "llama",\n}\n')
     with pytest.raises(gg.ExportError, match="no support for NoSuchNetForCausalLM"):
         gg.check_architecture(str(tmp_path / "m"), conv)
+
+
+def test_gguf_export_from_the_checkpoints_pane_shows_its_phases(gg_run, tmp_path):
+    """e on the final model, GGUF q8_0 in the Export screen: the helper's phases (converting, checking) show as
+    they come, and the screen ends with what was written and how it was checked."""
+    import asyncio
+
+    from textual.widgets import Select
+
+    from tui.app import TuneBench
+    from tui.screens.export import ExportScreen
+
+    run = gg_run["run"]
+    out = tmp_path / "from-pane"
+    seen: dict = {"log": []}
+
+    async def body():
+        app = TuneBench(runs_dir=gg_run["runs_dir"])
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("5")
+            await pilot.pause()
+            pane = app.pane("checkpoints")
+            pane.query_one("#models").move_cursor(row=list(pane.entries).index(str(run.path)))
+            await pilot.press("e")
+            await pilot.pause()
+            scr = app.screen
+            assert isinstance(scr, ExportScreen)
+            scr.query_one("#export-out").value = str(out)
+            scr.query_one("#export-format", Select).value = "gguf"
+            scr.query_one("#export-quant", Select).value = "q8_0"
+            await pilot.click("#export-go")
+            for _ in range(4800):
+                await pilot.pause(0.1)
+                line = str(scr.query_one("#export-log").render())
+                if not seen["log"] or seen["log"][-1] != line:
+                    seen["log"].append(line)
+                if scr.result is not None or "failed" in line:
+                    break
+            seen["result"] = scr.result
+
+    asyncio.run(body())
+    assert seen["result"] and seen["result"]["kind"] == "gguf" and seen["result"]["quant"] == "q8_0", seen["log"][-3:]
+    assert any(line.startswith("converting") for line in seen["log"]), seen["log"]
+    assert "checked with" in seen["log"][-1] and str(out) in seen["log"][-1]
+    assert (out / "model-q8_0.gguf").exists()

@@ -1,5 +1,5 @@
 """The Chat pane with Pilot: t on a Checkpoints row opens a chat on that model (in the real helper process), a message
-streams an answer into the transcript, the chat is saved, ctrl+d opens it in the Dataset pane as SFT rows; and
+streams an answer into the transcript, the chat is saved, ctrl+t opens it in the Dataset pane as SFT rows; and
 snapshots of the empty pane at 80x24 and 120x36."""
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_chat_from_the_checkpoints_pane_to_the_dataset_pane(ab):
             seen["turn"] = chat.conv["turns"][0]
             seen["transcript"] = text(app, "#chat-a")
             seen["path"] = chat.conv["path"]
-            await pilot.press("ctrl+d")
+            await pilot.press("ctrl+t")
             await until(pilot, lambda: app.query_one("#panes").active == "dataset", what="the Dataset pane shown")
             seen["dataset"] = app.pane("dataset").query_one("#ds-path").value
             await chat.close_session()

@@ -3,8 +3,8 @@
 The models live in the helper process (engine/helper/chat_ops.py) for as long as the chat is open; this pane
 only paints. Before loading it asks where, as a comparison does (engine.checkpoints.refs.device_advice: a
 training run is not starved; wait / CPU / go ahead). Chats are saved under <runs dir>/chats/ after each turn;
-ctrl+o reopens one, ctrl+d sends the open chat to the Dataset pane as SFT rows. Light: engine.checkpoints.chats
-reads and converts saved chats without the ML stack.
+ctrl+o reopens one, ctrl+t sends the open chat to the Dataset pane as SFT rows (not ctrl+d: a text field's
+delete-right). Light: engine.checkpoints.chats reads and converts saved chats without the ML stack.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class ChatPane(Widget):
     """Models and settings on top, the conversation (one or two columns), the message box at the bottom."""
 
     BINDINGS = [Binding("ctrl+n", "new", "New chat"), Binding("ctrl+o", "reopen", "Open saved"),
-                Binding("ctrl+d", "to_dataset", "To Dataset (SFT)"), Binding("escape", "leave", show=False)]
+                Binding("ctrl+t", "to_dataset", "To Dataset (SFT)"), Binding("escape", "leave", show=False)]
     DEFAULT_CSS = """
     ChatPane { height: 1fr; }
     ChatPane #chat-cols { height: 1fr; }
@@ -198,7 +198,7 @@ class ChatPane(Widget):
         self.session, self.conv, self.live = result["session"], result["conversation"], None
         self.conv["path"] = result.get("path")
         shared = " · one base shared by A and B" if result.get("shared_base") else ""
-        self.status(f"on {result['device']}, loaded in {result['load_s']:.1f} s{shared} · enter sends · ctrl+d: to Dataset")
+        self.status(f"on {result['device']}, loaded in {result['load_s']:.1f} s{shared} · enter sends · ctrl+t: to Dataset")
         self.paint()
         self.query_one("#chat-input", Input).focus()
 
