@@ -270,3 +270,14 @@ def test_gguf_export_from_the_checkpoints_pane_shows_its_phases(gg_run, tmp_path
     assert any(line.startswith("converting") for line in seen["log"]), seen["log"]
     assert "checked with" in seen["log"][-1] and str(out) in seen["log"][-1]
     assert (out / "model-q8_0.gguf").exists()
+
+
+def test_gguf_without_the_export_extra_is_refused_before_writing(gg_run, tmp_path):
+    import sys
+
+    code = ("import sys; sys.modules['gguf'] = None; from tunebench.cli import main; "
+            f"sys.exit(main(['export', {gg_run['run'].id!r}, '--out', {str(tmp_path / 'g')!r}, '--format', 'gguf']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "TUNEBENCH_RUNS_DIR": str(gg_run["runs_dir"])})
+    assert res.returncode == 2 and "pip install 'tunebench[export]'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".*partial"))

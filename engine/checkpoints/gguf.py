@@ -43,8 +43,12 @@ def cache_root() -> Path:
 
 
 def need_gguf() -> None:
-    if importlib.util.find_spec("gguf") is None:
-        raise ExportError(f"GGUF export needs the gguf package: {INSTALL}")
+    try:
+        import gguf  # noqa: F401 - the package transformers reads a GGUF back with
+    except ImportError:
+        raise ExportError(f"GGUF export needs the gguf and sentencepiece packages: {INSTALL}") from None
+    if importlib.util.find_spec("sentencepiece") is None:  # llama.cpp's converter imports it for Llama models
+        raise ExportError(f"GGUF export needs the sentencepiece package (llama.cpp's converter imports it): {INSTALL}")
 
 
 def converter(on_phase=None) -> Path:

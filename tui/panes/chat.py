@@ -197,10 +197,22 @@ class ChatPane(Widget):
             return
         self.session, self.conv, self.live = result["session"], result["conversation"], None
         self.conv["path"] = result.get("path")
+        self.show_settings(self.conv)
         shared = " · one base shared by A and B" if result.get("shared_base") else ""
         self.status(f"on {result['device']}, loaded in {result['load_s']:.1f} s{shared} · enter sends · ctrl+t: to Dataset")
         self.paint()
         self.query_one("#chat-input", Input).focus()
+
+    def show_settings(self, conv: dict) -> None:
+        """The open chat's models, mode, system prompt and decoding in the inputs: what the next message uses."""
+        dec = conv.get("decoding") or {}
+        values = {"#chat-a-ref": conv["models"]["a"], "#chat-b-ref": conv["models"].get("b") or "",
+                  "#chat-system": conv.get("system") or "", "#chat-tokens": str(dec.get("max_new_tokens", 256)),
+                  "#chat-temp": str(dec.get("temperature", 0.7))}
+        for selector, value in values.items():
+            self.query_one(selector, Input).value = value
+        self.query_one("#chat-mode", Select).value = conv["mode"]
+        self.query_one("#chat-sample", Checkbox).value = bool(dec.get("sample"))
 
     def advice(self, refs: list[str]) -> dict:
         from engine.checkpoints.refs import busy_runs, device_advice, resolve_ref, weights_bytes
@@ -255,6 +267,13 @@ class ChatPane(Widget):
         from tui.helper_client import HelperError
 
         args = {"session": self.session, "text": text, "system": self.query_one("#chat-system", Input).value}
+        try:
+            args["decoding"] = self.settings()  # a changed temperature or length applies from this message on
+        except ValueError as e:
+            self.status(str(e), error=True)
+            self.live = None
+            self.paint()
+            return
         try:
             async for msg in self.app.helper_stream("answering", "chat_send", **args):
                 if msg.get("event") == "token" and self.live is not None:
