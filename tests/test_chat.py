@@ -149,3 +149,17 @@ def test_conversation_rules():
     conv.turns[0].pick = "tie"
     assert conv.messages("b")[-1]["content"] == (conv.turns[0].a if left == "a" else conv.turns[0].b)  # a tie: the left
     assert conv.pending_pick() is None
+
+
+def test_a_chatml_turn_ends_at_its_end_of_turn_token(tmp_path):
+    """<|im_end|> is not the tokenizer's eos: chat stops there all the same (the template's assistant suffix)."""
+    from engine.checkpoints.export import chat_shape, stop_ids
+    from engine.demo.tinymodel import build_tokenizer
+
+    tok = build_tokenizer(tmp_path / "tok")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+                         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    shape = chat_shape(tok)
+    assert shape.suffix["assistant"] == "<|im_end|>\n" and shape.gen == "<|im_start|>assistant\n"
+    assert stop_ids(tok, shape) == {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}

@@ -134,28 +134,38 @@ def test_ollama_modelfile_template_renders_like_the_chat_template(gg_run, tmp_pa
                                                                              tokenize=False)
 
 
+QWEN_LIKE = (  # a default system text when none is given: it becomes SYSTEM, which Ollama puts first as a message
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Tiny.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for m in messages %}{%- if not (m.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+LLAMA31_LIKE = (  # a system header always, empty text by default: the TEMPLATE writes it itself
+    "{{- bos_token }}{%- if messages[0]['role'] == 'system' %}{%- set sys = messages[0]['content'] %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set sys = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\n\\n' + sys + '<|eot_id|>' }}"
+    "{%- for m in messages %}{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
+
+
 @pytest.mark.skipif(shutil.which("go") is None, reason="Go's text/template renders the TEMPLATE (.ci/run installs golang-go)")
-def test_modelfile_of_a_template_with_a_default_system_prompt(tmp_path):
-    """A Qwen-style template inserts its own system turn: it becomes SYSTEM, which Ollama puts first as a message."""
+@pytest.mark.parametrize("template,system,stop", [(QWEN_LIKE, "You are Tiny.", "<|im_end|>"),
+                                                  (LLAMA31_LIKE, None, "<|eot_id|>")], ids=["qwen-like", "llama31-like"])
+def test_modelfile_of_a_template_that_writes_its_own_system_turn(tmp_path, template, system, stop):
     from engine.checkpoints.modelfile import modelfile
     from engine.checkpoints.template import derive
     from engine.demo.tinymodel import build_tokenizer
 
     tok = build_tokenizer(tmp_path / "tok")
-    tok.chat_template = (
-        "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-        "{%- else %}{{- '<|im_start|>system\\nYou are Tiny.<|im_end|>\\n' }}{%- endif %}"
-        "{%- for m in messages %}{%- if not (m.role == 'system' and loop.first) %}"
-        "{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
-        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    tok.chat_template = template
     shape = derive(lambda m, g: tok.apply_chat_template(m, add_generation_prompt=g, tokenize=False))
     text = modelfile("m.gguf", shape, ["</s>"])
-    assert 'SYSTEM """You are Tiny."""' in text and 'PARAMETER stop "<|im_end|>"' in text
-    template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    assert (f'SYSTEM """{system}"""' in text) == bool(system) and f'PARAMETER stop "{stop}"' in text
+    body = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
     for conv in CONVERSATIONS:
-        shown = conv if conv[0]["role"] == "system" else [{"role": "system", "content": "You are Tiny."}, *conv]
-        assert go_render(template, shown, tmp_path) == tok.apply_chat_template(conv, add_generation_prompt=True,
-                                                                              tokenize=False)
+        shown = conv if conv[0]["role"] == "system" or not system else [{"role": "system", "content": system}, *conv]
+        assert go_render(body, shown, tmp_path) == tok.apply_chat_template(conv, add_generation_prompt=True,
+                                                                          tokenize=False)
 
 
 def test_lora_adapter_as_a_gguf_adapter(gg_run, tmp_path):

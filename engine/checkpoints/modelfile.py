@@ -24,7 +24,13 @@ def go_template(shape: Shape) -> str:
         if role == "user":  # the generation prompt after the last message, when it is the user's
             body += f"{{{{ if eq (len (slice $.Messages $i)) 1 }}}}{_lit(shape.gen)}{{{{ end }}}}"
         branches.append((role, body))
-    out = [_lit(shape.header), "{{ range $i, $m := .Messages }}"]
+    out = [_lit(shape.header)]
+    if shape.implicit_system and not shape.default_system:
+        # The template writes an empty system turn when none is given (Llama 3.1's dated header): SYSTEM cannot
+        # say "empty", so the TEMPLATE writes it itself. A non-empty default goes to SYSTEM instead.
+        out.append('{{ if or (eq (len .Messages) 0) (ne (index .Messages 0).Role "system") }}'
+                   f"{_lit(shape.prefix['system'])}{_lit(shape.suffix['system'])}{{{{ end }}}}")
+    out.append("{{ range $i, $m := .Messages }}")
     for n, (role, body) in enumerate(branches):
         out.append(f"{{{{ {'if' if n == 0 else 'else if'} eq $m.Role \"{role}\" }}}}{body}")
     out.append("{{ end }}{{ end }}")

@@ -28,12 +28,13 @@ class Shape:
     suffix: dict = field(default_factory=dict)
     gen: str = ""
     default_system: str = ""  # the system text the template inserts when a conversation has none
+    implicit_system: bool = False  # the template writes a system turn (default_system, maybe empty) when none is given
     system: bool = True  # False: the template refuses or folds system turns
 
     def render(self, messages: list[dict]) -> str:
         """The text this shape gives a conversation (the generation prompt after a last user turn), as Ollama's
-        TEMPLATE renders it: a default system turn first when the conversation has none."""
-        if self.default_system and not (messages and messages[0]["role"] == "system"):
+        TEMPLATE renders it: the template's own system turn first when the conversation has none."""
+        if self.implicit_system and not (messages and messages[0]["role"] == "system"):
             messages = [{"role": "system", "content": self.default_system}, *messages]
         out = [self.header]
         for i, m in enumerate(messages):
@@ -110,6 +111,7 @@ def _system(render: Render, shape: Shape, header: str) -> None:
         # the header is a default system turn (Qwen's "You are Qwen..."): explicit system text replaces it
         shape.header, shape.prefix["system"], shape.suffix["system"] = "", p, ss
         shape.default_system = header[len(p): len(header) - len(ss)]
+        shape.implicit_system = True
     else:
         shape.system = False
         shape.prefix["system"] = shape.suffix["system"] = ""
