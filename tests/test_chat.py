@@ -133,6 +133,14 @@ def test_cli_chat_reads_turns_from_a_file_and_writes_sft_rows(ab, tmp_path):
     (row,) = read_jsonl(sft)
     assert [m["role"] for m in row["messages"]] == ["system"] + ["user", "assistant"] * 3
     assert row["messages"][0]["content"] == "be brief"
+    # Reopened: the saved chat goes on with its model, system prompt and history.
+    saved = res.stderr.split("· saved ")[1].split()[0]
+    (tmp_path / "more.txt").write_text("say cloud\n")
+    more = tunebench("chat", "--load", saved, "--input", tmp_path / "more.txt", "--json", runs_dir=runs_dir)
+    assert more.returncode == 0, more.stderr[-2000:]
+    conv = chats.load(saved)
+    assert [t.user for t in conv.turns] == ["say apple", "say stone", "say river", "say cloud"]
+    assert conv.system == "be brief" and json.loads(more.stdout.splitlines()[0])["turn"] == 3
     bad = tunebench("chat", "nosuchrun", runs_dir=runs_dir)
     assert bad.returncode == 2 and "nosuchrun" in bad.stderr and "Traceback" not in bad.stderr
     blind = tunebench("chat", run.id, "--blind", runs_dir=runs_dir)

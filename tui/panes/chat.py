@@ -39,9 +39,9 @@ class ChatList(ModalScreen[str | None]):
         self.found = found
 
     def compose(self) -> ComposeResult:
-        yield OptionList(*[f"{time.strftime('%m-%d %H:%M', time.localtime(c['updated']))}  {c['mode']:<6} "
-                           f"{c['turns']:>3} turns  {c['labels']['a']}  {printable(c['title'])}" for c in self.found],
-                         id="chat-list")
+        yield OptionList(*[Content(f"{time.strftime('%m-%d %H:%M', time.localtime(c['updated']))}  {c['mode']:<6} "
+                                   f"{c['turns']:>3} turns  {c['labels']['a']}  {printable(c['title'])}")
+                           for c in self.found], id="chat-list")  # Content: what a user typed is not markup
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(self.found[event.option_index]["path"])
