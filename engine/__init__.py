@@ -9,7 +9,7 @@ Subpackages, from the bottom layer up (a layer imports only from layers below it
   data        reading, detecting, validating and converting datasets                    light (heavy only for hub ids)
   planning    memory/time estimate, verdict, `auto` resolution, launch preflight         light
   training    the engine process (`python -m engine.worker`), methods, callbacks         heavy
-  checkpoints model references, A/B generation, votes, export                           mixed (see its docstring)
+  checkpoints model references, A/B generation, chat, votes, export                     mixed (see its docstring)
   helper      the helper process (`python -m engine.helper`) and its ops                heavy
   demo        the embedded demo workspace and tiny model                                mixed
 """

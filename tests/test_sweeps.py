@@ -191,7 +191,7 @@ async def test_sweeps_pane_table_sort_best_overlay_and_checkpoints(grid):
     best = table_json["best"]
     app = TuneBench(runs_dir=runs_dir, workdir=runs_dir.parent)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("7")
+        await pilot.press("8")
         pane = app.query_one("#pane-sweeps")
         table = pane.query_one("#sw-trials")
         await until(pilot, lambda: table.row_count == 6, timeout=30, what="six trials listed")
@@ -214,7 +214,7 @@ async def test_sweeps_pane_table_sort_best_overlay_and_checkpoints(grid):
         overlay = app.query_one("#pane-overlay")
         assert sorted(overlay.followers) == sorted(str(runs_dir / t["run"]) for t in table_json["trials"])
         # b: the best trial's model is A in Checkpoints (its base model B): c compares, e exports
-        await pilot.press("7")
+        await pilot.press("8")
         await pilot.press("b")
         await until(pilot, lambda: app.query_one("#panes").active == "checkpoints", what="Checkpoints shown")
         ckpt = app.query_one("#pane-checkpoints")
@@ -239,7 +239,7 @@ def test_search_in_tmux_prunes_a_losing_trial_and_resumes_its_study_after_a_cras
                 f"--prune-after 1 --name e2e && {BIN} --runs-dir runs", tmp_path)
     try:
         tmux.wait_for("Sweeps [7]", timeout=240)
-        tmux.keys("7")
+        tmux.keys("8")
         tmux.wait_for("e2e", "learning_rate", timeout=120)
         sid = sweepfiles.list_sweeps(runs_dir)[0].name
         wait_for(lambda: [r.status().get("state") for r in trial_runs(runs_dir, sid).get(0, [])] == ["running"],

@@ -53,7 +53,12 @@ def test_runs_pane(snap_compare, steady):
 
 def test_hyperparams_pane(snap_compare, steady):
     app = appmod.TuneBench(runs_dir="runs", workdir=".", preset=str(PROJECT_PRESETS / "sft-lora-small.yaml"))
-    assert snap_compare(app, press=["3", "down", "down", "down"], terminal_size=SIZE)
+
+    async def shown(pilot):  # keys typed while the pane is still being shown would go to the previous one
+        await pilot.press("3")
+        await until(pilot, lambda: pilot.app.focused.id == "hp-table", what="the form focused")
+
+    assert snap_compare(app, press=["down", "down", "down"], run_before=shown, terminal_size=SIZE)
 
 
 def test_dataset_pane(snap_compare, steady):
@@ -266,7 +271,7 @@ def fixed_sweep():
 
 
 async def _sweep_shown(pilot):
-    await pilot.press("7")
+    await pilot.press("8")
     table = pilot.app.query_one("#sw-trials")
     await until(pilot, lambda: table.row_count == 4, what="the trials")
     table.focus()

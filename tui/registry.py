@@ -23,7 +23,8 @@ PANES: list[PaneSpec] = [
     PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
     PaneSpec("checkpoints", "Checkpoints", "tui.panes.checkpoints:CheckpointsPane", "5"),
     PaneSpec("overlay", "Overlay", "tui.panes.overlay:OverlayPane", "6"),
-    PaneSpec("sweeps", "Sweeps", "tui.panes.sweeps:SweepsPane", "7"),
+    PaneSpec("chat", "Chat", "tui.panes.chat:ChatPane", "7"),
+    PaneSpec("sweeps", "Sweeps", "tui.panes.sweeps:SweepsPane", "8"),
 ]
 # The widget at the top of every screen; the Monitor issue points this at its live telemetry header.
 HEADER = "tui.widgets.sysheader:SystemHeader"

@@ -17,7 +17,7 @@ from engine.rundir.lock import Refused
 from tunebench.errors import CliError
 
 COMMAND_MODULES = [f"tunebench.commands.{name}" for name in
-                   ("train", "join", "runs", "queue", "sweep", "attach", "inspect", "compare", "export",
+                   ("train", "join", "runs", "queue", "sweep", "attach", "inspect", "compare", "chat", "export",
                     "estimate", "demo")]
 
 

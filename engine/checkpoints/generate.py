@@ -238,7 +238,7 @@ def _stop_ids(side: Side) -> set[int]:
 class Stream:
     """Greedy or sampled decoding of one prompt on one side, one token per `step()`."""
 
-    def __init__(self, side: Side, prompt_ids: list[int], dec: Decoding, seed: int):
+    def __init__(self, side: Side, prompt_ids: list[int], dec: Decoding, seed: int, extra_stop: set[int] = frozenset()):
         import torch
         from transformers.generation.logits_process import (
             LogitsProcessorList,
@@ -256,7 +256,7 @@ class Stream:
         self.out: list[int] = []
         self.text = ""
         self.done = False
-        self.stop = _stop_ids(side)
+        self.stop = _stop_ids(side) | set(extra_stop)  # chat adds the template's end-of-turn token
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         procs = LogitsProcessorList()
         if dec.repetition_penalty != 1.0:

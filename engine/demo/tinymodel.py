@@ -31,16 +31,29 @@ DEFAULT_CORPUS = [
 ]
 
 
-def build_tokenizer(out_dir: str | Path, texts: Iterable[str] = (), vocab_size: int = 512):
-    """Train a byte-level BPE tokenizer on `texts` and save it as a Hugging Face fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(out_dir: str | Path, texts: Iterable[str] = (), vocab_size: int = 512, kind: str = "bytelevel"):
+    """Train a BPE tokenizer on `texts` and save it as a Hugging Face fast tokenizer.
+
+    kind "bytelevel": GPT-2-style byte-level BPE. kind "llama": Llama-2-style BPE over "▁"-marked words with
+    byte fallback (<0x00>..<0xFF> tokens): llama.cpp's converter takes it as a Llama vocabulary (its byte-level
+    BPE path recognises only the pre-tokenizers of published models, by a hash of their output).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    if kind == "llama":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+        special = SPECIAL + [f"<0x{i:02X}>" for i in range(256)]
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size + 256, special_tokens=special, show_progress=False)
+    else:
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     corpus = list(texts) or DEFAULT_CORPUS
     tok.train_from_iterator(corpus * (1 if len(corpus) > 50 else 20), trainer=trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
@@ -53,14 +66,14 @@ def build_tokenizer(out_dir: str | Path, texts: Iterable[str] = (), vocab_size: 
 
 def build_tiny_llama(out_dir: str | Path, texts: Iterable[str] = (), *, vocab_size: int = 512, hidden: int = 64,
                      layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int | None = None,
-                     max_positions: int = 2048, seed: int = 0) -> Path:
-    """Write a randomly initialised Llama-style causal LM and its tokenizer to `out_dir`."""
+                     max_positions: int = 2048, seed: int = 0, tokenizer: str = "bytelevel") -> Path:
+    """Write a randomly initialised Llama-style causal LM and its tokenizer (build_tokenizer's `kind`) to `out_dir`."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out, texts, vocab_size)
+    tok = build_tokenizer(out, texts, vocab_size, tokenizer)
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate or hidden * 4 // 3 * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,

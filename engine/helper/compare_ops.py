@@ -65,7 +65,9 @@ def _compare(args, emit):
 
 @op("export")
 def _export(args, emit):
-    """args: ref, out, merge, dtype, runs_dir. Streams {event: phase}; returns what was written."""
+    """args: ref, out, format, quant, merge, dtype, verify, system, name, runs_dir. Streams {event: phase}; returns
+    what was written, with `describe`: the lines the CLI prints."""
+    from engine.checkpoints.display import describe_export
     from engine.checkpoints.export import export
     from engine.checkpoints.refs import resolve_ref
 
@@ -74,7 +76,10 @@ def _export(args, emit):
     except LookupError as e:
         raise OpError(str(e.args[0])) from None
     try:
-        return export(ref, args["out"], merge=bool(args.get("merge")), dtype=args.get("dtype", "auto"),
-                      on_phase=lambda text: emit(event="phase", text=text))
+        info = export(ref, args["out"], merge=bool(args.get("merge")), dtype=args.get("dtype", "auto"),
+                      on_phase=lambda text: emit(event="phase", text=text), fmt=args.get("format", "safetensors"),
+                      quant=args.get("quant"), verify=args.get("verify", True), system=args.get("system"),
+                      name=args.get("name"))
+        return {**info, "describe": describe_export(ref.label, info)}
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         raise OpError(f"export: {e}") from None

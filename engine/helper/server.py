@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 OPS: dict[str, Callable[[dict, Callable], Any]] = {}
 # Modules whose import registers more ops (each calls `engine.helper.server.op`). Append yours here.
-OP_MODULES: list[str] = ["engine.helper.data_ops", "engine.helper.compare_ops"]
+OP_MODULES: list[str] = ["engine.helper.data_ops", "engine.helper.compare_ops", "engine.helper.chat_ops"]
 # Loaded tokenizers/models shared between requests: key -> object. Guard with CACHE_LOCK when filling.
 CACHE: dict[Any, Any] = {}
 CACHE_LOCK = threading.Lock()

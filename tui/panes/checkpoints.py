@@ -102,6 +102,8 @@ class CheckpointsPane(Widget):
         Binding("c", "compare(False)", "Compare"),
         Binding("v", "compare(True)", "Blind vote"),
         Binding("e", "export", "Export"),
+        Binding("t", "chat(False)", "Chat"),
+        Binding("T", "chat(True)", "Chat A and B", show=False),
         Binding("x", "swap", "Swap A/B", show=False),
         Binding("r", "refresh_models", "Refresh", show=False),
         Binding("escape", "leave_field", "Back to the list", show=False),
@@ -125,7 +127,7 @@ class CheckpointsPane(Widget):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("a/b pick the selected model as A/B · c compare · v blind vote · e export · x swap",
+            yield Static("a/b pick A/B · c compare · v blind vote · e export · t chat · T chat with A and B · x swap",
                          classes="help-text")
             yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
             yield Static("", id="ab")
@@ -288,6 +290,16 @@ class CheckpointsPane(Widget):
                 pass
         return device_advice(gpus, need, busy_runs(self.app.runs_dir))
 
+    async def blind_chat(self) -> None:
+        a, b = self.picked["a"], self.picked["b"]
+        if a is None or b is None:
+            self.status("pick A and B first: select a row and press a, another and press b")
+            return
+        chat = await self.app.ensure_pane("chat")
+        if chat is not None:
+            await self.app.action_show_pane("chat")
+            chat.start(a.ref, b.ref, "blind")
+
     def action_export(self) -> None:
         from tui.screens.export import ExportScreen
 
@@ -297,7 +309,31 @@ class CheckpointsPane(Widget):
             return
         self.app.push_screen(ExportScreen(e.ref, e.label, str(Path(self.app.runs_dir).parent / "exports")))
 
+    async def action_chat(self, both: bool) -> None:
+        """Open the Chat pane on the selected model (both: on A and B side by side)."""
+        if both:
+            a, b = self.picked["a"], self.picked["b"]
+            if a is None or b is None:
+                self.status("pick A and B first: select a row and press a, another and press b")
+                return
+            refs = (a.ref, b.ref)
+        else:
+            e = self.selected()
+            if e is None:
+                self.status("select a model to chat with")
+                return
+            refs = (e.ref, None)
+        chat = await self.app.ensure_pane("chat")
+        if chat is None:
+            self.status("no Chat pane in this workbench")
+            return
+        await self.app.action_show_pane("chat")
+        chat.start(*refs)
+
     def commands(self):
-        return [("Compare A and B", "Open the A/B comparison of the picked models", lambda: self.action_compare(False)),
+        return [("Chat with the selected model", "Open the Chat pane on it", lambda: self.run_worker(self.action_chat(False))),
+                ("Blind chat A vs B", "Chat with A and B hidden; picks become DPO rows",
+                 lambda: self.run_worker(self.blind_chat())),
+                ("Compare A and B", "Open the A/B comparison of the picked models", lambda: self.action_compare(False)),
                 ("Blind vote A vs B", "Compare with the models hidden and vote; votes become DPO data",
                  lambda: self.action_compare(True))]

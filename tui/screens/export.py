@@ -1,4 +1,5 @@
-"""Export a checkpoint from the Checkpoints pane: output directory, merge or adapter only, dtype; runs in the helper."""
+"""Export a checkpoint from the Checkpoints pane: where, which format (safetensors, GGUF, Ollama, vLLM), quantisation,
+dtype; runs in the helper with its phases (fetching the converter, converting, checking) shown as they happen."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+FORMATS = [("safetensors", "safetensors"), ("GGUF (llama.cpp)", "gguf"), ("GGUF LoRA adapter", "gguf-lora"),
+           ("Ollama (GGUF + Modelfile)", "ollama"), ("vLLM", "vllm")]
+QUANTS = ("f16", "bf16", "q8_0", "f32")
 
 
 def default_out(parent: str, label: str) -> str:
@@ -34,8 +38,10 @@ class ExportScreen(ModalScreen[dict | None]):
             yield Label("Output directory (must not exist, or be empty):")
             yield Input(default_out(self.out_parent, self.label), id="export-out")
             with Horizontal(id="export-opts"):
-                yield Checkbox("merge the adapter into the base weights", True, id="export-merge")
+                yield Select(FORMATS, value="safetensors", allow_blank=False, id="export-format")
+                yield Select([(q, q) for q in QUANTS], value="f16", allow_blank=False, id="export-quant")
                 yield Select([(d, d) for d in DTYPES], value="auto", allow_blank=False, id="export-dtype")
+            yield Checkbox("safetensors: merge the adapter into the base weights", True, id="export-merge")
             yield Static("", id="export-log")
             with Horizontal(id="export-buttons"):
                 yield Button("Export", id="export-go", variant="primary")
@@ -61,8 +67,10 @@ class ExportScreen(ModalScreen[dict | None]):
             self.log_line("give an output directory", error=True)
             return
         self.query_one("#export-go", Button).disabled = True
+        fmt = self.query_one("#export-format", Select).value
         args = {"ref": self.ref, "out": str(Path(out).expanduser()), "runs_dir": str(self.app.runs_dir),
-                "merge": self.query_one("#export-merge", Checkbox).value,
+                "merge": self.query_one("#export-merge", Checkbox).value, "format": fmt,
+                "quant": self.query_one("#export-quant", Select).value if fmt in ("gguf", "gguf-lora", "ollama") else None,
                 "dtype": self.query_one("#export-dtype", Select).value}
         self.run_worker(self.export(args), group="export", exclusive=True, exit_on_error=False)
 
@@ -81,7 +89,7 @@ class ExportScreen(ModalScreen[dict | None]):
             self.query_one("#export-go", Button).disabled = False
             return
         r = self.result or {}
-        self.log_line(f"wrote {r.get('kind')} model to {r.get('out')} ({r.get('size_bytes', 0) / 2**20:.1f} MiB)")
+        self.log_line(r.get("describe") or f"wrote {r.get('kind')} to {r.get('out')}")
         self.app.set_status(f"exported {self.label} to {r.get('out')}")
 
     def action_cancel(self) -> None:

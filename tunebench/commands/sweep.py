@@ -106,7 +106,7 @@ def create(runs_dir: Path, args) -> int:
     total = table["trials_total"]
     print(f"sweep {path.name}: {mode}, {total} trial(s), {direction} {args.objective}, pruner {args.pruner}; "
           f"{len(table['trials'])} queued now" + (f"; scheduler started (pid {pid})" if pid else ""))
-    print(f"follow it: tunebench sweep status {path.name}   (or the Sweeps pane [7] in the workbench)")
+    print(f"follow it: tunebench sweep status {path.name}   (or the Sweeps pane [8] in the workbench)")
     return 0
 
 

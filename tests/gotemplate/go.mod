@@ -1,0 +1,3 @@
+module tunebench/gotemplate
+
+go 1.19
