@@ -15,7 +15,7 @@ from engine.data.errors import DataError
 from tunebench.errors import CliError
 
 COMMAND_MODULES = [f"tunebench.commands.{name}" for name in
-                   ("train", "runs", "attach", "inspect", "compare", "export", "estimate", "demo")]
+                   ("train", "runs", "eval", "attach", "inspect", "compare", "export", "estimate", "demo")]
 
 
 def build_parser() -> argparse.ArgumentParser:
