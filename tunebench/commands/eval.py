@@ -49,6 +49,10 @@ def run(args) -> int:
             raise CliError(f"eval: {name} must be at least 1, not {v}")
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise CliError(f"eval: --num-fewshot must be 0 or more, not {args.num_fewshot}")
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise CliError("eval: lm-evaluation-harness is not installed: pip install 'tunebench[eval]' (or lm-eval)")
     if not args.allow_download:  # before any ML import: the hub libraries read these once, at import
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     import warnings
