@@ -113,7 +113,7 @@ def main() -> int:
     curves = {}
     for name in a.runs.split(","):
         run_dir = train(name, base, files["task"], runs_dir,
-                        [f"data.eval={files['task_eval']}", f"data.general_eval={files['general']}",
+                        [f"data.eval={files['task_eval']}", f"data.general_eval={files['general']}", "data.skip_invalid=true",
                          f"training.max_steps={a.steps}", "training.eval_steps=10", "training.learning_rate=1e-3",
                          "training.lr_scheduler=constant", *VARIANTS[name], *a.set])
         curves[name] = curve(run_dir)

@@ -110,7 +110,7 @@ def jsonl_task(path: Path, workdir: Path, max_new_tokens: int) -> TaskSpec:
     return TaskSpec(name, "multiple_choice" if mc else "generation", config, str(path))
 
 
-def data_needs(cfg: dict, where: str) -> tuple[list[str], list[str]]:
+def data_needs(cfg: dict) -> tuple[list[str], list[str]]:
     """(hub data sets, missing local files) a task config reads."""
     path = cfg.get("dataset_path")
     if not path:
@@ -137,7 +137,7 @@ def yaml_task(path: Path) -> TaskSpec:
         raise BenchmarkError(f"{path}: not a readable lm-eval task file ({e})") from None
     if not isinstance(cfg, dict) or "task" not in cfg:
         raise BenchmarkError(f"{path}: an lm-eval task file needs a `task:` name")
-    hub, missing = data_needs(cfg, str(path))
+    hub, missing = data_needs(cfg)
     if missing:
         raise BenchmarkError(f"{path}: task {cfg['task']} reads {', '.join(missing)}, which is not there "
                              "(a relative data_files path is read from the directory you run tunebench in)")
@@ -152,9 +152,9 @@ def registry_task(name: str, manager) -> TaskSpec:
         hint = closest(name, manager.all_tasks)
         raise BenchmarkError(f"--tasks {name}: not a file and not an lm-eval task" + (f"; {hint}" if hint else "")
                              + " (give a JSONL, a task YAML, or a name from `lm-eval ls tasks`)")
-    hub, _ = data_needs(entry.cfg or {}, name)
-    if entry.cfg and not entry.cfg.get("dataset_path") and entry.yaml_path:  # a group: its members' data
-        hub = [f"the data sets of the {name} group's tasks"]
+    hub, _ = data_needs(entry.cfg or {})
+    if not hub and entry.kind.name in ("GROUP", "TAG"):  # its members' data sets, named when they fail to load
+        hub = [f"the data sets of the {name} {entry.kind.name.lower()}'s tasks"]
     return TaskSpec(name, "registry", name, name, hub)
 
 
@@ -164,7 +164,7 @@ def resolve_tasks(items: list[str], workdir: Path, max_new_tokens: int = 32) -> 
     specs, names = [], []
     for item in items:
         p = Path(item).expanduser()
-        if p.suffix in (".jsonl", ".json") or p.suffix in (".yaml", ".yml"):
+        if p.suffix in (".jsonl", ".json", ".yaml", ".yml"):
             if not p.is_file():
                 raise BenchmarkError(f"--tasks {item}: no such file")
             specs.append(jsonl_task(p, workdir, max_new_tokens) if p.suffix in (".jsonl", ".json") else yaml_task(p))
@@ -184,7 +184,8 @@ def resolve_tasks(items: list[str], workdir: Path, max_new_tokens: int = 32) -> 
 
 # -- data ---------------------------------------------------------------------------------------------
 def go_offline() -> None:
-    """Refuse the network for hub data sets and models: a missing one fails at once, it does not hang."""
+    """Refuse the network for hub data sets and models, for the rest of this process: a missing one fails at
+    once, it does not hang (the CLI sets the same variables before any ML import)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     import sys
