@@ -79,6 +79,34 @@ def test_layer_decay_sets_the_optimizer_groups_as_declared(method, kind, tiny_mo
                                                   "embeddings": lr * decay ** 2})
 
 
+def test_gradual_unfreezing_adds_each_layer_at_its_decayed_rate(tiny_model, texts, tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    from engine.rundir.events import EventWriter, read_events
+    from engine.training.methods import freezing, sft
+
+    decay, lr = 0.5, 1e-3
+    cfg = config(tiny_model, texts["train"], adapter={"kind": "none"}, data={"loss_on": "all"},
+                 training={"learning_rate": lr, "layer_lr_decay": decay, "unfreeze_every": 1,
+                           "freeze": ["model.layers.*", "model.embed_tokens.*"]})
+    trainer, _ = built_trainer(sft, cfg)
+    events = EventWriter(tmp_path / "events.jsonl")
+    freezing.apply(trainer, cfg, events)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    assert {g["lr"] for g in trainer.optimizer.param_groups} == {lr}  # the head and the final norm
+    unfreezer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, freezing.Unfreezer))
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for step, (layer, rate) in enumerate([(".layers.1.", lr), (".layers.0.", lr * decay),
+                                          ("embed_tokens", lr * decay ** 2)], 1):
+        unfreezer.on_step_end(trainer.args, TrainerState(global_step=step, max_steps=10), TrainerControl(),
+                              optimizer=trainer.optimizer, lr_scheduler=trainer.lr_scheduler)
+        new = trainer.optimizer.param_groups[-1]
+        assert all(layer in names[id(p)] for p in new["params"]) and new["lr"] == pytest.approx(rate)
+        assert trainer.lr_scheduler.base_lrs[-1] == pytest.approx(rate)  # the schedule scales it from there on
+    events.close()
+    assert sum("unfroze" in e.get("message", "") for e in read_events(tmp_path / "events.jsonl")) == 3
+
+
 def test_layer_decay_off_leaves_transformers_groups(tiny_model, texts):
     from engine.training.methods import sft
 
