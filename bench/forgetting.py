@@ -1,6 +1,7 @@
 """Forgetting at equal task loss: plain SFT against layer-wise learning rates and label smoothing (issue 18).
 
     .venv/bin/python bench/forgetting.py [--out DIR] [--steps N] [--runs plain,decay,smooth,both] [--base CKPT] [--data DIR] [--set KEY=VALUE]
+    .venv/bin/python bench/forgetting.py --report DIR [DIR ...]   # runs made in parallel, one table
 
 A real check on real text at toy size, every run a real `tunebench train`:
 1. a tiny Llama (4 layers, hidden 128, a BPE tokenizer trained on the data) is "pretrained" on 250 C4 rows
@@ -85,6 +86,20 @@ def general_at(points: list[tuple[int, float, float]], target: float) -> float |
     return None
 
 
+def table(curves: dict) -> float:
+    """Print each run's general loss at the task loss every run reaches; returns that task loss."""
+    best = {name: min(t for _, t, _ in c if t is not None) for name, c in curves.items()}
+    target = max(best.values())  # the task loss every run reaches
+    print(f"\ntask = Alpaca eval loss, general = held-out C4 loss; general read at task loss {target:.4f}\n")
+    print(f"{'run':8} {'general@base':>12} {'best task':>10} {'general@target':>15} {'final task':>11} "
+          f"{'final general':>14}")
+    for name, c in curves.items():
+        g = general_at(c, target)
+        print(f"{name:8} {c[0][2]:12.4f} {best[name]:10.4f} {(f'{g:.4f}' if g is not None else '-'):>15} "
+              f"{c[-1][1]:11.4f} {c[-1][2]:14.4f}")
+    return target
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None, help="work directory (default: a new temporary one)")
@@ -95,7 +110,15 @@ def main() -> int:
     p.add_argument("--base", type=Path, default=None, help="a pretrained checkpoint to start from (skips step 1; "
                    "the tokenizer is its own)")
     p.add_argument("--data", type=Path, default=DATA, help="the llamafactory data folder (default ../shared/data/...)")
+    p.add_argument("--report", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="only print the table of earlier --out directories together (runs made in parallel)")
     a = p.parse_args()
+    if a.report:
+        curves = {}
+        for d in a.report:
+            curves.update(json.loads((d / "curves.json").read_text())["curves"])
+        table(curves)
+        return 0
     if not (a.data / "c4_demo.jsonl").exists():
         raise SystemExit(f"{a.data} is absent: this benchmark reads ../shared/data beside the project (or --data)")
     out = a.out or Path(tempfile.mkdtemp(prefix="tunebench-forgetting-"))
@@ -117,15 +140,7 @@ def main() -> int:
                          f"training.max_steps={a.steps}", "training.eval_steps=10", "training.learning_rate=1e-3",
                          "training.lr_scheduler=constant", *VARIANTS[name], *a.set])
         curves[name] = curve(run_dir)
-    best = {name: min(t for _, t, _ in c if t is not None) for name, c in curves.items()}
-    target = max(best.values())  # the task loss every run reaches
-    print(f"\ntask = Alpaca eval loss, general = held-out C4 loss; general read at task loss {target:.4f}\n")
-    print(f"{'run':8} {'general@base':>12} {'best task':>10} {'general@target':>15} {'final task':>11} "
-          f"{'final general':>14}")
-    for name, c in curves.items():
-        g = general_at(c, target)
-        print(f"{name:8} {c[0][2]:12.4f} {best[name]:10.4f} {(f'{g:.4f}' if g is not None else '-'):>15} "
-              f"{c[-1][1]:11.4f} {c[-1][2]:14.4f}")
+    target = table(curves)
     print(json.dumps({"target_task_loss": target, "curves": curves}), file=open(out / "curves.json", "w"))
     return 0
 
