@@ -17,8 +17,8 @@ from engine.rundir.lock import Refused
 from tunebench.errors import CliError
 
 COMMAND_MODULES = [f"tunebench.commands.{name}" for name in
-                   ("train", "join", "runs", "queue", "sweep", "attach", "inspect", "compare", "chat", "export",
-                    "estimate", "demo")]
+                   ("train", "join", "runs", "queue", "sweep", "eval", "attach", "inspect", "compare", "chat",
+                    "export", "estimate", "demo")]
 
 
 RUNS_DIR_HELP = "where runs live (default $TUNEBENCH_RUNS_DIR or ./runs)"

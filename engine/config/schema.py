@@ -153,6 +153,14 @@ class Training(Section):
     unfreeze_every: int = key(0, "Gradual unfreezing: every this many steps the frozen layer nearest the output trains again; 0 = never.",
                               min=0, max=HUGE)
     report_to: str | list[str] = key("none", "Extra trackers: none, tensorboard, wandb, trackio, mlflow (when installed).")
+    layer_lr_decay: float = key(1.0, "Layer-wise rates: each layer below the top trains at the rate x this per layer, "
+                                "embeddings lowest; ~0.8-0.95 helps keep general ability (full or adapter tuning); 1 = off.",
+                                min=0.01, max=1)
+    label_smoothing: float = key(0.0, "Share of each target's probability spread over the other classes/tokens (sft, "
+                                 "classification); helps noisy labels and overconfidence; costs a forward pass a step in sft.",
+                                 min=0, max=0.5)
+    neftune_noise_alpha: float = key(0.0, "NEFTune: noise on the input embeddings while training (sft; the paper uses 5); "
+                                     "helps instruction tuning on small data generalise; 0 = off.", min=0, max=1000)
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,7 @@ def method_rules(cfg: dict) -> list[Problem]:
     if t["unfreeze_every"] and world_size(cfg["hardware"]) > 1:
         problems.append(Problem("training.unfreeze_every", "gradual unfreezing is single-process only (DDP fixes the "
                                 "trained set at start)", "set hardware.num_processes: 1 or drop it"))
+    problems += practice_rules(cfg)
     losses = cfg["preference"]["loss_type"]
     if method == "kto" and len(losses) > 1:
         problems.append(Problem("preference.loss_type", "KTO takes one loss type (kto or apo_zero_unpaired)"))
@@ -223,4 +224,20 @@ def method_rules(cfg: dict) -> list[Problem]:
             hint = closest(loss, known)
             problems.append(Problem("preference.loss_type", f"{loss!r} is not a {method} loss",
                                     f"one of {names}" + (f" ({hint})" if hint else "")))
+    return problems
+
+
+def practice_rules(cfg: dict) -> list[Problem]:
+    """Layer-wise learning rates, label smoothing and NEFTune: where each one has a meaning."""
+    problems: list[Problem] = []
+    method, kind, t = cfg["method"], cfg["adapter"]["kind"], cfg["training"]
+    if t["layer_lr_decay"] != 1 and kind in ("prompt_tuning", "prefix_tuning"):
+        problems.append(Problem("training.layer_lr_decay", f"{kind} trains virtual tokens, not layers: no layer to decay",
+                                "set it to 1, or use adapter.kind none, lora, dora or ia3"))
+    if t["label_smoothing"] and method not in ("sft", "classification"):
+        problems.append(Problem("training.label_smoothing", f"only for method sft or classification, not {method} "
+                                "(its trainer computes a loss of its own)", "set it to 0"))
+    if t["neftune_noise_alpha"] and method != "sft":
+        problems.append(Problem("training.neftune_noise_alpha", f"only for method sft, not {method} "
+                                "(NEFTune is a recipe for instruction tuning)", "set it to 0"))
     return problems

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-KINDS = ("metrics", "eval", "telemetry", "checkpoint", "log", "state", "summary", "data", "sample")
+KINDS = ("metrics", "eval", "telemetry", "checkpoint", "log", "state", "summary", "data", "sample", "benchmark")
 
 
 def _repair_tail(path: Path) -> int:

@@ -10,6 +10,7 @@ import os
 from engine.config import Config
 from engine.planning import resolve as plan
 from engine.planning.resolve import Machine, installed
+from engine.training import layerwise
 
 
 def resolve(cfg: Config) -> dict:
@@ -26,6 +27,11 @@ def resolve(cfg: Config) -> dict:
         raise RuntimeError("training.liger_kernel: true needs a CUDA GPU (Triton kernels); set it to auto or false")
     if out["gradient_checkpointing"] is None:
         out["gradient_checkpointing"] = checkpointing_needed(cfg, out)
+    t = cfg.training
+    if t.layer_lr_decay != 1:  # the declared rate at each depth; the optimizer's groups follow it
+        m = cfg.model
+        n = layerwise.model_layers(m.name_or_path, m.trust_remote_code, m.revision)
+        out["layer_lrs"] = layerwise.schedule(t.learning_rate, n, t.layer_lr_decay) if n else None
     return out
 
 

@@ -18,8 +18,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
+from engine.checkpoints.bench_results import for_step, run_benchmarks, summary_line
 from engine.checkpoints.refs import final_checkpoint
-from engine.rundir.runs import ACTIVE, list_runs
+from engine.rundir.runs import ACTIVE, Run, list_runs
 
 COLUMNS = ("model", "step", "eval loss", "saved", "size", "base model")
 
@@ -173,6 +174,18 @@ class CheckpointsPane(Widget):
             table.move_cursor(row=row)
         self.status(f"{len(found)} model(s) in {self.app.runs_dir}" if found else
                     f"No checkpoints yet in {self.app.runs_dir}: a run saves one at its end (or press s in Monitor).")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The highlighted checkpoint's latest `tunebench eval` result, when it has one, on the status line."""
+        e = self.entries.get(str(event.row_key.value))
+        if e is not None and e.run_id and e.kind != "base":
+            self.run_worker(self.show_benchmark(e), group="benchmark", exclusive=True, exit_on_error=False)
+
+    async def show_benchmark(self, e: Entry) -> None:
+        run = Run(Path(e.ref).parent.parent if e.kind == "checkpoint" else Path(e.ref))
+        found = for_step(await asyncio.to_thread(run_benchmarks, run), e.step)  # reads the run's events.jsonl
+        if found is not None:
+            self.status(f"benchmark: {summary_line(found)}")
 
     def action_refresh_models(self) -> None:
         self._shown = []

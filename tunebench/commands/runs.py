@@ -26,9 +26,9 @@ def add_parser(sub):
     p = sub.add_parser("verify", help="check a run directory: events parse, every checkpoint is complete and loads")
     p.add_argument("run")
     p.set_defaults(func=cmd_verify)
+    # `eval` is tunebench.commands.eval: evaluate-now for a live run, or benchmarks with --tasks
     for name, helptext in (("stop", "stop a run (saves a checkpoint first)"), ("pause", "pause a run between steps"),
-                           ("resume", "resume a paused run"), ("save", "save a checkpoint now"),
-                           ("eval", "evaluate now")):
+                           ("resume", "resume a paused run"), ("save", "save a checkpoint now")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("run")
         p.set_defaults(func=cmd_control, control=name)

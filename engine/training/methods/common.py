@@ -38,6 +38,8 @@ def training_kwargs(cfg: Config, resolved: dict, trainer_dir: str, has_eval: boo
         use_liger_kernel=resolved.get("liger_kernel", False),
         disable_tqdm=True,  # progress is the events' job; tqdm to engine.log costs a write per step
         dataloader_num_workers=0,
+        label_smoothing_factor=t.label_smoothing,  # validation allows it for sft and classification only
+        neftune_noise_alpha=t.neftune_noise_alpha or None,  # None = off (transformers' own default); sft only
     )
 
 
