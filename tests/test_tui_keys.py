@@ -67,3 +67,24 @@ async def test_the_compact_field_with_focus_stands_out(tmp_path, runs_dir):
         await until(pilot, lambda: name.has_focus and settled(app))
         focused = name.styles.background
         assert focused != blurred and focused.get_contrast_text() and abs(focused.brightness - blurred.brightness) > 0.05
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 36)])
+async def test_every_tab_is_on_screen_at_every_common_width(tmp_path, runs_dir, size):
+    """Eight panes: at 80 columns the full titles would push Chat and Sweeps off screen, so the short titles
+    ("3 Params") are used there; wide terminals keep the full ones."""
+    from textual.widgets import Tab
+
+    from tui.registry import PANES
+
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: settled(app))
+        tabs = {t.id.removeprefix("--content-tab-"): t for t in app.query(Tab)}
+        assert set(tabs) >= {p.key for p in PANES}
+        for spec in PANES:
+            region = tabs[spec.key].region
+            assert region.width > 0 and region.right <= size[0], (spec.key, region)
+            assert tabs[spec.key].label_text.startswith(spec.binding)
+        assert (tabs["hyperparams"].label_text == "3 Hyperparameters") == (size[0] >= 100)

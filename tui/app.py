@@ -22,6 +22,13 @@ from tui.registry import HEADER, PANES, RUN_PANE, PaneSpec, load  # noqa: F401 (
 from tui.widgets.spinner import Spinner
 
 
+def tab_label(spec, width: int) -> str:
+    """A pane's tab label at a terminal `width`: the full title when every full label fits (a tab is its label
+    plus one column each side), else the short one."""
+    full = sum(len(f"{p.binding} {p.title}") + 2 for p in PANES)
+    return f"{spec.binding} {spec.title if width >= full else spec.compact}"
+
+
 class TuneBench(App):
     """The tunebench workbench."""
 
@@ -55,8 +62,8 @@ class TuneBench(App):
         first = RUN_PANE if self.initial_run is not None and any(p.key == RUN_PANE for p in PANES) else PANES[0].key
         with TabbedContent(id="panes", initial=first):
             for spec in PANES:
-                # "1 Runs": key first, no brackets, so the six tabs fit an 80-column terminal
-                with TabPane(f"{spec.binding} {spec.title}", id=spec.key):
+                # "1 Runs": key first, no brackets; on_resize shortens the titles where they do not all fit
+                with TabPane(tab_label(spec, self.size.width), id=spec.key):
                     # Only the first pane is built before the first paint; the others are mounted
                     # right after it (mount_later), or at once when asked for (ensure_pane). Each pane
                     # adds hundreds of styled widgets: building them all first doubled the time to paint.
@@ -66,6 +73,17 @@ class TuneBench(App):
             yield Static("", id="status")
             yield Spinner(id="spinner")
         yield Footer()
+
+    def on_resize(self, event) -> None:
+        """Every tab stays on screen: below the width the full titles need, the short ones ("3 Params")."""
+        panes = self.query("#panes")
+        if not panes:
+            return
+        for spec in PANES:
+            tab = panes.first(TabbedContent).get_tab(spec.key)
+            label = tab_label(spec, event.size.width)
+            if tab.label_text != label:
+                tab.label = label
 
     def pane(self, key: str):
         """The pane `key` if it is built (None before ensure_pane or mount_later reached it)."""

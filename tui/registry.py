@@ -14,14 +14,19 @@ class PaneSpec:
     title: str     # tab label
     target: str    # "module:Class"
     binding: str   # key that shows the pane
+    short: str = ""  # tab label when the full titles do not fit the terminal's width
+
+    @property
+    def compact(self) -> str:
+        return self.short or self.title
 
 
 PANES: list[PaneSpec] = [
     PaneSpec("runs", "Runs", "tui.panes.runs:RunsPane", "1"),
-    PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2"),
-    PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3"),
+    PaneSpec("dataset", "Dataset", "tui.panes.dataset:DatasetPane", "2", "Data"),
+    PaneSpec("hyperparams", "Hyperparameters", "tui.panes.hyperparams:HyperparamsPane", "3", "Params"),
     PaneSpec("monitor", "Monitor", "tui.panes.monitor:MonitorPane", "4"),
-    PaneSpec("checkpoints", "Checkpoints", "tui.panes.checkpoints:CheckpointsPane", "5"),
+    PaneSpec("checkpoints", "Checkpoints", "tui.panes.checkpoints:CheckpointsPane", "5", "Ckpts"),
     PaneSpec("overlay", "Overlay", "tui.panes.overlay:OverlayPane", "6"),
     PaneSpec("chat", "Chat", "tui.panes.chat:ChatPane", "7"),
     PaneSpec("sweeps", "Sweeps", "tui.panes.sweeps:SweepsPane", "8"),
