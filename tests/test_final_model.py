@@ -13,7 +13,7 @@ from tui.panes.checkpoints import entries
 
 def fabricated(runs_dir, steps, **status) -> Run:
     """A run directory as the engine leaves it: complete checkpoints (their meta file) and a status."""
-    run = create_run(runs_dir, cfgmod.Config().with_values({"model.name_or_path": "org/base"}))
+    run = create_run(runs_dir, cfgmod.Config().with_values({"model.name_or_path": "org/base", "data.train": "train.jsonl"}))
     for step in steps:
         d = run.checkpoints_dir / f"checkpoint-{step}"
         d.mkdir()

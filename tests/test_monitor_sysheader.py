@@ -20,7 +20,7 @@ GIB = 1 << 30
 
 
 def _live_run(runs_dir, pid: int):
-    run = create_run(runs_dir, cfgmod.Config().with_values({"model.name_or_path": "tiny"}))
+    run = create_run(runs_dir, cfgmod.Config().with_values({"model.name_or_path": "tiny", "data.train": "train.jsonl"}))
     run.write_status(state="running", pid=pid, pid_started=psutil.Process(pid).create_time())
     return run
 

@@ -14,7 +14,7 @@ from engine.rundir.runs import STATES, Run, create_run
 from engine.scheduling import space as spacemod
 from engine.scheduling.room import Device, Load, Machine, decide
 
-CFG = cfgmod.Config(name="q").with_values({"model.name_or_path": "org/tiny-model"})
+CFG = cfgmod.Config(name="q").with_values({"model.name_or_path": "org/tiny-model", "data.train": "train.jsonl"})
 
 
 def test_queued_is_a_state_that_is_never_active_or_lost(tmp_path):

@@ -171,7 +171,7 @@ def test_run_rows_say_never_started_and_keep_a_run_whose_status_is_gone(runs_dir
 async def test_queued_runs_show_their_place_move_and_cancel(runs_dir, tmp_path):
     from engine.rundir.queue import Queue, enqueue
 
-    cfg = cfgmod.Config(name="waits").with_values({"model.name_or_path": "org/tiny-model"})
+    cfg = cfgmod.Config(name="waits").with_values({"model.name_or_path": "org/tiny-model", "data.train": "train.jsonl"})
     first, _ = enqueue(runs_dir, cfg)
     second, _ = enqueue(runs_dir, cfg)
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)

@@ -15,7 +15,7 @@ from tui.panes.overlay import short_id
 
 
 def make_run(runs_dir, name, state="completed", **status):
-    run = create_run(runs_dir, cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model"}))
+    run = create_run(runs_dir, cfgmod.Config(name=name).with_values({"model.name_or_path": "org/tiny-model", "data.train": "train.jsonl"}))
     run.write_status(state=state, started=time.time() - 60, **status)
     created = time.time() - 100 + len(list(runs_dir.iterdir()))  # distinct creation times, in the order made
     os.utime(run.config_path, (created, created))  # (the lists order runs by config.yaml's mtime)

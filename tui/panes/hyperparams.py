@@ -13,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, Switch
 
 from engine import config as cfgmod
+from engine.planning.preflight import model_problems
 from tui.helper_client import HelperError
 from tui.launching import absolute_paths, check_model, launch_run, list_presets, preset_text
 from tui.messages import RunSelected
@@ -416,10 +417,12 @@ class HyperparamsPane(Widget):
 
     def action_launch(self) -> None:
         raw, problems = self.current()
-        problems = problems or cfgmod.run_rules(raw)  # what the CLI refuses before creating a run (data.train)
-        if problems:
-            self.app.notify("\n".join(map(str, problems[:6])), title=f"not launched: {len(problems)} problem(s)",
-                            severity="error")
+        if not problems:  # what the CLI refuses before creating a run, all at once: data.train, the model's rules
+            problems = cfgmod.run_rules(raw)
+            if problems:
+                problems += model_problems(cfgmod.Config.from_dict(raw))
+        if problems:  # shown as a refused preflight is: the panel, the marked keys, a notification
+            self.show_preflight({"messages": [str(p) for p in problems], "keys": [p.path for p in problems]})
             return
         self.launch(absolute_paths(cfgmod.Config.from_dict(raw), Path.cwd()))
 

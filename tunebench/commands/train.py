@@ -322,7 +322,8 @@ def follow(r: Run, offset: int = 0) -> int:
                 if state in ("completed", "stopped", "failed", "lost", "unstarted"):
                     # The step it ended at: metrics come every logging_steps (355), a stop lands between (358).
                     steps = [e["step"] for e in tail.read() if e.get("kind") in ("metrics", "state") and e.get("step")]
-                    bar.update(task, completed=max([*steps, int(r.status().get("step") or 0)]))
+                    st = r.status()  # the total too: a run stopped before its first metrics event never set it
+                    bar.update(task, completed=max([*steps, int(st.get("step") or 0)]), total=st.get("max_steps") or None)
                     break
                 time.sleep(0.25)
     finally:
