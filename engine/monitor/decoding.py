@@ -93,6 +93,27 @@ def parse_lines(data: bytes, kinds: tuple[str, ...] | None = None) -> tuple[list
 
     `kinds` skips other events before parsing, by the bytes `"kind":"<k>"` that EventWriter writes
     (compact separators): the overlay reads loss curves without paying for telemetry lines."""
+    events, bad = _parse(data, kinds)
+    if b'"nonfinite"' in data:
+        for e in events:
+            for path in e.get("nonfinite") or ():
+                _restore_nan(e, str(path))
+    return events, bad
+
+
+def _restore_nan(event: dict, path: str) -> None:
+    """EventWriter writes a non-finite number as null and names it in `nonfinite` ("loss", "eval.x"): the
+    monitor reads it back as NaN, so a diverged loss is counted as dropped, not taken for a missing value."""
+    *parents, key = path.split(".")
+    for p in parents:
+        event = event.get(p)
+        if not isinstance(event, dict):
+            return
+    if event.get(key, 0) is None:
+        event[key] = float("nan")
+
+
+def _parse(data: bytes, kinds: tuple[str, ...] | None) -> tuple[list[dict], int]:
     lines = data.splitlines()
     if kinds:
         pats = [b'"kind":"%s"' % k.encode() for k in kinds]
@@ -118,6 +139,8 @@ def parse_lines(data: bytes, kinds: tuple[str, ...] | None = None) -> tuple[list
 
 def decode(data: bytes, kinds: tuple[str, ...] | None = None) -> Batch:
     """Decode a chunk of complete lines, through the fast path when the whole chunk allows it."""
+    if b'"nonfinite"' in data:  # rare (a diverged run): the dict path restores the NaNs the writer nulled
+        return Batch([], set(), None, [], None, *parse_lines(data, kinds))
     lines = data.splitlines()
     try:
         typed = list(map(_TYPED.decode, lines))
