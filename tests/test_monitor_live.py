@@ -55,8 +55,8 @@ def test_pause_resume_and_stop_from_the_pane_on_a_real_run(tiny_model, chat_json
             paused_at = run.status()["step"]
             # Save and evaluate while paused: the pane sends both, in order; the engine saves and evaluates and
             # the Monitor shows the state it reports (paused), never one it has left.
-            # (One at a time: the engine of this branch trains a step to evaluate when eval follows save in one
-            # pause; the control state machine of issue 14 applies a batch in order.)
+            # One after the other: the eval is asked while the engine already waits again after the save (it used
+            # to train a step first, when the trainer cleared the flag); a batch sent together is applied in order.
             await pilot.press("s")
             await until(pilot, lambda: paused_at in mon.data.checkpoints, timeout=120, what="the save")
             evals = len(read_events(run.events_path, ("eval",)))
@@ -64,6 +64,7 @@ def test_pause_resume_and_stop_from_the_pane_on_a_real_run(tiny_model, chat_json
             assert [c for c, _ in mon.sent] == ["pause", "save", "eval"]
             await until(pilot, lambda: len(read_events(run.events_path, ("eval",))) > evals, timeout=120,
                         what="the evaluation")
+            assert read_events(run.events_path, ("eval",))[-1]["step"] == paused_at  # evaluated while paused
             await until(pilot, lambda: not mon.pending(), timeout=60, what="the engine took both")
             await until(pilot, lambda: mon.state == run.state() == "paused" and "paused" in head(), timeout=30,
                         what="still paused")

@@ -101,6 +101,8 @@ class RunCallback(TrainerCallback):
         self.before_rename = None  # a fault-injection hook (engine/faults.py); None in normal runs
         self._paused = False
         self._pause_pending = False  # paused, but left the wait so the trainer could save or evaluate
+        self._inside = False  # waiting inside on_save/on_evaluate: a save or eval asked now is done here
+        self.trainer = None  # set by the engine once built: saves and evals asked while paused call it directly
         self._progress_due = False  # on_step_end left this step's progress write to on_log (with its loss)
         self._progress = ProgressWriter(run)
         self.step = 0  # the last step the trainer finished (for failure messages)
@@ -203,15 +205,37 @@ class RunCallback(TrainerCallback):
             time.sleep(0.2)
             self._apply_controls(state, control)  # every rank waits in this loop and leaves it at the same turn
             if control.should_save or control.should_evaluate:
+                if self._inside and self.trainer is not None:
+                    # The trainer clears these flags at the next step's start: leaving the wait here would
+                    # train a step before the save or eval the user asked for while paused. Done now instead.
+                    self._do_now(control)
+                    continue
                 self._pause_pending = True
                 break
         self.excluded_s += time.perf_counter() - t0
         self._mark = time.perf_counter()
 
     def _back_to_pause(self, state, control):
+        if self._inside:
+            return  # a save or eval _do_now runs: the wait that asked for it goes on
         if self._pause_pending and not control.should_save:  # after the last of eval-then-save
             self._pause_pending = False
-            self._hold(state, control)
+            self._inside = True
+            try:
+                self._hold(state, control)
+            finally:
+                self._inside = False
+
+    def _do_now(self, control) -> None:
+        """Evaluate and/or save at the current step, still paused, as the trainer's own loop would (every rank
+        gets the same flags, so the collectives of an evaluation meet)."""
+        t, evaluate, save = self.trainer, control.should_evaluate, control.should_save
+        control.should_evaluate = control.should_save = False
+        if evaluate:
+            t.evaluate()  # on_evaluate writes the eval event
+        if save:
+            t._save_checkpoint(t.model, trial=None)  # transformers' own save, as _maybe_log_save_evaluate calls it
+            t.control = t.callback_handler.on_save(t.args, t.state, t.control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         now = time.perf_counter()

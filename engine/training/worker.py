@@ -295,6 +295,7 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         callback = RunCallback(run, events, cfg, job, stop_flag)
         method = importlib.import_module(METHOD_MODULES[cfg.method])
         trainer = method.build(cfg, resolved, job, [callback])
+        callback.trainer = trainer
         from engine.training.methods.extras import attach  # training.freeze, gradual unfreezing, data.general_eval
 
         attach(trainer, cfg, callback)
