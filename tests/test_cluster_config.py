@@ -20,7 +20,7 @@ def problems_of(**hardware) -> dict:
 
 
 def cfg_with(**hardware) -> cfgmod.Config:
-    return cfgmod.Config().with_values({"model.name_or_path": "m", **{f"hardware.{k}": v for k, v in hardware.items()}})
+    return cfgmod.Config().with_values({"model.name_or_path": "m", "data.train": "train.jsonl", **{f"hardware.{k}": v for k, v in hardware.items()}})
 
 
 def test_hardware_keys_and_their_rules():

@@ -144,7 +144,7 @@ def test_sweep_space_is_checked_against_the_schema_before_anything_exists():
     assert spacemod.direction_of("eval_loss") == "minimize" and spacemod.direction_of("accuracy") == "maximize"
 
 
-def test_train_queue_from_the_cli_waits_for_the_cpu_and_stop_cancels_it(tmp_path, chat_jsonl):
+def test_train_queue_from_the_cli_waits_for_the_cpu_and_stop_cancels_it(tmp_path, tiny_model, chat_jsonl):
     """`tunebench train --queue` while a run holds the CPU: queued at #1 with a scheduler started, shown by
     `runs`, `status` and `queue`; `stop` cancels it before it ever starts, and the idle scheduler exits."""
     import json
@@ -163,7 +163,7 @@ def test_train_queue_from_the_cli_waits_for_the_cpu_and_stop_cancels_it(tmp_path
         busy = create_run(runs_dir, CFG)  # an engine that trains on the CPU now (a live process)
         busy.write_status(state="running", pid=holder.pid, pid_started=psutil.Process(holder.pid).create_time(),
                           started=time.time())
-        cfg = write_config(tmp_path / "c.yaml", tmp_path / "no-model-needed", chat_jsonl)
+        cfg = write_config(tmp_path / "c.yaml", tiny_model, chat_jsonl)  # checked by the preflight, never loaded
         out = tunebench("train", cfg, "--queue", "--detach", runs_dir=runs_dir)
         assert out.returncode == 0, out.stderr
         run_id = out.stdout.strip().splitlines()[-1]

@@ -158,6 +158,9 @@ def cmd_control(args) -> int:
                 q.cancel(run.id)
             except LookupError:
                 state = run.state()  # its engine took it meanwhile: stop the live run below
+                if state in WAITING:
+                    raise CliError(f"{printable(run.id)} is queued, but not by Slurm nor in {q.dir}; nothing here "
+                                   "can take it out of its queue") from None
             else:
                 print(f"{printable(run.id)}: cancelled while queued (it never started)")
                 return 0
