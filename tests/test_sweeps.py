@@ -238,7 +238,7 @@ def test_search_in_tmux_prunes_a_losing_trial_and_resumes_its_study_after_a_cras
                 "--trials 2 --enqueue training.learning_rate=3e-3 --enqueue training.learning_rate=1e-6 "
                 f"--prune-after 1 --name e2e && {BIN} --runs-dir runs", tmp_path)
     try:
-        tmux.wait_for("Sweeps [7]", timeout=240)
+        tmux.wait_for("Sweeps pane [8]", timeout=240)
         tmux.keys("8")
         tmux.wait_for("e2e", "learning_rate", timeout=120)
         sid = sweepfiles.list_sweeps(runs_dir)[0].name
