@@ -44,6 +44,27 @@ def shared_file(rel: str) -> Path:
     return p
 
 
+@pytest.fixture(autouse=True)
+def no_engine_outlives_its_test(request):
+    """A test that fails while its run is paused or training would leave the engine (a session of its own, by
+    design) running for good, loading the machine for every later test: kill what was started under the test's
+    temporary directory. Cost: one process listing per test that has a tmp_path."""
+    root = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames else None
+    yield
+    if root is None:
+        return
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.pid != os.getpid() and any(root in part for part in cmd) and any(
+                m in cmd for m in ("engine.worker", "engine.scheduling", "engine.rundir.slurm", "torch.distributed.run")):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer Llama with a BPE tokenizer trained here, saved with save_pretrained."""
