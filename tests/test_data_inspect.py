@@ -107,6 +107,21 @@ def test_inspect_text_report_without_a_model(tmp_path):
     assert json.loads(sst.stdout)["label_counts"] == {"0": 2994, "1": 3741}
 
 
+def test_inspect_without_a_method_reports_preference_data_and_the_methods_it_fits(tmp_path):
+    """No --method: the detected format decides (it used to refuse preference data as not fitting sft);
+    an explicit --method the data does not fit is still refused, naming the fix."""
+    pair = {"prompt": "2+2?", "chosen": "4", "rejected": "5"}
+    f = write_jsonl(tmp_path / "pairs.jsonl", [pair, pair, pair])
+    r = tunebench("inspect", f, "--json")
+    rep = json.loads(r.stdout)
+    assert r.returncode == 0 and rep["format"] == "preference" and rep["method"] == "dpo"
+    assert rep["fits_methods"] == ["dpo", "kto", "reward", "grpo", "rloo"] and rep["valid_rows"] == 3
+    text = tunebench("inspect", f)
+    assert text.returncode == 0 and "fits method(s) dpo, kto, reward, grpo, rloo" in text.stdout
+    refused = tunebench("inspect", f, "--method", "sft")
+    assert refused.returncode == 2 and "data.train_on_chosen" in refused.stderr
+
+
 def test_train_refuses_invalid_data_before_creating_a_run(tmp_path, tiny_model, runs_dir):
     f = write_jsonl(tmp_path / "d.jsonl", [TWO_TURNS, '{"messages": [', {"messages": "x"}, TWO_TURNS])
     cfg = write_config(tmp_path / "c.yaml", tiny_model, f)

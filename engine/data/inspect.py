@@ -191,3 +191,25 @@ def load_tokenizer(model_dir: str, trust_remote_code: bool = False):
 
 segments = _segments  # public names: the workbench's helper ops render rows with these
 plain_example = _plain_example
+
+
+def fitting_methods(spec, fmt: str = "auto", columns=None, split: str | None = None,
+                    subset: str | None = None) -> tuple[str, list[str]]:
+    """(the data's format, the methods it fits, in METHODS order) from its first rows: what `inspect` reports
+    when no --method is given, instead of refusing data that does not fit sft."""
+    from engine.config import METHODS
+    from engine.data import stream
+    from engine.data.convert import ACCEPTS
+    from engine.data.errors import DataError, Row
+    from engine.data.formats import KIND, detect, parse_columns, remap
+
+    if fmt == "auto":
+        rows = stream.head(stream.plan(spec, split, subset))
+        if not rows:
+            raise DataError(f"{spec}: no rows")
+        mapping = parse_columns(columns)
+        if mapping:
+            rows = [Row(remap(r.data, mapping), r.location) if r.data is not None else r for r in rows]
+        fmt = detect(rows)
+    kind = KIND[fmt]
+    return fmt, [m for m in METHODS if kind in ACCEPTS[m]]

@@ -16,7 +16,8 @@ def add_parser(sub):
     p = sub.add_parser("inspect", help="validate a dataset and report what the model will see")
     p.add_argument("data", nargs="+", help="data file(s), a glob, a save_to_disk directory or a hub dataset id")
     p.add_argument("--model", metavar="DIR", help="model (directory or hub id) whose tokenizer and chat template to use")
-    p.add_argument("--method", default="sft", choices=METHODS, help="the training method the data is for (default sft)")
+    p.add_argument("--method", choices=METHODS, help="the training method the data is for (default: the first the "
+                   "detected format fits: sft for chat, completion and text data, dpo for preference pairs, ...)")
     p.add_argument("--format", default="auto", choices=SCHEMA["data"]["format"].choices,
                    help="the row format (default: detected from the columns)")
     p.add_argument("--max-length", type=int, default=SCHEMA["data"]["max_length"].default, metavar="N",
@@ -42,6 +43,10 @@ def run(args) -> int:
     from engine.data import inspect as insp
 
     spec = args.data[0] if len(args.data) == 1 else list(args.data)
+    fits = None
+    if args.method is None:  # report on the data as it is; refuse only a --method the data does not fit
+        fmt, fits = insp.fitting_methods(spec, args.format, args.columns, args.split, args.subset)
+        args.method = fits[0] if fits else "sft"
     cfg = insp._cfg(spec, args.method, args.format, args.max_length, args.columns, split=args.split,
                     subset=args.subset, loss_on=args.loss_on, truncation=args.truncation,
                     min_completion_tokens=args.min_completion_tokens)
@@ -61,6 +66,10 @@ def run(args) -> int:
     finally:
         if live:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
+    if fits is not None:
+        rep["fits_methods"] = fits
+        rep.setdefault("warnings", []).insert(0, f"{rep.get('format', fmt)} data fits method(s) {', '.join(fits)}; "
+                                                 f"reported for {args.method} (--method chooses)")
     if args.json:
         json.dump(rep, sys.stdout, ensure_ascii=False, default=str)
         sys.stdout.write("\n")
@@ -91,8 +100,16 @@ def print_report(rep: dict) -> None:
     h = (rep.get("token_lengths") or {}).get("histogram")
     if h and sum(h["counts"]):
         peak = max(h["counts"])
-        for lo, hi, n in zip(h["edges"], h["edges"][1:], h["counts"]):
-            c.print(f"  {lo:>7}-{hi - 1:<7} {'#' * max(1 if n else 0, round(30 * n / peak)):<30} {n}")
+        bins = list(zip(h["edges"], h["edges"][1:], h["counts"]))
+        i = 0
+        while i < len(bins):
+            lo, hi, n = bins[i]
+            if not n:  # a run of empty bins is one line: the gap, not a column of zeros
+                while i + 1 < len(bins) and not bins[i + 1][2]:
+                    i += 1
+                hi = bins[i][1]
+            c.print(f"  {lo:>7}-{hi - 1:<7} {'#' * max(1 if n else 0, round(30 * n / peak)):<30} {n or 'none'}")
+            i += 1
     if rep.get("truncated_fraction") is not None:
         c.print(f"longer than max_length {rep['max_length']}: {rep['truncated_fraction']:.1%}")
     t = rep.get("truncation")
