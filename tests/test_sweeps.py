@@ -83,7 +83,8 @@ def grid(tmp_path_factory, tiny_model, chat_jsonl):
     out = tunebench("sweep", cfg, "--grid", "training.learning_rate=1e-3,3e-3,0", "--grid", "adapter.r=4,8",
                     "--pruner", "none", "--name", "grid", runs_dir=runs_dir)
     sid = sweep_id_of(out)
-    queued_at_once = [r["id"] for r in json.loads(tunebench("queue", "--json", runs_dir=runs_dir).stdout)]
+    # every trial's run exists when `tunebench sweep` returns (the scheduler may have started two already)
+    queued_at_once = [r.id for rs in trial_runs(runs_dir, sid).values() for r in rs]
     try:
         wait_for(lambda: any(r.status().get("state") == "completed" for rs in trial_runs(runs_dir, sid).values()
                              for r in rs), timeout=600, what="a first completed trial")

@@ -198,8 +198,10 @@ async def test_memory_verdict_follows_the_config(tmp_path, runs_dir, tiny_model,
         pane = await app.ensure_pane("hyperparams")
         await edit(pilot, pane, "model.name_or_path", str(tiny_model))
         await edit(pilot, pane, "hardware.gpu", "T4")
-        await until(pilot, lambda: "fits:" in text(app, "#memory"))
-        assert "of 15.0 GiB free" in text(app, "#memory") and "T4" in text(app, "#memory")
+        # the verdict for the CPU may show first: wait for the one against the GPU just named
+        await until(pilot, lambda: "fits:" in text(app, "#memory") and "T4" in text(app, "#memory"),
+                    what="the verdict against the T4")
+        assert "of 15.0 GiB free" in text(app, "#memory")
         # the time beside the memory: a typical MFU on a named GPU no run was measured on
         assert "time: ~" in text(app, "#memory") and "a typical MFU" in text(app, "#memory")
         await edit(pilot, pane, "training.batch_size", "4096")
