@@ -100,7 +100,6 @@ def test_a_resumed_run_draws_the_same_rows(tiny_model, files):
     ({"train": [{"file": "a.jsonl"}]}, "sft", "data.train", "path"),
     ({"order": "easy_first"}, "sft", "data.order", "not available"),
     ({"order": "column:"}, "sft", "data.order", "column:NAME"),
-    ({"general_mix": 0.1}, "sft", "data.general_mix", "general data"),
     ({"train": ["a.jsonl:3", "b.jsonl:1"], "packing": True}, "sft", "data.train", "packing"),
     ({"train": ["a.jsonl:3", "b.jsonl:1"]}, "grpo", "data.train", "grpo"),
     ({"order": "length"}, "dpo", "data.order", "sft only"),
@@ -111,6 +110,12 @@ def test_mixing_keys_are_refused_where_they_cannot_work(data, method, key, words
     _, problems = cfgmod.validate(raw)
     hits = [p for p in problems if p.path == key]
     assert hits and words in str(hits[0]), problems
+
+
+def test_a_general_mix_without_general_data_is_refused_before_a_run():
+    raw, problems = cfgmod.validate({"model": {"name_or_path": "m"}, "data": {"train": "a.jsonl", "general_mix": 0.1}})
+    assert not problems  # a preset may leave the file to the user
+    assert "general data" in str(cfgmod.run_rules(raw)[0])
 
 
 def test_preflight_reads_every_source_and_names_the_one_that_fails(files, tmp_path):

@@ -176,6 +176,11 @@ def run_rules(cfg: dict) -> list[Problem]:
     if not entries or not all(isinstance(t, str) and t.strip() for t in entries):
         return [Problem("data.train", "required" if not any(entries) else "an empty entry in the list",
                         "give a data file, a list of files, a glob or a hub dataset id")]
+    d = cfg.get("data", {})
+    if (d.get("general_mix") or 0) > 0 and not (d.get("general_mix_data") or d.get("general_eval")):
+        return [Problem("data.general_mix", "needs general data to draw from",
+                        "set data.general_mix_data (or data.general_eval) to a general chat or text file",
+                        related=("data.general_mix_data",))]
     return []
 
 
@@ -259,10 +264,6 @@ def mixing_rules(cfg: dict) -> list[Problem]:
     if bad:
         problems.append(Problem("data.order", bad))
     ordered = d["order"] != "shuffle"
-    if d["general_mix"] > 0 and not (d["general_mix_data"] or d["general_eval"]):
-        problems.append(Problem("data.general_mix", "needs general data to draw from",
-                                "set data.general_mix_data (or data.general_eval) to a general chat or text file",
-                                related=("data.general_mix_data",)))
     if d["general_mix_data"] and not d["general_mix"]:
         problems.append(Problem("data.general_mix_data", "is only read with data.general_mix above 0",
                                 "set data.general_mix (e.g. 0.1) or leave it empty"))

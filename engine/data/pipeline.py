@@ -355,6 +355,9 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
             "prepare_s": round(time.monotonic() - t0, 2), "tokens": sum(s["tokens"] for p in parts for s in p.shards())}
     if sampling:
         info.update(sampling["describe"])
+    if (d.get("general_mix") or 0) > 0 and not d.get("general_mix_data"):
+        info["warnings"].append("data.general_mix draws from data.general_eval's file: the forgetting watch's general "
+                                "loss is then on rows the run trains on (set data.general_mix_data to keep it held out)")
     if log:
         info["dropped"] = log.dropped()
         info["warnings"].append(f"data.skip_invalid: dropped {len(log)} invalid row(s): "
