@@ -92,7 +92,8 @@ class Adapter(Section):
 class Data(Section):
     """Where the rows come from and how they become sequences."""
 
-    train: str | list[str] = key("", "Training data: a file, a list of files or a glob (required).")
+    train: str | list[str] = key("", "Training data: a file, a list of files or a glob (required); a list of "
+                                 "{path, weight} or path:weight entries mixes the sources by weight each epoch.")
     eval: str | None = key(None, "Held-out evaluation file; when empty, eval_fraction of train is held out.")
     eval_fraction: float = key(0.0, "Share of train rows held out for evaluation when data.eval is empty.", min=0, max=0.5)
     format: str = key("auto", "Row format; auto detects it from the columns (see tunebench inspect).", choices=FORMATS)
@@ -112,6 +113,14 @@ class Data(Section):
     num_proc: int = key(0, "Processes that read and tokenise the data; 0 = one per available core.", min=0, max=1024)
     packing: bool = key(False, "Pack several short rows into one sequence of max_length (SFT only).")
     general_eval: str | None = key(None, "Forgetting watch: general text whose loss is tracked beside the task's eval loss.")
+    general_mix: float = key(0.0, "Share of each epoch drawn from general data (data.general_mix_data, else "
+                             "data.general_eval) against forgetting; the task rows keep their count; 0 = off.",
+                             min=0, max=0.9)
+    general_mix_data: str | None = key(None, "General data mixed in by data.general_mix (default: data.general_eval's file).")
+    order: str = key("shuffle", "Row order: shuffle, length (shortest first) or column:NAME (the column ascending), "
+                     "for the first curriculum_epochs epochs, shuffled after.")
+    curriculum_epochs: int = key(0, "Epochs data.order holds before the order returns to shuffled; 0 = every epoch.",
+                                 min=0, max=HUGE)
     loss_on: str = key("completion", "Which tokens train: completion (assistant/completion tokens) or all.",
                        choices=("completion", "all"))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.config.problems import Problem
 from engine.config.schema import ADAPTERS, DPO_LOSSES, KTO_LOSSES, METHOD_ADAPTERS, REPORT_TO, SCHEMA, SECTIONS, Field
+from engine.config.sources import normalise_train, order_problem, split_weight
 
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
                "str?": "a string", "strlist": "a string or a list of strings"}
@@ -90,6 +91,11 @@ def validate(cfg: dict) -> tuple[dict, list[Problem]]:
     """Coerce every field to its type and check cross-field rules; return (config dict, problems)."""
     problems: list[Problem] = []
     out = copy.deepcopy(cfg)
+    if isinstance(out.get("data"), dict) and "train" in out["data"]:  # {path, weight} mappings -> "path:weight"
+        out["data"]["train"], bad = normalise_train(out["data"]["train"])
+        if bad:
+            problems.append(Problem("data.train", bad, "give path:weight strings or {path: FILE, weight: NUMBER} mappings"))
+            out["data"]["train"] = ""
     for section_name, fields in SCHEMA.items():
         holder = out if not section_name else out.setdefault(section_name, {})
         if not isinstance(holder, dict):  # a section given as a scalar: merge() reported it; use the defaults
@@ -170,6 +176,11 @@ def run_rules(cfg: dict) -> list[Problem]:
     if not entries or not all(isinstance(t, str) and t.strip() for t in entries):
         return [Problem("data.train", "required" if not any(entries) else "an empty entry in the list",
                         "give a data file, a list of files, a glob or a hub dataset id")]
+    d = cfg.get("data", {})
+    if (d.get("general_mix") or 0) > 0 and not (d.get("general_mix_data") or d.get("general_eval")):
+        return [Problem("data.general_mix", "needs general data to draw from",
+                        "set data.general_mix_data (or data.general_eval) to a general chat or text file",
+                        related=("data.general_mix_data",))]
     return []
 
 
@@ -213,7 +224,7 @@ def method_rules(cfg: dict) -> list[Problem]:
     if t["unfreeze_every"] and world_size(cfg["hardware"]) > 1:
         problems.append(Problem("training.unfreeze_every", "gradual unfreezing is single-process only (DDP fixes the "
                                 "trained set at start)", "set hardware.num_processes: 1 or drop it"))
-    problems += practice_rules(cfg)
+    problems += practice_rules(cfg) + mixing_rules(cfg)
     losses = cfg["preference"]["loss_type"]
     if method == "kto" and len(losses) > 1:
         problems.append(Problem("preference.loss_type", "KTO takes one loss type (kto or apo_zero_unpaired)"))
@@ -240,4 +251,34 @@ def practice_rules(cfg: dict) -> list[Problem]:
     if t["neftune_noise_alpha"] and method != "sft":
         problems.append(Problem("training.neftune_noise_alpha", f"only for method sft, not {method} "
                                 "(NEFTune is a recipe for instruction tuning)", "set it to 0"))
+    return problems
+
+
+def mixing_rules(cfg: dict) -> list[Problem]:
+    """Data mixing and curriculum (engine.data.mixture): where they apply and what they need."""
+    problems: list[Problem] = []
+    method, d = cfg["method"], cfg["data"]
+    entries = d["train"] if isinstance(d["train"], list) else [d["train"]]
+    mixing = any(split_weight(e)[1] is not None for e in entries if isinstance(e, str)) or d["general_mix"] > 0
+    bad = order_problem(d["order"])
+    if bad:
+        problems.append(Problem("data.order", bad))
+    ordered = d["order"] != "shuffle"
+    if d["general_mix_data"] and not d["general_mix"]:
+        problems.append(Problem("data.general_mix_data", "is only read with data.general_mix above 0",
+                                "set data.general_mix (e.g. 0.1) or leave it empty"))
+    for name, on in (("data.train", mixing), ("data.order", ordered)):
+        if not on:
+            continue
+        what = "mixing sources" if name == "data.train" else "an order other than shuffle"
+        if method in ("grpo", "rloo"):
+            problems.append(Problem(name, f"{what} is not available for method {method} (its sampler repeats each "
+                                    "prompt num_generations times)", "list plain paths, or data.order: shuffle"))
+        elif d["packing"]:
+            problems.append(Problem(name, f"{what} does not work with data.packing (packing regroups the rows)",
+                                    "set data.packing: false", related=("data.packing",)))
+    for name, on in (("data.train", mixing), ("data.order", ordered)):
+        if on and method not in ("sft", "grpo", "rloo"):  # sft: rows reach the trainer as tokens, any format
+            problems.append(Problem(name, f"data mixing and data.order are implemented for method sft only so far, "
+                                    f"not {method}", "list plain paths (concatenated) and data.order: shuffle"))
     return problems

@@ -99,9 +99,11 @@ def cached_check(cfg: Config, progress=None) -> dict:
     """check(cfg) remembered in the user's cache (engine.data.cache) under the data files' identity and the
     keys the check reads: a second `tunebench train` on the same data answers at once. Returns the info;
     raises as check() does (the same verdict, from the remembered problems)."""
-    from engine.data import cache, stream
+    from engine.data import cache, mixture, stream
 
     d = data_options(cfg)
+    if mixture.is_mixture(d):
+        return mixture_check(cfg, progress)
     idents = [stream.identity(d[k], d.get("split"), d.get("subset")) for k in ("train", "eval") if d.get(k)]
     key = None
     if cfg.data.cache and all(i is not None for i in idents):
@@ -117,6 +119,36 @@ def cached_check(cfg: Config, progress=None) -> dict:
         tmp = cache.staging(key)
         cache.publish(tmp, key, {"info": out.info, "problems": out.log.as_json(), "files": []})
     return check_verdict(out, d)
+
+
+def mixture_check(cfg: Config, progress=None) -> dict:
+    """cached_check over each source of a mixture on its own (data.eval with the first): the rows of every source
+    read and convert; info sums them and lists the sources. DataError names the source."""
+    from engine.data import mixture
+
+    d = data_options(cfg)
+    srcs = mixture.sources(d)
+    infos = []
+    for i, s in enumerate(srcs):
+        one = {"train": s.path, "general_mix": 0.0, "general_mix_data": None, "order": "shuffle"}
+        if i:
+            one.update(eval=None, eval_fraction=0.0)
+        if s.general:
+            one.update(format="auto", columns=[])
+        try:
+            infos.append(cached_check(cfg.replace(data=one), progress))
+        except DataError as e:
+            role = "data.general_mix's general data" if s.general else f"data.train source {i + 1}"
+            raise DataError(f"{role} ({s.path}): {e}") from None
+    info = dict(infos[0])
+    info["source_rows"] = sum(x["source_rows"] for x in infos)
+    info["train_rows"] = sum(x["train_rows"] for x in infos)
+    info["warnings"] = [w for x in infos for w in x.get("warnings") or []]
+    sizes = [x["train_rows"] for x in infos]
+    drawn = mixture.counts(sizes, srcs, d.get("general_mix") or 0)
+    info["mixture"] = mixture.describe(srcs, sizes, drawn, d.get("order") or "shuffle", d.get("curriculum_epochs") or 0)
+    info["mixture"]["formats"] = [x["format"] for x in infos]
+    return info
 
 
 def check_verdict(out: Checked, d: dict) -> dict:

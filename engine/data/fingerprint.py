@@ -15,7 +15,7 @@ from engine.config.text import printable
 from engine.data.errors import DataError
 from engine.data.load import expand, is_hub_id
 
-ROLES = ("train", "eval", "general_eval")
+ROLES = ("train", "eval", "general_eval", "general_mix_data")
 RECORD = "data.json"  # in the run directory: written by the engine when the run starts
 
 

@@ -19,6 +19,7 @@ import re
 import stat
 from pathlib import Path
 
+from engine.config.sources import split_weight
 from engine.config.text import excerpt, printable
 from engine.data.errors import DataError, Row
 
@@ -122,6 +123,9 @@ def expand(spec) -> list[Path]:
         if not s.strip():
             raise DataError("data.train: empty file name; give a data file, a list of files, a glob or a hub id")
         literal = os.path.lexists(os.path.expanduser(s))
+        if not literal and split_weight(s)[1] is not None:  # a mixture's path:weight (engine.data.mixture)
+            s = split_weight(s)[0]
+            literal = os.path.lexists(os.path.expanduser(s))
         if any(c in s for c in "*?[") and not literal:
             hits = sorted(glob.glob(s, recursive=True))
             if not hits:

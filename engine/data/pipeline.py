@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Config
-from engine.data import cache, stream
+from engine.data import cache, mixture, stream
 from engine.data.encode import SFTEncoder, Unusable, too_long_detail, truncate
 from engine.data.errors import DataError, Problem, ProblemLog
 from engine.data.prepare import _shape, data_options, held_indices
@@ -46,6 +46,9 @@ class TokenSink(Sink):
         x = job.extra
         self.enc, self.max_length, self.policy = x["encoder"], x["max_length"], x["policy"]
         self.min_completion, self.bos = x["min_completion"], x["bos"]
+        self.order_column = x.get("order_column")
+        self.keys = array("d")
+        self.raw = None
         self.name = f"{job.name}-{index:05d}"
         self.dir = Path(x["dir"])
         self.ids: list = []
@@ -71,6 +74,15 @@ class TokenSink(Sink):
             self.trunc["tokens_cut"] += cut.tokens_cut
         if cut.verdict == "dropped":
             return None
+        if self.order_column:
+            value = (self.raw or {}).get(self.order_column)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    return Problem(location, "no order value", f"data.order column:{self.order_column}: "
+                                   f"{value!r} is not a number (every row needs one)")
+            self.keys.append(float(value))
         super().add(location, row)
         shape = _shape(row)
         self.codes.append(self.shape_codes.setdefault(shape, len(self.shape_codes)))
@@ -104,7 +116,8 @@ class TokenSink(Sink):
             self.sink_file.close()
             arrow = self.dir / f"{self.name}.arrow"
             files.append({"name": arrow.name, "bytes": arrow.stat().st_size, "rows": self.rows})
-            for kind, values in (("codes", self.codes), ("hashes", self.hashes)):
+            sides = [("codes", self.codes), ("hashes", self.hashes)] + ([("keys", self.keys)] if self.order_column else [])
+            for kind, values in sides:
                 side = self.dir / f"{self.name}.{kind}"
                 side.write_bytes(values.tobytes())
                 files.append({"name": side.name, "bytes": side.stat().st_size})
@@ -178,13 +191,20 @@ class Prepared:
     eval_index: list[int] | None
     info: dict
     held: list[Path] = field(default_factory=list)  # uncached builds, removed when the process ends
+    sampling: dict | None = None  # the mixture / curriculum sampler's plan (_sampling); None: the trainer's own
 
 
 def _key_doc(cfg: Config, d: dict, ident: list, fingerprint: str, fmt: str | None) -> dict:
     return {"version": VERSION, "data": ident, "method": cfg.method, "format": fmt or d["format"],
             "columns": d.get("columns"), "train_on_chosen": d.get("train_on_chosen"), "max_length": d["max_length"],
             "truncation": d["truncation"], "min_completion_tokens": d["min_completion_tokens"],
-            "loss_on": d["loss_on"], "tokenizer": fingerprint, "versions": _versions()}
+            "loss_on": d["loss_on"], "tokenizer": fingerprint, "versions": _versions(),
+            **({"order_column": _order_column(d)} if _order_column(d) else {})}
+
+
+def _order_column(d: dict) -> str | None:
+    kind, name = mixture.parse_order(d.get("order") or "shuffle")
+    return name if kind == "column" else None
 
 
 def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str, procs: int, fmt, progress,
@@ -206,7 +226,8 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
         p = one_pass(name, spec, d, cfg.method, procs, fmt=fmt, sink=TokenSink, progress=report,
                      should_stop=should_stop,
                      extra={"encoder": encoder, "max_length": d["max_length"], "policy": d["truncation"],
-                            "min_completion": d["min_completion_tokens"], "bos": tok.bos_token_id, "dir": str(tmp)})
+                            "min_completion": d["min_completion_tokens"], "bos": tok.bos_token_id, "dir": str(tmp),
+                            "order_column": _order_column(d)})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -229,9 +250,15 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
 
 def _selection(part: Part, main: tuple | None) -> tuple[list[str], list[int] | None, "array"]:
     """The part's Arrow files, the indices of its rows of the main shape (None: every row) and their hashes."""
+    files, index, hashes, _ = _select(part, main)
+    return files, index, hashes
+
+
+def _select(part: Part, main: tuple | None):
+    """_selection's answer and the kept rows' order keys (data.order column:NAME; None without)."""
     import numpy as np
 
-    files, keep, hashes, offset, odd = [], [], [], 0, False
+    files, keep, hashes, keys, offset, odd = [], [], [], [], 0, False
     for s in part.shards():
         if not s["rows"]:
             continue
@@ -243,9 +270,13 @@ def _selection(part: Part, main: tuple | None) -> tuple[list[str], list[int] | N
         odd = odd or not ok.all()
         keep.append(np.nonzero(ok)[0] + offset)
         hashes.append(h[ok])
+        side = part.dir / f"{s['name']}.keys"
+        if side.exists():
+            keys.append(np.fromfile(side, dtype=np.float64)[ok])
         offset += s["rows"]
     index = np.concatenate(keep) if keep else np.zeros(0, np.int64)
-    return files, (index.tolist() if odd else None), (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
+    return (files, (index.tolist() if odd else None), (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)),
+            (np.concatenate(keys) if keys else None))
 
 
 def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
@@ -266,35 +297,67 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
     fingerprint = tokenizer_fingerprint(tok)
     procs = procs_for(cfg.data.num_proc)
     fmt = None if d.get("format", "auto") == "auto" else d["format"]
-    parts = [_build("train", d["train"], cfg, d, tok, encoder, fingerprint, procs, fmt, progress, should_stop)]
+    mix = mixture.sources(d) if mixture.is_mixture(d) else None
+    specs = [("train", d["train"], fmt)] if mix is None else \
+        [("general" if s.general else "train" if not i else f"train {i + 1}", s.path, None if s.general else fmt)
+         for i, s in enumerate(mix)]
+    parts = [_build(name, spec, cfg, d, tok, encoder, fingerprint, procs, f, progress, should_stop)
+             for name, spec, f in specs]
+    n_src = len(parts)
     if d.get("eval"):
         ev_fmt = parts[0].meta["format"] if fmt else None
         parts.append(_build("eval", d["eval"], cfg, d, tok, encoder, fingerprint, procs, ev_fmt, progress, should_stop))
     passes = [p.as_pass() for p in parts]
-    main, odd = odd_shapes(passes)
     log = ProblemLog(KEEP)
     for p in passes:
         log.merge(p.log)
-    log.merge(shape_log(main, odd))
+    # odd shapes: the first source and eval make one table; each other source is judged on its own (its rows
+    # are tokens by now: a plain-text general source beside chat task data is no odd shape)
+    mains: dict = {}
+    for group in [[0] + list(range(n_src, len(parts)))] + [[i] for i in range(1, n_src)]:
+        main, odd = odd_shapes([passes[i] for i in group])
+        log.merge(shape_log(main, odd))
+        mains.update({i: main for i in group})
     source_rows = sum(p.source_rows for p in passes)
     if log and not d.get("skip_invalid"):
         raise log.error(source_rows)
-    train_files, train_index, train_hash = _selection(parts[0], main)
-    eval_files, eval_index, eval_hash = _selection(parts[1], main) if len(parts) > 1 else ([], None, None)
+    sel = [_select(parts[i], mains[i]) for i in range(n_src)]
+    train_files = [f for s in sel for f in s[0]]
+    positions, src, offset = [], [], 0
+    for i, (_, index, h, _) in enumerate(sel):
+        total = sum(s["rows"] for s in parts[i].shards())
+        positions.append(np.arange(total) + offset if index is None else np.asarray(index, np.int64) + offset)
+        src.append(np.full(len(h), i))
+        offset += total
+    odd_rows = any(s[1] is not None for s in sel)
+    train_index = np.concatenate(positions).tolist() if odd_rows else None
+    train_hash = np.concatenate([s[2] for s in sel])
+    src = np.concatenate(src)
+    keys = np.concatenate([s[3] for s in sel]) if all(s[3] is not None for s in sel) else None
+    eval_files, eval_index, eval_hash = _selection(parts[n_src], mains[n_src]) if len(parts) > n_src else ([], None, None)
     n_train = len(train_hash)
     if not n_train:
         raise DataError(f"{d['train']}: no usable training row" + (f"\n{log.error(source_rows)}" if log else ""))
     if not d.get("eval") and (d.get("eval_fraction") or 0) > 0:
-        held = held_indices(n_train, d["eval_fraction"], cfg.training.seed)
+        general = np.array([bool(mix and mix[i].general) for i in range(n_src)])
+        task = np.nonzero(~general[src])[0]  # eval rows come from the task data, never the general share
+        held = held_indices(len(task), d["eval_fraction"], cfg.training.seed)
         base = np.asarray(train_index if train_index is not None else range(n_train))
         mask = np.zeros(n_train, bool)
-        mask[sorted(held)] = True
+        mask[task[sorted(held)]] = True
         eval_files, eval_index, eval_hash = train_files, base[mask].tolist(), train_hash[mask]
-        train_index, train_hash = base[~mask].tolist(), train_hash[~mask]
+        train_index, train_hash, src = base[~mask].tolist(), train_hash[~mask], src[~mask]
+        keys = keys[~mask] if keys is not None else None
+    sampling = _sampling(d, mix, src, keys, n_src, cfg.training.seed)
     info = {"format": passes[0].fmt, "method": cfg.method, "source_rows": source_rows, "train_rows": len(train_hash),
             "eval_rows": 0 if eval_hash is None else len(eval_hash), "warnings": [],
             "truncation": _truncation(d, parts), "cache": {p.name: p.cached for p in parts},
             "prepare_s": round(time.monotonic() - t0, 2), "tokens": sum(s["tokens"] for p in parts for s in p.shards())}
+    if sampling:
+        info.update(sampling["describe"])
+    if (d.get("general_mix") or 0) > 0 and not d.get("general_mix_data"):
+        info["warnings"].append("data.general_mix draws from data.general_eval's file: the forgetting watch's general "
+                                "loss is then on rows the run trains on (set data.general_mix_data to keep it held out)")
     if log:
         info["dropped"] = log.dropped()
         info["warnings"].append(f"data.skip_invalid: dropped {len(log)} invalid row(s): "
@@ -308,7 +371,30 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
         where = "data.eval" if d.get("eval") else "data.eval_fraction"
         info["warnings"].append(f"{where}: {shared} of {len(eval_hash)} eval rows also appear in train (duplicates); "
                                 "the eval loss will look better than it is")
-    return Prepared(train_files, eval_files, train_index, eval_index, info)
+    return Prepared(train_files, eval_files, train_index, eval_index, info, sampling=sampling)
+
+
+def _sampling(d: dict, mix, src, keys, n_src: int, seed: int) -> dict | None:
+    """What the trainer's sampler needs (engine.training.sampling): the positions of each source's rows in the
+    train dataset, the rows each gives an epoch, the order and its keys (None: token lengths, read by the
+    trainer from the Arrow files). None for plain data in shuffled order (the trainer's own sampler)."""
+    import numpy as np
+
+    order = d.get("order") or "shuffle"
+    if mix is None and order == "shuffle":
+        return None
+    srcs = mix or [mixture.Source(str(d["train"]), 1.0)]
+    groups = [np.nonzero(src == i)[0] for i in range(n_src)]
+    sizes = [len(g) for g in groups]
+    for s, n in zip(srcs, sizes):
+        if not n:
+            raise DataError(f"{s.path}: no usable training row in this source of the mixture (data.train)")
+    per_source = mixture.counts(sizes, srcs, d.get("general_mix") or 0)
+    return {"groups": groups, "per_source": per_source, "keys": keys, "order": order, "seed": seed,
+            "curriculum_epochs": d.get("curriculum_epochs") or 0,
+            "describe": {"order": order, "curriculum_epochs": d.get("curriculum_epochs") or 0,
+                         **({"mixture": mixture.describe(srcs, sizes, per_source, order,
+                                                         d.get("curriculum_epochs") or 0)} if mix else {})}}
 
 
 def _truncation(d: dict, parts: list[Part]) -> dict:

@@ -124,6 +124,7 @@ def _work(index: int) -> dict:
         out, problem = convert_row(r, job.fmt, job.method, job.columns)
         if problem:
             log.add(problem)
+        sink.raw = r.data  # the source row, for a sink that keeps one of its columns (data.order column:NAME)
         for row in out:
             problem = sink.add(r.location, row)
             if problem:

@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 
 from engine.config import Config
+from engine.config.sources import split_weight
 
-PATH_KEYS = ("model.name_or_path", "data.train", "data.eval", "data.general_eval", "rl.reward_model",
+PATH_KEYS = ("model.name_or_path", "data.train", "data.eval", "data.general_eval", "data.general_mix_data", "rl.reward_model",
              "rl.reward_file", "hardware.accelerate_config")
 
 
@@ -21,6 +22,10 @@ def _absolute(value, cwd: Path):
         return [_absolute(v, cwd) for v in value]
     if not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
         return value
+    path, weight = split_weight(value)
+    if weight is not None and not os.path.lexists(cwd / value):  # a mixture's path:weight keeps its weight
+        done = _absolute(path, cwd)
+        return f"{done}:{weight:g}" if done != path else value
     here = cwd / os.path.expanduser(value)
     if os.path.lexists(here) or (any(c in value for c in "*?[") and glob.glob(str(here), recursive=True)):
         return os.path.abspath(here)

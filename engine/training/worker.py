@@ -306,7 +306,8 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         for note in job.get("notes", []):
             events.write("log", level="warning", message=note)
         events.write("data", **{k: v for k, v in job.items() if k in (
-            "format", "train_rows", "eval_rows", "source_rows", "labels", "dropped", "truncation", "cache", "prepare_s")})
+            "format", "train_rows", "eval_rows", "source_rows", "labels", "dropped", "truncation", "cache", "prepare_s",
+            "mixture", "order", "curriculum_epochs")})
         if isinstance(events, EventWriter) and not (run.path / fingerprint.RECORD).exists():
             record_data(run, cfg, job)  # once, when the run first gets this far (a resume compares with it)
         events.write("log", level="info", message="model ready", **modeling.trainable_parameters(trainer.model))

@@ -76,5 +76,18 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
         assistant_only_loss=False,
         completion_only_loss=False,
     )
-    return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
-                      peft_config=modeling.peft_config(cfg), callbacks=callbacks)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
+                         peft_config=modeling.peft_config(cfg), callbacks=callbacks)
+    if prep.sampling:
+        from engine.training.sampling import install
+
+        plan = prep.sampling
+        keys = plan["keys"]
+        if plan["order"] == "length":  # token lengths: the Arrow list offsets, no row is read
+            import pyarrow.compute as pc
+
+            keys = pc.list_value_length(train_ds.data.column("input_ids")).to_numpy()
+            if prep.train_index is not None:
+                keys = keys[prep.train_index]
+        install(trainer, plan, keys)
+    return trainer
