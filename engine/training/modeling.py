@@ -122,22 +122,36 @@ def cpu_4bit_safe(model, exact: bool = False) -> int:
     return switched
 
 
-def peft_config(cfg: Config, task_type: str = "CAUSAL_LM"):
-    """The adapter as a peft config, or None for full fine-tuning."""
+def head_modules(model) -> list[str]:
+    """The task head of a *ForSequenceClassification (or any AutoModelFor* head class): its named children other
+    than the base model, those with parameters. DistilBERT's is pre_classifier + classifier, DeBERTa-v2's pooler +
+    classifier, RoBERTa's classifier (dense + out_proj), Llama's score: read from the class, not from a list of
+    names (PEFT's default, ["classifier", "score"], also matches pre_classifier by suffix and LoRA-wraps it)."""
+    base = getattr(model, "base_model", None)
+    return [name for name, child in model.named_children()
+            if child is not base and name != getattr(model, "base_model_prefix", None)
+            and next(child.parameters(), None) is not None]
+
+
+def peft_config(cfg: Config, task_type: str = "CAUSAL_LM", model=None):
+    """The adapter as a peft config, or None for full fine-tuning. For SEQ_CLS, `model` (the loaded model) names
+    the head, which trains in full and is saved with the adapter (modules_to_save) instead of getting adapters."""
     a = cfg.adapter
     if a.kind == "none":
         return None
     import peft
 
     kind = a.kind
+    keep = head_modules(model) if model is not None and task_type == "SEQ_CLS" else None
     if kind in ("lora", "dora"):
         return peft.LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, use_dora=kind == "dora",
-                               use_rslora=a.use_rslora, target_modules=a.target_modules, task_type=task_type)
+                               use_rslora=a.use_rslora, target_modules=a.target_modules, task_type=task_type,
+                               modules_to_save=keep)
     if kind == "ia3":
         # IA3 scales activations; without explicit targets peft picks the architecture's known k/v/ffn modules.
         targets = None if a.target_modules == "all-linear" else a.target_modules
         return peft.IA3Config(target_modules=targets, feedforward_modules=[] if targets else None,
-                              task_type=task_type)
+                              task_type=task_type, modules_to_save=keep)
     n = a.num_virtual_tokens
     if kind == "prompt_tuning":
         return peft.PromptTuningConfig(num_virtual_tokens=n, task_type=task_type)
