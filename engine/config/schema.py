@@ -112,8 +112,11 @@ class Data(Section):
     num_proc: int = key(0, "Processes that read and tokenise the data; 0 = one per available core.", min=0, max=1024)
     packing: bool = key(False, "Pack several short rows into one sequence of max_length (SFT only).")
     general_eval: str | None = key(None, "Forgetting watch: general text whose loss is tracked beside the task's eval loss.")
-    loss_on: str = key("completion", "Which tokens train: completion (assistant/completion tokens) or all.",
+    loss_on: str = key("completion", "Which tokens train: completion (every assistant turn / the completion) or all.",
                        choices=("completion", "all"))
+    chat_template: str = key("auto", "Chat template for conversations: auto (the tokenizer's own), chatml, qwen2.5, "
+                             "llama3, mistral, gemma, phi3, alpaca, from:<model dir> (another tokenizer's) or a "
+                             "Jinja file; special tokens it needs are added when missing.")
 
 
 @dataclass(frozen=True)
