@@ -52,13 +52,13 @@ def test_report_marks_the_assistant_turns_and_the_end_of_turn_token(tmp_path, to
         TWO_TURNS["messages"], tokenize=True, return_dict=True)["input_ids"])
 
 
-def test_template_without_markers_trains_the_last_turn_and_says_so(tmp_path, tok):
+def test_template_without_markers_trains_every_assistant_turn(tmp_path, tok):
     f = write_jsonl(tmp_path / "d.jsonl", [TWO_TURNS])
     rep = insp.report(str(f), tokenizer=with_template(tok, NO_MARKERS), max_length=512)
-    assert rep["template"]["mode"] == "last_turn" and "only the last assistant turn" in rep["template"]["note"]
-    assert trained_text(rep).replace(" ", "").startswith("secondanswer")
-    assert "first answer" not in trained_text(rep)
-    assert any("{% generation %}" in w for w in rep["warnings"])
+    assert rep["template"]["mode"] == "prefix" and rep["template"]["stop_token_trained"] is True
+    assert trained_text(rep).replace(" ", "") == "firstanswer</s>secondanswer</s>"
+    marked = insp.report(str(f), tokenizer=tok, max_length=512)  # the same tokens as the {% generation %} markers
+    assert rep["trained_token_fraction"] == marked["trained_token_fraction"]
 
 
 def test_end_of_turn_token_outside_the_trained_span_is_reported(tmp_path, tok):

@@ -36,3 +36,26 @@ def build_tiny_bert(out_dir: Path, hidden: int = 32, layers: int = 2, seed: int 
     torch.manual_seed(seed)
     BertForSequenceClassification(cfg).save_pretrained(out)
     return out
+
+
+def build_tiny_encoder(out_dir: Path, family: str, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A tiny *ForSequenceClassification of `family` (bert, distilbert, roberta, deberta-v2) with the WordPiece
+    tokenizer of build_tiny_bert: the encoders people classify with, each with its own head layout."""
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_bert(out.parent / "tiny-bert"))
+    tok.save_pretrained(out)
+    common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, num_labels=2)
+    if family == "distilbert":
+        cfg = AutoConfig.for_model("distilbert", dim=hidden, n_layers=layers, n_heads=2, hidden_dim=hidden * 2,
+                                   max_position_embeddings=128, **common)
+    else:  # roberta's positions start after the padding index: room for it
+        cfg = AutoConfig.for_model(family, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                                   intermediate_size=hidden * 2, max_position_embeddings=130, **common)
+    torch.manual_seed(seed)
+    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(out)
+    return out

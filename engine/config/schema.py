@@ -121,8 +121,11 @@ class Data(Section):
                      "for the first curriculum_epochs epochs, shuffled after.")
     curriculum_epochs: int = key(0, "Epochs data.order holds before the order returns to shuffled; 0 = every epoch.",
                                  min=0, max=HUGE)
-    loss_on: str = key("completion", "Which tokens train: completion (assistant/completion tokens) or all.",
+    loss_on: str = key("completion", "Which tokens train: completion (every assistant turn / the completion) or all.",
                        choices=("completion", "all"))
+    chat_template: str = key("auto", "Chat template for conversations: auto (the tokenizer's own), chatml, qwen2.5, "
+                             "llama3, mistral, gemma, phi3, alpaca, from:<model dir> (another tokenizer's) or a "
+                             "Jinja file; special tokens it needs are added when missing.")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The one place sft rows become token ids and labels, exactly as TRL 1.16's SFTTrainer builds them, then cut
-to data.max_length by the truncation policy.
+"""The one place sft rows become token ids and labels, as TRL 1.16's SFTTrainer builds them (but with every
+assistant turn of a conversation trained, whatever the template), then cut to data.max_length by the truncation
+policy.
 
 Takes a tokenizer (the caller has loaded transformers and trl). `SFTEncoder.encode(row)` mirrors SFTTrainer's
 `tokenize_fn`, `build_labels` and its EOS step, so a dataset of its output trains with the losses plain TRL
@@ -38,46 +39,47 @@ def _prefix(a: list[int], b: list[int]) -> int:
 class SFTEncoder:
     """sft rows ({"messages"} | {"prompt", "completion"} | {"text"}) -> {"input_ids", "labels"}, as TRL would.
 
-    `loss_on` completion trains assistant tokens (chat templates with generation markers, or TRL's patched
-    version of a known template), completions (prompt/completion rows) or the last assistant turn (templates
-    TRL cannot mark); `all` trains every token.
+    `loss_on` completion trains every assistant turn of a conversation (by the template's generation markers,
+    else by rendering conversation prefixes: engine.data.templates.assistant_mask) and the completion of a
+    prompt/completion row; `all` trains every token. `name` is how errors call the template.
     """
 
-    def __init__(self, tok, loss_on: str = "completion", plan: dict | None = None):
-        self.tok, self.loss_on = tok, loss_on
+    def __init__(self, tok, loss_on: str = "completion", plan: dict | None = None,
+                 name: str = "the tokenizer's chat template"):
+        self.tok, self.loss_on, self.name = tok, loss_on, name
         self._plan = plan
         self.eos_token = tok.eos_token
 
     @property
     def plan(self) -> dict:
         if self._plan is None:
-            self._plan = templates.plan(self.tok)
+            self._plan = templates.plan(self.tok, self.name)
         return self._plan
 
     def _chat(self, msgs: list[dict], **kw) -> dict:
         if self.plan["mode"] == "none":
             raise Unusable("chat template error", self.plan["note"])
-        # TRL renders with chat_template=None (the tokenizer's own) unless assistant-only loss swapped in the
-        # patched training template; tools=None as TRL passes it for rows without a tools column.
+        # tools=None as TRL passes it for rows without a tools column.
         return self.tok.apply_chat_template(msgs, tokenize=True, return_dict=True, tools=None, **kw)
-
-    def _assistant_masked(self) -> bool:
-        return self.loss_on == "completion" and self.plan["mode"] in ("markers", "patched")
 
     def tokenize(self, row: dict) -> tuple[list[int], list[int] | None]:
         """(input_ids, the mask of trained tokens or None when every token trains), before truncation."""
         if "messages" in row:
-            if self.loss_on == "completion" and self.plan["mode"] == "last_turn":
-                split = templates.last_turn_split(row["messages"])  # TRL's prompt-completion path on the last turn
-                return self._pair(split["prompt"], split["completion"])
-            if not self._assistant_masked():
+            if self.loss_on != "completion":
                 return list(self._chat(row["messages"])["input_ids"]), None
-            template = self.plan["template"] if self.plan["mode"] == "patched" else None
-            out = self._chat(row["messages"], chat_template=template, return_assistant_tokens_mask=True)
-            mask = list(out["assistant_masks"])
+            if self.plan["mode"] == "markers":
+                out = self._chat(row["messages"], return_assistant_tokens_mask=True)
+                ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+            elif self.plan["mode"] == "prefix":
+                try:
+                    ids, mask = templates.assistant_mask(self.tok, row["messages"], None, self.plan.get("name", self.name))
+                except templates.TemplateMismatch as e:
+                    raise Unusable("chat template mismatch", str(e)) from None
+            else:
+                raise Unusable("chat template error", self.plan["note"])
             if 1 not in mask:  # TRL raises for such a row and stops the run; here it is this row's problem
                 raise Unusable("chat template error", "the chat template marks no assistant token in this row")
-            return list(out["input_ids"]), mask
+            return ids, mask
         if "prompt" in row:
             return self._pair(row["prompt"], row["completion"])
         text = row["text"]

@@ -292,7 +292,9 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
     d, t0 = data_options(cfg), time.monotonic()
     if d["truncation"] not in ("prompt_left", "right", "drop", "refuse"):
         raise DataError(f"data.truncation: {d['truncation']!r} is not a policy")
-    encoder = SFTEncoder(tok, d["loss_on"])
+    value = cfg.data.chat_template
+    encoder = SFTEncoder(tok, d["loss_on"], name="the tokenizer's chat template" if value == "auto"
+                         else f"data.chat_template {value}")
     encoder.plan  # computed once here, before workers fork: each shares it  # noqa: B018
     fingerprint = tokenizer_fingerprint(tok)
     procs = procs_for(cfg.data.num_proc)

@@ -55,14 +55,16 @@ class Measurer:
         return list(out["input_ids"])
 
     def _chat(self, msgs: list[dict]) -> dict:
-        """A conversation: with markers, the assistant mask; else the last assistant turn as the completion."""
-        if self.plan["mode"] in ("markers", "patched"):
+        """A conversation (the chosen side of a conversational preference row): every assistant turn's mask."""
+        if self.plan["mode"] == "markers":
             out = self.tok.apply_chat_template(msgs, chat_template=self.plan["template"], tokenize=True,
                                                return_dict=True, return_assistant_tokens_mask=True)
             ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
-            return {"ids": ids, "mask": mask if self.loss_on == "completion" else [1] * len(ids)}
-        split = templates.last_turn_split(msgs)
-        return self._pair(split["prompt"], split["completion"])
+        elif self.plan["mode"] == "prefix":
+            ids, mask = templates.assistant_mask(self.tok, msgs, self.plan["template"], self.plan["name"])
+        else:
+            raise ValueError(self.plan["note"])
+        return {"ids": ids, "mask": mask if self.loss_on == "completion" else [1] * len(ids)}
 
     def _pair(self, prompt, completion) -> dict:
         if isinstance(prompt, list) or isinstance(completion, list):

@@ -77,12 +77,22 @@ def _file_key(spec) -> tuple:
     return tuple(out)
 
 
-def measurer_tokenizer(model: str | None, trust: bool = False):
+def measurer_tokenizer(model: str | None, trust: bool = False, template: str | None = None):
+    """The model's tokenizer with data.chat_template `template` on it (auto: its own), cached per triple."""
     if not model:
         return None
+    from engine.data import chat_templates, templates
     from engine.data.inspect import load_tokenizer
 
-    return cached(("inspect-tokenizer", model, trust), lambda: load_tokenizer(model, trust))
+    def load():
+        tok = load_tokenizer(model, trust)
+        try:
+            templates.apply(tok, chat_templates.resolve(template))
+        except chat_templates.TemplateError as e:
+            raise OpError(str(e)) from None
+        return tok
+
+    return cached(("inspect-tokenizer", model, trust, template or "auto"), load)
 
 
 @op("inspect")
@@ -92,7 +102,7 @@ def _inspect(args, emit):
 
     cfg = _data_cfg(args)
     emit(stage="tokenizer" if args.get("model") else "rows")
-    tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")))
+    tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")), args.get("chat_template"))
     emit(stage="rows")
     return report(args["spec"], tokenizer=tok, sample=int(args.get("sample") or 5000), cfg=cfg,
                   loss_on=cfg.data.loss_on)
@@ -145,7 +155,7 @@ def _render_row(args, emit):
         index = int(args.get("index", 0)) % count
         location, row = nth_valid(cfg, checked, index)
     out = {"index": index, "count": count, "location": location}
-    tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")))
+    tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")), args.get("chat_template"))
     if tok is None:
         out.update(text=_plain_example(row), segments=None)
         return out

@@ -8,7 +8,11 @@ the same messages:
 - the model: a value that looks like a path (absolute, ./, ../, ~, or more than one /) is a path and must be a
   directory with config.json, never a hub id; a model that ships code (auto_map) needs model.trust_remote_code;
 - data.general_eval: a local file (or glob, directory) whose rows read as SFT data, never any other string;
-- the data: every row of data.train / data.eval reads and converts for the method (engine.data.prepare).
+- the data: every row of data.train / data.eval reads and converts for the method (engine.data.prepare);
+- the architecture: the model's config.json model_type against transformers' auto-class tables (read as text from
+  the installed transformers, never imported): a method the architecture cannot train is refused naming those it can;
+- the chat template: data.chat_template names a usable template, and conversations with `auto` need a model whose
+  tokenizer has one (else the fix is data.chat_template).
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from engine.config import Config, Problem
+from engine.data import chat_templates
 from engine.data.errors import DataError
+from engine.data.formats import KIND
 from engine.data.load import expand
 
 Read = Callable[[Config], tuple]  # engine.data.prepare.prepare: (train rows, eval rows, info)
@@ -94,6 +100,79 @@ def general_eval_problems(cfg: Config, read: Read) -> list[Problem]:
     return []
 
 
+CAUSAL = ("sft", "dpo", "kto", "grpo", "rloo")
+SEQ_CLS = ("classification", "reward")
+_TABLES = {"causal": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "seq2seq": "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+           "seq_cls": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"}
+_tables: dict | None = None
+
+
+def auto_tables() -> dict[str, set[str]]:
+    """model_types per transformers auto class (causal LM, seq2seq LM, sequence classification), read from the
+    installed transformers' modeling_auto.py as text (the ML stack is not imported here); {} when unreadable."""
+    global _tables
+    if _tables is None:
+        import importlib.util
+
+        _tables = {}
+        try:
+            spec = importlib.util.find_spec("transformers")
+            text = (Path(spec.origin).parent / "models" / "auto" / "modeling_auto.py").read_text(encoding="utf-8")
+            for key, name in _TABLES.items():
+                body = text.split(f"{name} = OrderedDict(", 1)[1].split("\n)\n", 1)[0]
+                _tables[key] = set(re.findall(r'^\s*\("([\w-]+)",', body, re.M))
+        except (AttributeError, OSError, IndexError, TypeError, ValueError):
+            _tables = {}
+    return _tables
+
+
+def methods_for(model_type: str, encoder_decoder: bool) -> list[str] | None:
+    """The methods an architecture can train, or None when transformers' tables cannot be read."""
+    t = auto_tables()
+    if not t:
+        return None
+    out = []
+    if model_type in t["causal"] and not encoder_decoder:  # BART's decoder alone is no way to train BART
+        out += CAUSAL
+    if model_type in t["seq_cls"]:
+        out += SEQ_CLS
+    return out
+
+
+def architecture_problems(cfg: Config) -> list[Problem]:
+    """A method the model's architecture cannot train (an encoder for sft, T5 for anything here, a causal LM
+    without a sequence-classification class for classification): one problem naming what it can do."""
+    info = model_check(cfg.model.name_or_path) if cfg.model.name_or_path else {}
+    mtype = info.get("model_type")
+    if info.get("problem") or not info.get("local") or not mtype or info.get("needs_remote_code"):
+        return []
+    cfg_json = json.loads((Path(info["path"]) / "config.json").read_text(encoding="utf-8"))
+    can = methods_for(mtype, bool(cfg_json.get("is_encoder_decoder")))
+    if can is None or cfg.method in can:
+        return []
+    what = f"it can train: {', '.join(can)}" if can else "no method here trains it (an encoder-decoder or other architecture)"
+    return [Problem("method", f"{cfg.model.name_or_path} is a {mtype} model, which method {cfg.method} cannot train; "
+                    + what, f"set method to one of {', '.join(can)}" if can else "choose a causal LM or an encoder "
+                    "with a sequence-classification head", related=("model.name_or_path",))]
+
+
+def template_problems(cfg: Config, fmt: str | None) -> list[Problem]:
+    """data.chat_template must name a usable template; conversations with `auto` need the model's own."""
+    try:
+        chosen = chat_templates.resolve(cfg.data.chat_template)
+    except chat_templates.TemplateError as e:
+        return [Problem("data.chat_template", str(e).split(": ", 1)[1], chat_templates.FIX)]
+    if chosen.template is not None or cfg.method in SEQ_CLS or KIND.get(fmt or "") != "chat":
+        return []
+    info = model_check(cfg.model.name_or_path) if cfg.model.name_or_path else {}
+    if (info.get("problem") or not info.get("local") or not (Path(info["path"]) / "tokenizer_config.json").exists()
+            or chat_templates.model_template(info["path"]) is not None):
+        return []  # a directory without tokenizer files says nothing about its template
+    return [Problem("data.chat_template", f"{cfg.model.name_or_path} has no chat template (none in its "
+                    f"tokenizer_config.json or chat_template.jinja) and the data is conversations ({fmt})",
+                    chat_templates.FIX + " (chatml suits a base model)", related=("model.name_or_path",))]
+
+
 @dataclass
 class Preflight:
     """What the checks found. `problems` name config keys; `data_error` is the data check's report (invalid rows
@@ -130,9 +209,12 @@ def preflight(cfg: Config, read: Read) -> Preflight:
 
     `read` is engine.data.check.streamed_reader() (or engine.data.prepare.prepare: (train, eval, info);
     DataError on invalid rows). The engine repeats the data check as it tokenises (rows too long)."""
-    out = Preflight(problems=model_problems(cfg) + general_eval_problems(cfg, read))
+    arch = architecture_problems(cfg)
+    out = Preflight(problems=model_problems(cfg) + arch + general_eval_problems(cfg, read))
     try:
         _, _, out.info = read(cfg)
     except DataError as e:
         out.data_error = str(e)
+    if not arch:  # a template is no fix for a model the method cannot train
+        out.problems += template_problems(cfg, out.info.get("format"))
     return out

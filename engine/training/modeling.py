@@ -50,14 +50,43 @@ def checkpointing_needed(cfg: Config, resolved: dict) -> bool:
         return cfg.model.quantization != "none"
 
 
-def load_tokenizer(cfg: Config):
+def load_tokenizer(cfg: Config, job: dict | None = None):
+    """The model's tokenizer with data.chat_template on it (special tokens it needs added when missing); `job`
+    gets job["chat_template"]: what was done (engine.data.templates.apply), for the run's events."""
     from transformers import AutoTokenizer
+
+    from engine.data import chat_templates, templates
 
     m = cfg.model
     tok = AutoTokenizer.from_pretrained(m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    done = templates.apply(tok, chat_templates.resolve(cfg.data.chat_template))
+    if job is not None:
+        job["chat_template"] = done
     if tok.pad_token is None:  # many base models ship without one; padding positions never train
         tok.pad_token = tok.eos_token
     return tok
+
+
+def fit_vocabulary(model, tok, job: dict | None = None) -> list[str]:
+    """Grow the model's embeddings to the tokenizer's vocabulary when data.chat_template added tokens, and make
+    the template's end-of-turn token stop generation. Returns the embedding modules an adapter must train and save
+    whole (PEFT modules_to_save; empty when nothing was resized), so the checkpoint carries the new rows."""
+    done = (job or {}).get("chat_template") or {}
+    eot = done.get("end_of_turn_id")
+    gen = getattr(model, "generation_config", None)
+    if eot is not None and gen is not None:
+        ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [i for i in [gen.eos_token_id] if i is not None]
+        if eot not in ids:
+            gen.eos_token_id = ids + [eot]
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tok) <= rows:
+        return []
+    model.resize_token_embeddings(len(tok))
+    names = {id(mod): name for name, mod in model.named_modules()}
+    out = [names[id(mod)] for mod in (model.get_input_embeddings(), model.get_output_embeddings())
+           if mod is not None and id(mod) in names]
+    done["resized_embeddings"] = {"from": rows, "to": len(tok), "modules": out}
+    return out
 
 
 def quantization_config(cfg: Config, resolved: dict):
@@ -122,22 +151,39 @@ def cpu_4bit_safe(model, exact: bool = False) -> int:
     return switched
 
 
-def peft_config(cfg: Config, task_type: str = "CAUSAL_LM"):
-    """The adapter as a peft config, or None for full fine-tuning."""
+def head_modules(model) -> list[str]:
+    """The task head of a *ForSequenceClassification (or any AutoModelFor* head class): its named children other
+    than the base model, those with parameters. DistilBERT's is pre_classifier + classifier, DeBERTa-v2's pooler +
+    classifier, RoBERTa's classifier (dense + out_proj), Llama's score: read from the class, not from a list of
+    names (PEFT's default, ["classifier", "score"], also matches pre_classifier by suffix and LoRA-wraps it)."""
+    base = getattr(model, "base_model", None)
+    return [name for name, child in model.named_children()
+            if child is not base and name != getattr(model, "base_model_prefix", None)
+            and next(child.parameters(), None) is not None]
+
+
+def peft_config(cfg: Config, task_type: str = "CAUSAL_LM", model=None, extra_modules: list[str] | None = None):
+    """The adapter as a peft config, or None for full fine-tuning. For SEQ_CLS, `model` (the loaded model) names
+    the head, which trains in full and is saved with the adapter (modules_to_save) instead of getting adapters;
+    `extra_modules` (resized embeddings, fit_vocabulary) are trained and saved whole the same way."""
     a = cfg.adapter
     if a.kind == "none":
         return None
     import peft
 
     kind = a.kind
+    keep = (head_modules(model) if model is not None and task_type == "SEQ_CLS" else []) + list(extra_modules or [])
+    keep = keep or None
     if kind in ("lora", "dora"):
+        # tied input/output embeddings (GPT-2) stay tied in their trained copies
         return peft.LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, use_dora=kind == "dora",
-                               use_rslora=a.use_rslora, target_modules=a.target_modules, task_type=task_type)
+                               use_rslora=a.use_rslora, target_modules=a.target_modules, task_type=task_type,
+                               modules_to_save=keep, ensure_weight_tying=bool(extra_modules))
     if kind == "ia3":
         # IA3 scales activations; without explicit targets peft picks the architecture's known k/v/ffn modules.
         targets = None if a.target_modules == "all-linear" else a.target_modules
         return peft.IA3Config(target_modules=targets, feedforward_modules=[] if targets else None,
-                              task_type=task_type)
+                              task_type=task_type, modules_to_save=keep)
     n = a.num_virtual_tokens
     if kind == "prompt_tuning":
         return peft.PromptTuningConfig(num_virtual_tokens=n, task_type=task_type)

@@ -307,7 +307,15 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
             events.write("log", level="warning", message=note)
         events.write("data", **{k: v for k, v in job.items() if k in (
             "format", "train_rows", "eval_rows", "source_rows", "labels", "dropped", "truncation", "cache", "prepare_s",
-            "mixture", "order", "curriculum_epochs")})
+            "mixture", "order", "curriculum_epochs", "chat_template")})
+        done = job.get("chat_template") or {}
+        if done.get("chat_template", "auto") != "auto":
+            resized = done.get("resized_embeddings")
+            events.write("log", level="info", message=f"data.chat_template {done['name']}: " + (
+                f"added {', '.join(done['added_tokens'])} to the tokenizer" if done.get("added_tokens")
+                else "every token it needs was in the tokenizer") + (
+                f"; embeddings resized {resized['from']} -> {resized['to']} rows (trained and saved whole: "
+                f"{', '.join(resized['modules'])})" if resized else ""))
         if isinstance(events, EventWriter) and not (run.path / fingerprint.RECORD).exists():
             record_data(run, cfg, job)  # once, when the run first gets this far (a resume compares with it)
         events.write("log", level="info", message="model ready", **modeling.trainable_parameters(trainer.model))

@@ -299,7 +299,8 @@ class DatasetPane(Widget):
     def helper_args(self) -> dict:
         return {"spec": self.path, "format": self.fmt(), "model": self.query_one("#ds-model", Input).value.strip() or None,
                 "max_length": int(self.hp_value("data.max_length") or 1024), "method": self.hp_value("method") or "sft",
-                "trust_remote_code": bool(self.hp_value("model.trust_remote_code"))}
+                "trust_remote_code": bool(self.hp_value("model.trust_remote_code")),
+                "chat_template": self.hp_value("data.chat_template") or "auto"}
 
     def action_inspect(self) -> None:
         if self.path:

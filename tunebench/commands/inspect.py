@@ -36,6 +36,9 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--strict", action="store_true", help="exit 1 when any row is invalid")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own tokenizer code")
+    p.add_argument("--chat-template", default="auto", metavar="T",
+                   help="with --model: the data.chat_template to render with (auto, chatml, llama3, ..., "
+                        "from:DIR or a Jinja file)")
     p.set_defaults(func=run)
 
 
@@ -53,6 +56,13 @@ def run(args) -> int:
     tok = None
     if args.model:
         tok = insp.load_tokenizer(args.model, args.trust_remote_code)
+        from engine.data import chat_templates, templates
+
+        try:
+            templates.apply(tok, chat_templates.resolve(args.chat_template))
+        except chat_templates.TemplateError as e:
+            print(f"tunebench inspect: {e}", file=sys.stderr)
+            return 2
     live = sys.stderr.isatty() and not args.json
 
     def progress(**p):

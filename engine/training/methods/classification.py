@@ -37,8 +37,8 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
                                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
                                 ignore_mismatched_sizes=True)  # a pretrained head of another size is replaced
     model.config.pad_token_id = tok.pad_token_id
-    peft = modeling.peft_config(cfg, "SEQ_CLS")
-    if peft is not None:  # plain Trainer takes no peft_config; SEQ_CLS keeps the new head trainable
+    peft = modeling.peft_config(cfg, "SEQ_CLS", model)
+    if peft is not None:  # plain Trainer takes no peft_config; the head (modules_to_save) trains in full
         from peft import get_peft_model
 
         model = get_peft_model(model, peft)

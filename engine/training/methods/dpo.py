@@ -14,12 +14,13 @@ from engine.training.methods.rows import take_rows
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import DPOConfig, DPOTrainer
 
-    tok = modeling.load_tokenizer(cfg)
+    tok = modeling.load_tokenizer(cfg, job)
     # with the tokenizer, rows whose prompt alone fills max_length are reported, not silently left untrained
     train_rows, eval_rows, info = take_rows(cfg, job, tok)
     model = modeling.load_model(cfg, resolved)
+    embeddings = modeling.fit_vocabulary(model, tok, job)  # tokens data.chat_template added
     p = cfg.preference
     args = DPOConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)),
                      max_length=cfg.data.max_length, beta=p.beta, loss_type=list(p.loss_type))
     return DPOTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
-                      processing_class=tok, peft_config=modeling.peft_config(cfg), callbacks=callbacks)
+                      processing_class=tok, peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=callbacks)

@@ -22,9 +22,10 @@ def rl_kwargs(cfg: Config) -> dict:
 
 def build_online(cfg: Config, resolved: dict, job: dict, callbacks: list, trainer_cls, config_cls, extra: dict):
     train_rows, eval_rows, info = take_rows(cfg, job)
-    tok = modeling.load_tokenizer(cfg)
+    tok = modeling.load_tokenizer(cfg, job)
     tok.padding_side = "left"  # generation appends to the prompt's end
     model = modeling.load_model(cfg, resolved)
+    embeddings = modeling.fit_vocabulary(model, tok, job)  # tokens data.chat_template added
     funcs, classes = reward_sources(cfg)
     events = next((c.events for c in callbacks if hasattr(c, "events")), None)
     samples = sample_callback(events, cfg.rl.samples_per_log) if events is not None else None
@@ -32,7 +33,7 @@ def build_online(cfg: Config, resolved: dict, job: dict, callbacks: list, traine
     args = config_cls(**kw, **rl_kwargs(cfg), **extra)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=to_dataset(train_rows),
                           eval_dataset=to_dataset(eval_rows), processing_class=tok, reward_processing_classes=classes,
-                          peft_config=modeling.peft_config(cfg), callbacks=([samples] if samples else []) + callbacks)
+                          peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=([samples] if samples else []) + callbacks)
     if samples is not None:
         samples.trainer = trainer
     return trainer

@@ -14,12 +14,13 @@ from engine.training.methods.rows import take_rows
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import KTOConfig, KTOTrainer
 
-    tok = modeling.load_tokenizer(cfg)
+    tok = modeling.load_tokenizer(cfg, job)
     # with the tokenizer, rows whose prompt alone fills max_length are reported, not silently left untrained
     train_rows, eval_rows, info = take_rows(cfg, job, tok)
     for r in train_rows + eval_rows:
         r["label"] = bool(r["label"])
     model = modeling.load_model(cfg, resolved)
+    embeddings = modeling.fit_vocabulary(model, tok, job)  # tokens data.chat_template added
     p = cfg.preference
     loss = p.loss_type[0] if p.loss_type else "kto"
     loss = "kto" if loss == "sigmoid" else loss  # sigmoid is the DPO default of the shared key
@@ -27,4 +28,4 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
                      max_length=cfg.data.max_length, beta=p.beta, loss_type=loss,
                      desirable_weight=p.desirable_weight, undesirable_weight=p.undesirable_weight)
     return KTOTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
-                      processing_class=tok, peft_config=modeling.peft_config(cfg), callbacks=callbacks)
+                      processing_class=tok, peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=callbacks)

@@ -53,4 +53,4 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     args = RewardConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)), max_length=max_len)
     return RewardTrainer(model=model, args=args, train_dataset=to_dataset(pretokenize(train_rows, tok, max_len)),
                          eval_dataset=to_dataset(pretokenize(eval_rows, tok, max_len)), processing_class=tok,
-                         peft_config=modeling.peft_config(cfg, "SEQ_CLS"), callbacks=callbacks)
+                         peft_config=modeling.peft_config(cfg, "SEQ_CLS", model), callbacks=callbacks)

@@ -20,16 +20,8 @@ STATUS_EVERY = 2.0  # seconds between status.json writes of the preparation's pr
 
 def plan_notes(tok, fmt: str, loss_on: str) -> list[str]:
     """What the config's data.loss_on means for rows of this format, when it is not the obvious."""
-    from engine.data import templates
-
-    kind = KIND[fmt]
-    if loss_on == "all":
-        return []
-    if kind == "text":
+    if loss_on != "all" and KIND[fmt] == "text":
         return ["data.loss_on: completion has no meaning for plain text; every token trains"]
-    if kind == "chat" and templates.plan(tok)["mode"] == "last_turn":
-        return ["the chat template has no {% generation %} markers and TRL cannot patch it: only the last "
-                "assistant turn of each conversation trains (set data.loss_on: all to train every token)"]
     return []
 
 
@@ -54,7 +46,7 @@ def reporter(callbacks: list):
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import SFTConfig, SFTTrainer
 
-    tok = modeling.load_tokenizer(cfg)
+    tok = modeling.load_tokenizer(cfg, job)
     progress, should_stop = reporter(callbacks)
     prep = prepare_sft(cfg, tok, progress=progress, should_stop=should_stop)
     info = prep.info
@@ -66,6 +58,7 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     eval_ds = from_files(prep.eval_files, prep.eval_index)
     job["notes"] = info.get("warnings", []) + plan_notes(tok, info["format"], cfg.data.loss_on)
     model = modeling.load_model(cfg, resolved)
+    embeddings = modeling.fit_vocabulary(model, tok, job)
     args = SFTConfig(
         **training_kwargs(cfg, resolved, job["trainer_dir"], eval_ds is not None),
         max_length=cfg.data.max_length,
@@ -77,7 +70,7 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
         completion_only_loss=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
-                         peft_config=modeling.peft_config(cfg), callbacks=callbacks)
+                         peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=callbacks)
     if prep.sampling:
         from engine.training.sampling import install
 
