@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui_support import settled, until
+from tests.tui_support import settled, text, until
 from tui.app import TuneBench
 from tui.launching import PROJECT_PRESETS
 
@@ -88,3 +88,27 @@ async def test_every_tab_is_on_screen_at_every_common_width(tmp_path, runs_dir, 
             assert region.width > 0 and region.right <= size[0], (spec.key, region)
             assert tabs[spec.key].label_text.startswith(spec.binding)
         assert (tabs["hyperparams"].label_text == "3 Hyperparameters") == (size[0] >= 100)
+
+
+@pytest.mark.asyncio
+async def test_the_key_hints_in_brackets_are_shown_not_read_as_markup(tmp_path, runs_dir):
+    """"Yes [y]", "Wait [w]" and "smoothing 0.6 [m]" name the key to press; as Textual markup "[y]" is a style tag
+    and the hint vanished ("Yes", "smoothing 0.6"): the stop question at 80x24 did not say which key answers it."""
+    from tui.screens.compare import DeviceChoice
+    from tui.screens.confirm import ConfirmScreen
+
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ConfirmScreen("Stop the run?"))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and settled(app), what="the question")
+        assert [app.screen.query_one(f"#{b}").render().plain.strip() for b in ("yes", "no")] == ["Yes [y]", "No [n]"]
+        await pilot.press("n")
+        app.push_screen(DeviceChoice("a run holds the GPU"))
+        await until(pilot, lambda: isinstance(app.screen, DeviceChoice) and settled(app), what="the device question")
+        assert [app.screen.query_one(f"#{b}").render().plain.strip() for b in ("wait", "cpu", "go")] == [
+            "Wait [w]", "Use the CPU [c]", "Go ahead [g]"]
+        await pilot.press("escape")
+        monitor = await app.ensure_pane("monitor")
+        monitor._numbers({"loss": 1.5}, None)
+        await until(pilot, lambda: settled(app))
+        assert text(app, "#mon-numbers").endswith("smoothing 0.6 [m]")
