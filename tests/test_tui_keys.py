@@ -112,3 +112,26 @@ async def test_the_key_hints_in_brackets_are_shown_not_read_as_markup(tmp_path, 
         monitor._numbers({"loss": 1.5}, None)
         await until(pilot, lambda: settled(app))
         assert text(app, "#mon-numbers").endswith("smoothing 0.6 [m]")
+
+
+@pytest.mark.asyncio
+async def test_the_export_dialog_stays_on_an_80x24_screen_after_its_report(tmp_path, runs_dir):
+    """The export's report (where it wrote, the check, how to load it) made the dialog taller than 24 rows: its
+    bottom border and the lower half of its buttons were cut off. The box scrolls instead, Close reachable by Tab."""
+    from tui.screens.export import ExportScreen
+
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ExportScreen(str(tmp_path / "run" / "checkpoints" / "checkpoint-20"), "run/checkpoint-20",
+                                     str(tmp_path / "exports")))
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen) and settled(app), what="the dialog")
+        long_out = tmp_path / ("a-long-folder-name-" * 3) / "exports" / "numbers-merged"
+        app.screen.log_line(f"exported run/checkpoint-20 as a full model to {long_out} (3.1 MiB, 1.0 s)\n"
+                            f"  checked: read back with transformers\n"
+                            f"  load it with AutoModelForCausalLM.from_pretrained('{long_out}')")
+        await until(pilot, lambda: settled(app))
+        box = app.screen.query_one("#export-box")
+        assert box.region.y >= 0 and box.region.bottom <= 24, box.region
+        close = app.screen.query_one("#export-close")
+        close.focus()
+        await until(pilot, lambda: settled(app) and box.region.contains_region(close.region), what="Close in view")
