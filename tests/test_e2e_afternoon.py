@@ -155,8 +155,19 @@ def test_a_new_users_afternoon_at_80x24(tmp_path):
         # 5. Export the checkpoint (the selected row) as merged safetensors into a folder of our own.
         tmux.keys("e")
         tmux.wait_for(f"Export {run.id}/checkpoint-{step}", "Output directory", "safetensors")
-        tmux.keys("C-e", "C-u")
+        # The dialog focuses its path field once mounted (select-on-focus): keys typed before that are lost. Clear
+        # it and type one letter until the field shows just that letter; then the path goes in whole.
+        for _ in range(30):
+            tmux.keys("C-e", "C-u")
+            tmux.type("x")
+            try:
+                tmux.until(lambda s: re.search(r"▊\s+x\s+▎", s), "the path field focused and cleared", timeout=10)
+                break
+            except AssertionError:
+                continue
+        tmux.keys("BSpace")
         tmux.type(str(exported))
+        tmux.wait_for(str(exported)[-40:])
         tmux.keys("Enter")
         screen = tmux.until(lambda s: ("exported" in s or "export failed" in s) and s, "the export to finish")
         assert "export failed" not in screen, screen
