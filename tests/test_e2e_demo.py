@@ -19,12 +19,12 @@ BIN = Path(sys.executable).parent / "tunebench"
 
 
 class Tmux:
-    def __init__(self, command: str, cwd: Path):
+    def __init__(self, command: str, cwd: Path, size: tuple[int, int] = (140, 40)):
         self.name = f"tb-e2e-{uuid.uuid4().hex[:8]}"
         self.socket = ["-L", self.name]  # a private tmux server: another test's kill-server cannot end it
         env = {k: v for k, v in os.environ.items() if k != "TUNEBENCH_RUNS_DIR"}
         env["TERM"] = "xterm-256color"
-        subprocess.run(["tmux", *self.socket, "new-session", "-d", "-s", self.name, "-x", "140", "-y", "40", "-c", str(cwd),
+        subprocess.run(["tmux", *self.socket, "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]), "-c", str(cwd),
                         f"{command}; echo APP-EXITED-$?; sleep 600"], check=True, env=env)
 
     def screen(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui_support import settled, until
+from tests.tui_support import settled, text, until
 from tui.app import TuneBench
 from tui.launching import PROJECT_PRESETS
 
@@ -88,3 +88,50 @@ async def test_every_tab_is_on_screen_at_every_common_width(tmp_path, runs_dir, 
             assert region.width > 0 and region.right <= size[0], (spec.key, region)
             assert tabs[spec.key].label_text.startswith(spec.binding)
         assert (tabs["hyperparams"].label_text == "3 Hyperparameters") == (size[0] >= 100)
+
+
+@pytest.mark.asyncio
+async def test_the_key_hints_in_brackets_are_shown_not_read_as_markup(tmp_path, runs_dir):
+    """"Yes [y]", "Wait [w]" and "smoothing 0.6 [m]" name the key to press; as Textual markup "[y]" is a style tag
+    and the hint vanished ("Yes", "smoothing 0.6"): the stop question at 80x24 did not say which key answers it."""
+    from tui.screens.compare import DeviceChoice
+    from tui.screens.confirm import ConfirmScreen
+
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ConfirmScreen("Stop the run?"))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and settled(app), what="the question")
+        assert [app.screen.query_one(f"#{b}").render().plain.strip() for b in ("yes", "no")] == ["Yes [y]", "No [n]"]
+        await pilot.press("n")
+        app.push_screen(DeviceChoice("a run holds the GPU"))
+        await until(pilot, lambda: isinstance(app.screen, DeviceChoice) and settled(app), what="the device question")
+        assert [app.screen.query_one(f"#{b}").render().plain.strip() for b in ("wait", "cpu", "go")] == [
+            "Wait [w]", "Use the CPU [c]", "Go ahead [g]"]
+        await pilot.press("escape")
+        monitor = await app.ensure_pane("monitor")
+        monitor._numbers({"loss": 1.5}, None)
+        await until(pilot, lambda: settled(app))
+        assert text(app, "#mon-numbers").endswith("smoothing 0.6 [m]")
+
+
+@pytest.mark.asyncio
+async def test_the_export_dialog_stays_on_an_80x24_screen_after_its_report(tmp_path, runs_dir):
+    """The export's report (where it wrote, the check, how to load it) made the dialog taller than 24 rows: its
+    bottom border and the lower half of its buttons were cut off. The box scrolls instead, Close reachable by Tab."""
+    from tui.screens.export import ExportScreen
+
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ExportScreen(str(tmp_path / "run" / "checkpoints" / "checkpoint-20"), "run/checkpoint-20",
+                                     str(tmp_path / "exports")))
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen) and settled(app), what="the dialog")
+        long_out = tmp_path / ("a-long-folder-name-" * 3) / "exports" / "numbers-merged"
+        app.screen.log_line(f"exported run/checkpoint-20 as a full model to {long_out} (3.1 MiB, 1.0 s)\n"
+                            f"  checked: read back with transformers\n"
+                            f"  load it with AutoModelForCausalLM.from_pretrained('{long_out}')")
+        await until(pilot, lambda: settled(app))
+        box = app.screen.query_one("#export-box")
+        assert box.region.y >= 0 and box.region.bottom <= 24, box.region
+        close = app.screen.query_one("#export-close")
+        close.focus()
+        await until(pilot, lambda: settled(app) and box.region.contains_region(close.region), what="Close in view")

@@ -362,7 +362,7 @@ class MonitorPane(Widget):
             parts.insert(1, f"eval loss {fmt_num(last_eval[1])} @ step {last_eval[0]:.0f}")
         smooth = SMOOTHING[self.smoothing]
         parts.append(f"smoothing {smooth:g} [m]" if smooth else "smoothing off [m]")
-        self.query_one("#mon-numbers", Static).update("  ·  ".join(parts))
+        self.query_one("#mon-numbers", Static).update(Text("  ·  ".join(parts)))  # Text: "[m]" is not markup
 
     def _error(self) -> None:
         box = self.query_one("#mon-error", Static)

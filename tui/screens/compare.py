@@ -42,9 +42,10 @@ class DeviceChoice(ModalScreen[str]):
         with Vertical(id="device-choice"):
             yield Label(self.message, id="device-message")
             with Horizontal(id="device-buttons"):
-                yield Button("Wait [w]", id="wait")
-                yield Button("Use the CPU [c]", id="cpu", variant="primary")
-                yield Button("Go ahead [g]", id="go", variant="warning")
+                # Content: plain text (as markup, "[w]" is a style tag and the key hint vanished)
+                yield Button(Content("Wait [w]"), id="wait")
+                yield Button(Content("Use the CPU [c]"), id="cpu", variant="primary")
+                yield Button(Content("Go ahead [g]"), id="go", variant="warning")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id)

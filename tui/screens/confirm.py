@@ -4,6 +4,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -27,8 +28,9 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical():
             yield Static(self.question)
             with Horizontal():
-                yield Button("Yes [y]", id="yes", variant="warning")
-                yield Button("No [n]", id="no", variant="primary")
+                # Content: plain text; a str label is markup, where "[y]" is a style tag and vanished.
+                yield Button(Content("Yes [y]"), id="yes", variant="warning")
+                yield Button(Content("No [n]"), id="no", variant="primary")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
