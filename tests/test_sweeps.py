@@ -86,8 +86,13 @@ def grid(tmp_path_factory, tiny_model, chat_jsonl):
     # every trial's run exists when `tunebench sweep` returns (the scheduler may have started two already)
     queued_at_once = [r.id for rs in trial_runs(runs_dir, sid).values() for r in rs]
     try:
-        wait_for(lambda: any(r.status().get("state") == "completed" for rs in trial_runs(runs_dir, sid).values()
-                             for r in rs), timeout=600, what="a first completed trial")
+        def first_completed():
+            states = {r.id: (r.status().get("state"), r.status().get("error")) for rs in trial_runs(runs_dir, sid).values()
+                      for r in rs}
+            assert not all(st == "failed" for st, _ in states.values()), states  # fail now, not after 600 s
+            return any(st == "completed" for st, _ in states.values())
+
+        wait_for(first_completed, timeout=600, what="a first completed trial")
         killed = kill_scheduler(runs_dir)
         env = env_with(runs_dir)
         first = subprocess.Popen([sys.executable, "-m", "tunebench", "scheduler"], env=env, cwd=ROOT,
