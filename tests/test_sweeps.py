@@ -84,7 +84,8 @@ def grid(tmp_path_factory, tiny_model, chat_jsonl):
                     "--pruner", "none", "--name", "grid", runs_dir=runs_dir)
     sid = sweep_id_of(out)
     # every trial's run exists when `tunebench sweep` returns (the scheduler may have started two already)
-    queued_at_once = [r.id for rs in trial_runs(runs_dir, sid).values() for r in rs]
+    made = trial_runs(runs_dir, sid)
+    queued_at_once = [r.id for t in sorted(made) for r in made[t]]
     try:
         def first_completed():
             states = {r.id: (r.status().get("state"), r.status().get("error")) for rs in trial_runs(runs_dir, sid).values()

@@ -9,7 +9,7 @@ import pytest
 
 from engine.checkpoints import chats
 from tests.compare_support import read_jsonl, trained_run
-from tests.tui_support import text, until
+from tests.tui_support import settled, text, until
 from tui import app as appmod
 
 
@@ -73,4 +73,12 @@ def steady(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
 def test_chat_pane_snapshot(snap_compare, steady, size):
-    assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), press=["7"], terminal_size=size)
+    app = appmod.TuneBench(runs_dir="runs", workdir=".")
+
+    async def shown(pilot):  # under load the pane may still be mounting after the key: wait for it, not for time
+        await pilot.press("7")
+        pane = await app.ensure_pane("chat")
+        await until(pilot, lambda: app.query_one("#panes").active == "chat" and pane.is_mounted and settled(app),
+                    what="the chat pane shown")
+
+    assert snap_compare(app, terminal_size=size, run_before=shown)

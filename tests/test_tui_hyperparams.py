@@ -192,6 +192,8 @@ async def test_launch_starts_a_detached_run_and_opens_it(tmp_path, runs_dir, tin
 async def test_memory_verdict_follows_the_config(tmp_path, runs_dir, tiny_model, monkeypatch):
     """The estimate's verdict against a named GPU: fits, then does not fit with the one change that fits."""
     monkeypatch.chdir(tmp_path)
+    # its own efficiency store: the suite's other runs of this tiny model would give the CPU a time figure
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
     app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PRESET))
     async with app.run_test(size=(130, 40)) as pilot:
         await pilot.press("3")

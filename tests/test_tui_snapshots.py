@@ -48,7 +48,12 @@ def test_runs_pane(snap_compare, steady):
     fixed_run("20250302-120000-sft-oom-e5f6", state="failed", step=7, max_steps=100, started=1740916800)
     fixed_run("20250302-130000-sft-big-a7b8", state="queued", step=0, created=1740920400,
               slurm={"job_id": "81234", "state": "PENDING", "reason": "Resources"})
-    assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), terminal_size=SIZE)
+    app = appmod.TuneBench(runs_dir="runs", workdir=".")
+
+    async def listed(pilot):  # the first scan fills the table after the first paint
+        await until(pilot, lambda: app.query_one("#runs-table").row_count == 4 and settled(app), what="four runs")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=listed)
 
 
 def test_hyperparams_pane(snap_compare, steady):
@@ -82,7 +87,16 @@ def test_dataset_pane(snap_compare, steady):
 
 
 def test_help_screen(snap_compare, steady):
-    assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), press=["question_mark"], terminal_size=SIZE)
+    app = appmod.TuneBench(runs_dir="runs", workdir=".")
+
+    async def helped(pilot):
+        from tui.screens.help import HelpScreen
+
+        await until(pilot, lambda: settled(app), what="the first pane")
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen) and settled(app), what="the help screen")
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=helped)
 
 
 # -- the most visual screens, at 80x24 and 120x36 -------------------------------------------------------------

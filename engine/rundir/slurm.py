@@ -216,7 +216,9 @@ def refresh(run: Run) -> dict:
     else:
         return status  # RUNNING, COMPLETING...: the engine's to write
     if fresh != slurm or updates:
-        status = run.write_status(slurm=fresh, **updates)
+        # A fresh handle reads the file first: `run` (the watcher's, kept across polls) would lay these updates
+        # over its own last write and undo what the engine wrote since (its final `completed`).
+        status = Run(run.path).write_status(slurm=fresh, **updates)
     return status
 
 
