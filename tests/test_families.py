@@ -139,3 +139,9 @@ def test_base_model_trains_with_chatml_and_its_checkpoint_carries_it(runs_dir, g
     ids = tok.apply_chat_template([{"role": "user", "content": "say apple"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)["input_ids"]
     assert model(input_ids=ids).logits.shape[-1] == len(tok)
+    # compare, chat, eval and export apply the template the run trained with, not the base's (it has none)
+    from engine.checkpoints.generate import load_tokenizer
+    from engine.checkpoints.refs import resolve_ref
+
+    used = load_tokenizer(resolve_ref(str(ckpt), runs_dir))
+    assert used.chat_template == NAMED["chatml"][0] and len(used) == len(tok)

@@ -106,9 +106,8 @@ def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> 
         phase(f"saving {dtype_name} safetensors (optimizer state left behind)")
         model.save_pretrained(dest, safe_serialization=True)
         info = {"kind": "full"}
-    # The base model's tokenizer and chat template: the checkpoint's copy may carry TRL's training
-    # template (with {% generation %} markers patched in), which chat front-ends need not see. After a
-    # vocabulary resize the checkpoint's tokenizer is the one that knows the new tokens.
+    # The tokenizer and chat template the checkpoint was trained with (load_tokenizer: the checkpoint's own copy
+    # when it saved one, else the base's). After a vocabulary resize it is the one that knows the new tokens.
     tok = load_tokenizer(ref)
     if ref.adapter and saved_vocab(ref.path) and (Path(ref.path) / "tokenizer_config.json").exists():
         from transformers import AutoTokenizer

@@ -120,11 +120,13 @@ def run_labels(ref: ModelRef) -> list[str] | None:
 
 
 def load_tokenizer(ref: ModelRef):
-    """The base model's tokenizer (its chat template is the one applied), else the checkpoint's own."""
+    """The tokenizer the checkpoint was trained with when it saved one (the engine saves it with every checkpoint,
+    with the chat template used in training and any tokens data.chat_template added), else the base model's."""
     from transformers import AutoTokenizer
 
     tok = None
-    for src in (ref.base_model, ref.path):
+    own = ref.path and (Path(ref.path) / "tokenizer_config.json").is_file()
+    for src in ((ref.path, ref.base_model) if own else (ref.base_model, ref.path)):
         try:
             tok = AutoTokenizer.from_pretrained(src)
             break
