@@ -122,6 +122,18 @@ def test_inspect_without_a_method_reports_preference_data_and_the_methods_it_fit
     assert refused.returncode == 2 and "data.train_on_chosen" in refused.stderr
 
 
+def test_inspect_shows_a_mixture_source_by_source(tmp_path):
+    """Weighted sources (issue 18): each source's rows, the rows an epoch draws from it and its share."""
+    a = write_jsonl(tmp_path / "a.jsonl", [TWO_TURNS] * 40)
+    b = write_jsonl(tmp_path / "b.jsonl", [TWO_TURNS] * 200)
+    rep = json.loads(tunebench("inspect", f"{a}:3", f"{b}:1", "--json").stdout)
+    mix = rep["mixture"]
+    assert [(s["rows"], s["drawn"], s["share"]) for s in mix["sources"]] == [(40, 180, 0.75), (200, 60, 0.25)]
+    assert mix["epoch_rows"] == 240 and mix["formats"] == ["messages", "messages"]
+    text = tunebench("inspect", f"{a}:3", f"{b}:1").stdout
+    assert "mixture: 240 rows an epoch" in text and "180 drawn an epoch (75%)" in text
+
+
 def test_train_refuses_invalid_data_before_creating_a_run(tmp_path, tiny_model, runs_dir):
     f = write_jsonl(tmp_path / "d.jsonl", [TWO_TURNS, '{"messages": [', {"messages": "x"}, TWO_TURNS])
     cfg = write_config(tmp_path / "c.yaml", tiny_model, f)

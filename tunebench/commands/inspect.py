@@ -76,6 +76,12 @@ def run(args) -> int:
     finally:
         if live:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
+    from engine.data import mixture
+
+    if mixture.is_mixture(cfg.data):
+        from engine.data.check import mixture_check  # each source on its own: rows, the share each epoch draws
+
+        rep["mixture"] = mixture_check(cfg)["mixture"]
     if fits is not None:
         rep["fits_methods"] = fits
         rep.setdefault("warnings", []).insert(0, f"{rep.get('format', fmt)} data fits method(s) {', '.join(fits)}; "
@@ -86,6 +92,15 @@ def run(args) -> int:
     else:
         print_report(rep)
     return 1 if args.strict and rep["invalid_count"] else 0
+
+
+def print_mixture(c, mix: dict) -> None:
+    c.print(f"mixture: {mix['epoch_rows']:,} rows an epoch, order {mix['order']}"
+            + (f" for {mix['curriculum_epochs']} epoch(s)" if mix["order"] != "shuffle" and mix["curriculum_epochs"] else ""))
+    for src, fmt in zip(mix["sources"], mix.get("formats") or [None] * len(mix["sources"])):
+        c.print(f"  {src['path']}: weight {src['weight']:g}{' (general)' if src['general'] else ''}, {src['rows']:,} rows"
+                f", {src['drawn']:,} drawn an epoch ({src['share']:.0%})" + (f", format {fmt}" if fmt else ""),
+                markup=False)
 
 
 def _fmt_stats(s: dict | None, unit: str) -> str:
@@ -106,6 +121,8 @@ def print_report(rep: dict) -> None:
     if rep.get("labels"):
         counts = rep.get("label_counts", {})
         c.print("labels: " + ", ".join(f"{i}={name} ({counts.get(name, 0)})" for i, name in enumerate(rep["labels"])))
+    if rep.get("mixture"):
+        print_mixture(c, rep["mixture"])
     c.print(f"token lengths{est}: {_fmt_stats(rep['token_lengths'], 'tokens')}")
     h = (rep.get("token_lengths") or {}).get("histogram")
     if h and sum(h["counts"]):
