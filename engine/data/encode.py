@@ -26,16 +26,6 @@ class Unusable(Exception):
         super().__init__(f"{kind}: {detail}")
 
 
-def _prefix(a: list[int], b: list[int]) -> int:
-    """trl.data_utils.common_prefix_length: where a prompt and prompt+completion tokenisations diverge."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class SFTEncoder:
     """sft rows ({"messages"} | {"prompt", "completion"} | {"text"}) -> {"input_ids", "labels"}, as TRL would.
 
@@ -100,7 +90,7 @@ class SFTEncoder:
             full = list(self.tok(text=prompt + completion)["input_ids"])
         if self.loss_on != "completion":
             return full, None
-        n = _prefix(prompt_ids, full)
+        n = templates.common_prefix(prompt_ids, full)  # trl.data_utils.common_prefix_length
         return full, [0] * n + [1] * (len(full) - n)
 
     def encode(self, row: dict) -> dict:

@@ -76,7 +76,7 @@ def _turn_end(tok, full: str, upto: str, start: int) -> int | None:
         return None
     u = tok(upto, add_special_tokens=False, return_offsets_mapping=True)
     ids, whole = list(u["input_ids"]), list(tok(full, add_special_tokens=False)["input_ids"])
-    k = _common(ids, whole)
+    k = common_prefix(ids, whole)
     tail = ids[k:]
     if not tail or len(tail) > 8 or whole[-len(tail):] != tail:
         return None
@@ -129,14 +129,15 @@ def assistant_mask(tok, messages: list[dict], template: str | None = None,
     ids = list(tok(full, add_special_tokens=False)["input_ids"])  # slow tokenizer: token boundaries by prefixes
     mask = [0] * len(ids)
     for a, b in spans:
-        lo = _common(tok(full[:a], add_special_tokens=False)["input_ids"], ids)
-        hi = _common(tok(full[:b], add_special_tokens=False)["input_ids"], ids)
+        lo = common_prefix(tok(full[:a], add_special_tokens=False)["input_ids"], ids)
+        hi = common_prefix(tok(full[:b], add_special_tokens=False)["input_ids"], ids)
         for j in range(lo, hi):
             mask[j] = 1
     return ids, mask
 
 
-def _common(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two tokenisations share (TRL's common_prefix_length)."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -26,7 +26,7 @@ from engine.config import Config
 from engine.data.progress import describe
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
-from tui.fmt import fmt_bytes, fmt_duration
+from tui.fmt import config_line, fmt_bytes, fmt_duration, progress_bar
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 
@@ -41,30 +41,6 @@ STATE_CLASS = {"running": "ok", "starting": "ok", "completed": "ok", "paused": "
 
 class Body(Vertical, can_focus=True):
     """The Monitor's content; focusable, so the pane's keys (p, s, e, x, m) reach it."""
-
-
-def config_line(cfg: Config | None, status: dict) -> str:
-    """The run's config at a glance: method, adapter, model, data, schedule, precision."""
-    if cfg is None:
-        return "config: not readable"
-    m, a, d, t = cfg.model, cfg.adapter, cfg.data, cfg.training
-    res = status.get("resolved") or {}
-    adapter = f"{a.kind} r={a.r} α={a.alpha}" if a.kind in ("lora", "dora") else a.kind
-    if m.quantization != "none":
-        adapter += f" on {m.quantization}"
-    steps = t.max_steps if t.max_steps > 0 else f"{t.epochs} epoch(s)"
-    return (f"{cfg.method} · {adapter} · model {Path(m.name_or_path or '?').name} · "
-            f"data {Path(str(d.train or '?')).name} (max_len {d.max_length}) · "
-            f"lr {t.learning_rate} {t.lr_scheduler} warmup {t.warmup_steps} · "
-            f"batch {t.batch_size}×{t.grad_accum} · steps {steps} · "
-            f"{res.get('precision', t.precision)} on {res.get('device', '?')}")
-
-
-def progress_bar(frac: float, width: int = 24) -> str:
-    frac = max(0.0, min(1.0, frac))
-    full = frac * width
-    n = int(full)
-    return "━" * n + ("╸" if full - n >= 0.5 and n < width else "") + "─" * (width - n - (1 if full - n >= 0.5 and n < width else 0))
 
 
 class MonitorPane(Widget):
