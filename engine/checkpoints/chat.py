@@ -58,14 +58,8 @@ class ChatSession:
             msgs = self.conv.messages(side.name) + [{"role": "user", "content": text}]
             ids = generate.encode_prompt(side.tok, {"messages": msgs})
             streams[side.name] = generate.Stream(side, ids, dec, dec.seed + index, self.stops[side.name])
-        while not all(st.done for st in streams.values()):
-            if should_stop is not None and should_stop():
-                return None
-            for name, st in streams.items():
-                if not st.done:
-                    delta = st.step()
-                    if (delta or st.rewrote) and on_token is not None:
-                        on_token(name, st.text if st.rewrote else delta, st.rewrote)
+        if not generate.interleave(streams, on_token, should_stop):
+            return None
         turn = Turn(user=text, a=streams["a"].text, b=streams["b"].text if "b" in streams else None,
                     stats={n: {"tokens": len(st.out), "seconds": round(st.seconds, 4)} for n, st in streams.items()})
         self.conv.turns.append(turn)

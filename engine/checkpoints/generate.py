@@ -309,6 +309,20 @@ class Stream:
         return delta
 
 
+def interleave(streams: dict, on_token=None, should_stop=None) -> bool:
+    """Step every stream a token in turn until all are done; on_token(name, text, full) as text arrives
+    (full=True: `text` replaces what came before). False when should_stop() asked to stop first."""
+    while not all(st.done for st in streams.values()):
+        if should_stop is not None and should_stop():
+            return False
+        for name, st in streams.items():
+            if not st.done:
+                delta = st.step()
+                if (delta or st.rewrote) and on_token is not None:
+                    on_token(name, st.text if st.rewrote else delta, st.rewrote)
+    return True
+
+
 def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token=None, should_stop=None,
                   on_row=None) -> list[dict]:
     """Both sides on every prompt, a token each in turn; on_token(index, side, text, full) as text arrives
@@ -316,14 +330,9 @@ def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token
     results = []
     for i, prompt in enumerate(prompts):
         streams = {s.name: Stream(s, encode_prompt(s.tok, prompt), dec, dec.seed + i) for s in (a, b)}
-        while not all(st.done for st in streams.values()):
-            if should_stop is not None and should_stop():
-                return results
-            for name, st in streams.items():
-                if not st.done:
-                    delta = st.step()
-                    if (delta or st.rewrote) and on_token is not None:
-                        on_token(i, name, st.text if st.rewrote else delta, st.rewrote)
+        tell = None if on_token is None else (lambda name, text, full, i=i: on_token(i, name, text, full))
+        if not interleave(streams, tell, should_stop):
+            return results
         row = {"prompt": prompt_text(prompt), **({"messages": prompt["messages"]} if "messages" in prompt else {})}
         for name, st in streams.items():
             row[name] = st.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from tunebench.commands.compare import add_sampling_args
 from tunebench.errors import CliError
 
 HELP = "commands: /pick 1|2|t (blind) · /system TEXT · /sft · /quit"
@@ -27,11 +28,7 @@ def add_parser(sub):
     p.add_argument("--input", metavar="FILE", help="read the messages from FILE, one a line (default: standard input)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="tokens per answer (default 256)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (turn i uses seed + i)")
-    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (with --sample)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0 = off; with --sample)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="penalise repeated tokens (1 = off)")
+    add_sampling_args(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = the GPU unless a training run holds it short of memory, then the CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object per turn instead of text")

@@ -12,6 +12,15 @@ import sys
 from tunebench.errors import CliError
 
 
+def add_sampling_args(p) -> None:
+    """The decoding options compare and chat share."""
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (with --sample)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0 = off; with --sample)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="penalise repeated tokens (1 = off)")
+
+
 def add_parser(sub):
     p = sub.add_parser("compare", help="compare two checkpoints (or a checkpoint and its base) on the same prompts")
     p.add_argument("a", help="model A: a checkpoint dir, a run id (its final model), RUN@STEP, or a base model dir")
@@ -21,11 +30,7 @@ def add_parser(sub):
     p.add_argument("--limit", type=int, default=8, metavar="N", help="at most N prompts (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="tokens to generate per answer")
     p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for A and B (default 0)")
-    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (with --sample)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0 = off; with --sample)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="penalise repeated tokens (1 = off)")
+    add_sampling_args(p)
     p.add_argument("--eval", metavar="FILE", help="eval data for loss/perplexity (default: the run's eval split)")
     p.add_argument("--max-eval", type=int, default=200, metavar="N", help="score at most N eval rows (default 200)")
     p.add_argument("--no-metrics", action="store_true", help="skip eval loss and perplexity")
