@@ -34,7 +34,9 @@ from engine.config.schema import (
                                  Adapter,
                                  Classification,
                                  Config,
+                                 TEXT_METRICS,
                                  Data,
+                                 Eval,
                                  Field,
                                  Hardware,
                                  Model,
@@ -44,7 +46,7 @@ from engine.config.schema import (
 from engine.config.validate import coerce, run_rules, validate
 
 __all__ = ["ADAPTERS", "DPO_LOSSES", "FORMATS", "KTO_LOSSES", "METHOD_ADAPTERS", "METHODS", "REPORT_TO", "RL", "SCHEMA",
-           "SECTION_CLASSES", "SECTIONS", "Adapter", "Classification", "Config", "ConfigError", "Data", "Field",
+           "SECTION_CLASSES", "SECTIONS", "TEXT_METRICS", "Adapter", "Classification", "Config", "ConfigError", "Data", "Eval", "Field",
            "Hardware", "Model", "Preference", "Problem", "Training", "all_keys", "apply_overrides", "coerce",
            "defaults", "diff", "dump", "field_for", "load_config", "load_yaml", "merge", "parse", "parse_override",
            "run_rules", "validate"]

@@ -212,6 +212,23 @@ class Classification(Section):
     labels: str | list[str] = key([], "Label names in index order; empty = taken from the data (sorted).")
 
 
+# Metrics computed on generations at evaluation (engine/training/textmetrics.py); classification reports
+# accuracy and F1 from its predicted labels whatever this says.
+TEXT_METRICS = ("exact_match", "rouge1", "rouge2", "rougeL", "bleu", "chrf")
+
+
+@dataclass(frozen=True)
+class Eval(Section):
+    """What each evaluation computes beyond the loss: metrics on generated answers, and how much it generates."""
+
+    metrics: str | list[str] = key([], "Metrics on generated answers at each evaluation: exact_match, rouge1, rouge2, "
+                                    "rougeL, bleu, chrf (sft and seq2seq; empty = the loss only).")
+    max_new_tokens: int = key(64, "Longest answer generated for eval.metrics, in tokens.", min=1, max=1 << 16)
+    # Generation costs a forward pass per new token per row; bounded so evaluation does not dominate the run.
+    max_rows: int = key(64, "Eval rows answered for eval.metrics at each evaluation (the first ones, same every time).",
+                        min=1, max=HUGE)
+
+
 @dataclass(frozen=True)
 class Hardware(Section):
     """Where the run trains: device, processes, launcher config, and the GPU estimates plan for."""
@@ -249,6 +266,7 @@ class Config:
     preference: Preference = section(Preference)
     rl: RL = section(RL)
     classification: Classification = section(Classification)
+    eval: Eval = section(Eval)
     hardware: Hardware = section(Hardware)
 
     def to_dict(self) -> dict:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.problems import Problem
-from engine.config.schema import ADAPTERS, DPO_LOSSES, KTO_LOSSES, METHOD_ADAPTERS, REPORT_TO, SCHEMA, SECTIONS, Field
+from engine.config.schema import (ADAPTERS, DPO_LOSSES, KTO_LOSSES, METHOD_ADAPTERS, REPORT_TO, SCHEMA, SECTIONS,
+                                  TEXT_METRICS, Field)
 from engine.config.sources import normalise_train, order_problem, split_weight
 
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
@@ -113,7 +114,7 @@ def validate(cfg: dict) -> tuple[dict, list[Problem]]:
     if problems:
         return out, problems
     for section_name in SECTIONS:  # lists of one: a single string is the same as a list holding it
-        for k in ("report_to", "loss_type"):
+        for k in ("report_to", "loss_type", "metrics"):
             if k in SCHEMA[section_name] and isinstance(out[section_name][k], str):
                 out[section_name][k] = [out[section_name][k]]
     return out, cross_field(out) + method_rules(out)
@@ -144,7 +145,29 @@ def cross_field(cfg: dict) -> list[Problem]:
                                     closest(r, REPORT_TO)))
     if d["packing"] and cfg["method"] != "sft":
         problems.append(Problem("data.packing", f"only for method sft, not {cfg['method']}"))
-    return problems + node_rules(h)
+    return problems + node_rules(h) + eval_rules(cfg)
+
+
+# Methods whose eval rows have a reference answer to generate against (engine/training/textmetrics.py).
+GENERATING = ("sft", "seq2seq")
+
+
+def eval_rules(cfg: dict) -> list[Problem]:
+    """eval.metrics: known names, a method that generates answers, and eval data to answer."""
+    problems: list[Problem] = []
+    metrics, d, method = cfg["eval"]["metrics"], cfg["data"], cfg["method"]
+    for name in metrics:
+        if name not in TEXT_METRICS:
+            hint = closest(name, TEXT_METRICS)
+            problems.append(Problem("eval.metrics", f"{name!r} is not one of {', '.join(TEXT_METRICS)}",
+                                    hint or "leave it empty for the loss only"))
+    if metrics and method not in GENERATING:
+        extra = " (accuracy and F1 are always computed)" if method == "classification" else ""
+        problems.append(Problem("eval.metrics", f"metrics on generated answers are for method sft or seq2seq, "
+                                f"not {method}{extra}", "leave eval.metrics empty"))
+    elif metrics and not (d["eval"] or d["eval_fraction"] > 0):
+        problems.append(Problem("eval.metrics", "needs eval data to answer", "set data.eval or data.eval_fraction"))
+    return problems
 
 
 def world_size(h: dict) -> int:
