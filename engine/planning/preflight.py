@@ -161,7 +161,7 @@ def template_problems(cfg: Config, fmt: str | None) -> list[Problem]:
     try:
         chosen = chat_templates.resolve(cfg.data.chat_template)
     except chat_templates.TemplateError as e:
-        return [Problem("data.chat_template", str(e).split(": ", 1)[1], chat_templates.FIX)]
+        return [Problem("data.chat_template", str(e).split(": ", 1)[1])]  # the message ends with its fix
     if chosen.template is not None or cfg.method in SEQ_CLS or KIND.get(fmt or "") != "chat":
         return []
     info = model_check(cfg.model.name_or_path) if cfg.model.name_or_path else {}
