@@ -116,6 +116,7 @@ def test_reward_with_a_template_that_adds_tokens_trains_and_saves_it(chat, runs_
                  adapter={"kind": "lora", "r": 4}, training={"max_steps": 2})
     run, ev = train(runs_dir, cfg)
     done = ev["data"][-1]["chat_template"]
-    assert done["added_tokens"] == ["<|im_start|>", "<|im_end|>"] and done["resized_embeddings"]["to"] == done["vocab_size"]
+    assert done["added_tokens"] == ["<|im_start|>", "<|im_end|>"]
+    assert done["resized_embeddings"]["to"] == done["vocab_size"]
     tok = AutoTokenizer.from_pretrained(run.last_checkpoint().path)
     assert tok.chat_template == CHATML and len(tok) == done["vocab_size"]

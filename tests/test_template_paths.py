@@ -36,7 +36,7 @@ def test_template_paths_become_absolute_and_names_stay(tmp_path):
                                                rf"{tmp_path}/mytemplate give its path, ./mytemplate"):
         ct.resolve("mytemplate", tmp_path)
     assert ct.resolve("./mytemplate", tmp_path).template == ct.NAMED["chatml"][0]
-    with pytest.raises(ct.TemplateError, match=rf"'nope.jinja': no such file \({tmp_path}/nope.jinja tried; a relative"):
+    with pytest.raises(ct.TemplateError, match=rf"'nope.jinja': no such file \({tmp_path}/nope.jinja tried: a "):
         ct.resolve("nope.jinja", tmp_path)
     assert ct.resolve("t/mine.jinja", tmp_path).name == str(tmp_path / "t" / "mine.jinja")
 

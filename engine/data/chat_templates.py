@@ -7,8 +7,9 @@ to a loaded tokenizer (adding the tokens it lacks) is engine.data.templates' job
 A value is `auto` (the tokenizer's own template), a name below, `from:<model dir>` (another local tokenizer's
 template) or the path of a Jinja file, a path by its shape (engine.rundir.paths.template_file: a / or a .jinja,
 .j2, .txt suffix), so a file named like a template never changes what a name means; a relative path is read from
-the working directory, as data.train is, and run creation records it absolute (engine.rundir.paths). Every named template renders `add_generation_prompt` and each turn is a
-prefix of the next rendering, so every assistant turn can be masked by rendering conversation prefixes.
+the working directory, as data.train is, and run creation records it absolute (engine.rundir.paths). Every named
+template renders `add_generation_prompt` and each turn is a prefix of the next rendering, so every assistant turn
+can be masked by rendering conversation prefixes.
 """
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def _at(value: str, base: str | Path | None) -> Path:
 
 def resolve(value: str | None, base: str | Path | None = None) -> Chosen:
     """What a data.chat_template value means; TemplateError when it names nothing usable. `base` is the directory
-    relative paths are read from (the config's), else the working directory."""
+    relative paths are read from, else the working directory (where tunebench runs, as for data.train)."""
     value = (value or AUTO).strip()
     if value == AUTO:
         return Chosen(AUTO, "the tokenizer's chat template", None)
@@ -156,9 +157,9 @@ def resolve(value: str | None, base: str | Path | None = None) -> Chosen:
     p = _at(value, base)
     if template_file(value):
         if not p.is_file():
-            tried = "" if str(p) == value else f"{p} tried; "
-            raise TemplateError(f"data.chat_template: {value!r}: no such file ({tried}a relative path is read from the "
-                                f"directory tunebench runs in); {FIX}")
+            tried = "" if Path(value).expanduser().is_absolute() else (
+                f" ({p} tried: a relative path is read from the directory tunebench runs in)")
+            raise TemplateError(f"data.chat_template: {value!r}: no such file{tried}; {FIX}")
         try:
             template = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
