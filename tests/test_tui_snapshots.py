@@ -112,8 +112,9 @@ def write_events(run: Run, events: list[dict]) -> None:
             f.write(json.dumps({"seq": seq, **e}, separators=(",", ":")) + "\n")
 
 
-def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, **status) -> Run:
-    """A finished run with a falling loss, evals, checkpoints and (NVML-shaped) GPU telemetry every 10 steps."""
+def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, scores: bool = False, **status) -> Run:
+    """A finished run with a falling loss, evals, checkpoints and (NVML-shaped) GPU telemetry every 10 steps;
+    `scores`: its evals carry eval.metrics' scores (rising ROUGE-1, BLEU, exact match) as sft writes them."""
     from engine import config as cfgmod
 
     run = fixed_run(name, state="completed", step=steps, max_steps=steps, last_loss=0.21, started=T0,
@@ -131,7 +132,9 @@ def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, *
                        "learning_rate": 1e-3 * (1 - step / steps), "grad_norm": 1 + (step % 7) / 7,
                        "tokens_per_s": 900.0 + step % 5, "num_tokens": 512 * step})
         if step % 100 == 0:
-            events.append({"time": t, "kind": "eval", "step": step, "loss": 0.15 + 3 / (1 + speed * step / 15)})
+            events.append({"time": t, "kind": "eval", "step": step, "loss": 0.15 + 3 / (1 + speed * step / 15),
+                           **({"exact_match": step / 1000, "rouge1": 0.2 + step / 600, "bleu": 5 + step / 12}
+                              if scores else {})})
         if step % 150 == 0:
             events.append({"time": t, "kind": "checkpoint", "step": step, "path": f"checkpoints/checkpoint-{step}"})
         if step % 10 == 0:
@@ -149,8 +152,9 @@ def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, *
 
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
 def test_monitor_pane(snap_compare, steady, size):
-    """The loss chart and the memory chart both on screen, at 80x24 too; the header in a few lines."""
-    run = trained("20250301-101500-sft-numbers-a1b2")
+    """The loss chart and the memory chart both on screen, at 80x24 too; the header in a few lines; the eval
+    metrics a row each (one line at 80x24)."""
+    run = trained("20250301-101500-sft-numbers-a1b2", scores=True)
     app = appmod.TuneBench(runs_dir="runs", workdir=".", run=str(run.path))
 
     async def drawn(pilot):
