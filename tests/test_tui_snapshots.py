@@ -225,13 +225,18 @@ def recorded_comparison():
     metrics = {"a": {"eval_loss": 0.1812, "perplexity": 1.199, "gen_tokens_per_s": 812.4},
                "b": {"eval_loss": 0.9103, "perplexity": 2.485, "gen_tokens_per_s": 799.0},
                "eval": "eval split of 20250301-101500-sft-numbers-a1b2 (8 rows)", "device": "cpu"}
+    from engine.checkpoints.answer_scores import score_answers  # both answers against the references
+
+    metrics["answers"] = {**score_answers(rows, prompts, ["exact_match", "rouge1"]), "chosen_by": "eval.metrics"}
+    models = {"a": {"run_eval": {"step": 400, "loss": 0.1812, "exact_match": 0.75, "rouge1": 0.91}},
+              "b": {"run_eval": None}}
 
     async def stream():
         yield {"type": "data", "event": "phase", "text": "prompts: the eval split of A's run"}
         yield {"type": "data", "event": "prompts", "prompts": prompts}
         for i, row in enumerate(rows):
             yield {"type": "data", "event": "row", "i": i, "row": row}
-        yield {"type": "done", "result": {"prompts": rows, "metrics": metrics}}
+        yield {"type": "done", "result": {"prompts": rows, "metrics": metrics, "models": models}}
 
     return stream
 
