@@ -115,7 +115,9 @@ class AnswerScorer(TrainerCallback):
         out: list[str] = []
         # Unwrapped from DDP/FSDP/DeepSpeed (ZeRO-3 gathers its parameters), gradient checkpointing off while it
         # generates (it would turn the KV cache off: every new token would recompute the whole prefix).
-        with unwrap_model_for_generation(t.model_wrapped, t.accelerator) as model:
+        # Checkpointing comes back on with the trainer's own kwargs (TRL may have set use_reentrant for PEFT).
+        with unwrap_model_for_generation(t.model_wrapped, t.accelerator,
+                                         gradient_checkpointing_kwargs=t.args.gradient_checkpointing_kwargs) as model:
             was_training = model.training
             model.eval()
             device = next(model.parameters()).device
