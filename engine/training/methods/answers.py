@@ -90,8 +90,7 @@ class AnswerScorer(TrainerCallback):
         self.max_rows = cfg.eval.max_rows
         self.batch = max(1, cfg.training.batch_size)
         self.rows, self.why_none = rows, why_none
-        self.told = False
-        self.generated = 0  # rows answered by this process, all evaluations together (tests read it)
+        self.told = False  # the reason nothing is scored is logged once, not at every evaluation
 
     def stop_ids(self, tok) -> set[int]:
         """Tokens that end an answer: the tokenizer's and the model's EOS, and every special token a reference ends
@@ -133,7 +132,6 @@ class AnswerScorer(TrainerCallback):
                             out.append(tok.decode(cut_at_stop(seq, stops), skip_special_tokens=True))
             finally:
                 model.train(was_training)
-        self.generated += len(rows)
         return out
 
     def shared(self) -> list[str]:
