@@ -18,9 +18,15 @@ FAMILIES = {
     # one sliding-window layer narrower than the rows and one global layer, as Gemma 3 interleaves them
     "gemma3_text": ("gemma", {"query_pre_attn_scalar": 16, "sliding_window": 8,
                               "layer_types": ["sliding_attention", "full_attention"]}),
+    # Gemma 3 4B and up ship as the image-text model (Gemma3ForConditionalGeneration), trained here on text
+    "gemma3": ("gemma", {"query_pre_attn_scalar": 16}),
     "phi3": ("phi3", {}),
     "olmo2": ("chatml", {}),  # tunebench names no OLMo template
 }
+# the code a published checkpoint's config.json names beside a type transformers knows (Phi-3-mini's); the files
+# are not written here, so a load that tried them would fail
+SHIPPED_CODE = {"phi3": {"AutoConfig": "configuration_phi3.Phi3Config",
+                         "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"}}
 EVAL_ROWS = 4  # one eval batch (training.batch_size 4): the engine's eval loss is one token-mean, reproducible
 MAX_LENGTH = 128  # no row is cut (qwen2.5's default system turn is 106 tokens with this tokenizer)
 
@@ -34,12 +40,24 @@ def build_tiny_decoder(out, model_type: str, **extra):
     from engine.demo.tinymodel import build_tokenizer
 
     tok = build_tokenizer(out)
-    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                               num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                               max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **extra)
+    shape = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if model_type == "gemma3":  # a one-layer SigLIP tower beside the text model; its image token ids stay the
+        # defaults, beyond this vocabulary, so no text token is taken for an image
+        text = AutoConfig.for_model("gemma3_text", **shape, **extra).to_dict()
+        cfg = AutoConfig.for_model("gemma3", text_config=text,
+                                   vision_config=dict(model_type="siglip_vision_model", hidden_size=32,
+                                                      intermediate_size=64, num_hidden_layers=1,
+                                                      num_attention_heads=2, image_size=28, patch_size=14),
+                                   mm_tokens_per_image=4)
+    else:
+        cfg = AutoConfig.for_model(model_type, **shape, **extra)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(out)
+    if model_type in SHIPPED_CODE:
+        saved = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**saved, "auto_map": SHIPPED_CODE[model_type]}))
     return out
 
 
@@ -54,11 +72,13 @@ def matrix(tmp_path_factory, chat_jsonl):
     # models; bitsandbytes' CPU 4-bit kernel fails on others at a plain reload (the engine steers round it:
     # engine.training.modeling.cpu_4bit_safe), and the session's tiny Llama has 84 MLP units
     out = {"llama": build_tiny_llama(base / "llama", hidden=64, heads=4, kv_heads=2, intermediate=128,
-                                     max_positions=256), "train": chat_jsonl, "eval": write_jsonl(base / "eval.jsonl", rows[:EVAL_ROWS]),
+                                     max_positions=256),
+           "train": chat_jsonl, "eval": write_jsonl(base / "eval.jsonl", rows[:EVAL_ROWS]),
            # conversations, so the family's template renders the preference pairs
            "pref": write_jsonl(base / "pref.jsonl", [
-               {"prompt": [{"role": "user", "content": f"say {w}"}], "chosen": [{"role": "assistant", "content":
-                f"{w} {w}"}], "rejected": [{"role": "assistant", "content": "no"}]} for w in WORDS * 2])}
+               {"prompt": [{"role": "user", "content": f"say {w}"}],
+                "chosen": [{"role": "assistant", "content": f"{w} {w}"}],
+                "rejected": [{"role": "assistant", "content": "no"}]} for w in WORDS * 2])}
     for family, (_, extra) in FAMILIES.items():
         if family not in out:
             out[family] = build_tiny_decoder(base / family, family, **extra)
@@ -166,9 +186,27 @@ def test_llama_qlora_4bit_reloads_on_its_4bit_base(matrix, runs_dir):
 
 def test_dpo_on_qwen3_trains_and_reloads(matrix, runs_dir):
     cfg = config(matrix["qwen3"], matrix["pref"], method="dpo", adapter={"kind": "lora", "r": 4},
-                 data={"chat_template": "qwen2.5", "max_length": MAX_LENGTH}, training={"max_steps": 2, "batch_size": 4})
+                 data={"chat_template": "qwen2.5", "max_length": MAX_LENGTH},
+                 training={"max_steps": 2, "batch_size": 4})
     run, ev = train(runs_dir, cfg)
     assert {"rewards/chosen", "rewards/margins"} <= set(ev["metrics"][-1])
     model, tok = peft_reload(matrix["qwen3"], run.last_checkpoint().path)
     assert model.config.model_type == "qwen3"
     generates(model, tok)
+
+
+def test_phi3_with_its_shipped_code_named_launches_without_trust_remote_code(matrix):
+    """transformers loads phi3 with its own classes (the sft run above did, trust_remote_code off), so the
+    preflight does not demand model.trust_remote_code for it: Phi-3-mini launches as it is."""
+    from engine.data.prepare import prepare
+    from engine.planning.preflight import preflight
+
+    assert json.loads((matrix["phi3"] / "config.json").read_text())["auto_map"] == SHIPPED_CODE["phi3"]
+    cfg = sft_config(matrix, "phi3")
+    assert not cfg.model.trust_remote_code
+    pf = preflight(cfg, prepare)
+    assert pf.ok, pf.messages
+    from tui.launching import check_model  # the workbench's model line says which code runs
+
+    assert check_model(str(matrix["phi3"]), False) == (True, f"{matrix['phi3']}: Phi3ForCausalLM; transformers' own "
+                                                             "phi3 classes (its shipped code is not run)")
