@@ -210,3 +210,21 @@ def test_phi3_with_its_shipped_code_named_launches_without_trust_remote_code(mat
 
     assert check_model(str(matrix["phi3"]), False) == (True, f"{matrix['phi3']}: Phi3ForCausalLM; transformers' own "
                                                              "phi3 classes (its shipped code is not run)")
+
+
+def test_a_family_transformers_lacks_is_refused_before_a_run_until_its_code_is_trusted(matrix, tmp_path, runs_dir):
+    """The other side: a checkpoint whose model_type only its shipped code defines exits 2 with one line naming
+    model.trust_remote_code, and no run directory."""
+    from tests.conftest import tunebench, write_config
+
+    model = tmp_path / "acme"
+    model.mkdir()
+    saved = json.loads((matrix["phi3"] / "config.json").read_text())
+    shipped = {"AutoModelForCausalLM": "modeling_acme.AcmeForCausalLM"}
+    (model / "config.json").write_text(json.dumps({**saved, "model_type": "acme_lm", "auto_map": shipped,
+                                                   "architectures": ["AcmeForCausalLM"]}))
+    r = tunebench("train", write_config(tmp_path / "c.yaml", model, matrix["train"]), runs_dir=runs_dir, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "trust_remote_code" in x]
+    assert len(lines) == 1 and "acme ships its own Python code" in lines[0], r.stderr
+    assert not (runs_dir.exists() and any(runs_dir.iterdir()))
