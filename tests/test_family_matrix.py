@@ -150,6 +150,13 @@ def test_sft_lora_trains_and_plain_peft_reload_gives_the_engines_eval_loss(matri
     with model.disable_adapter():  # ... and that is the adapter's doing: the base alone scores otherwise
         assert reload_loss(model, tok, matrix["eval"]) != pytest.approx(ev_last["loss"], rel=1e-3)
     generates(model, tok)
+    # compare (the A/B view, chat and eval) loads it beside its base and scores it as training did
+    from engine.checkpoints import generate
+    from engine.checkpoints.refs import resolve_ref
+
+    side, _ = generate.load_pair(resolve_ref(str(ckpt), runs_dir), resolve_ref(str(matrix[family]), runs_dir))
+    rows = [json.loads(line) for line in matrix["eval"].read_text().splitlines()]
+    assert generate.eval_loss(side, rows)["eval_loss"] == pytest.approx(ev_last["loss"], rel=1e-4)
 
 
 def test_mistral_full_fine_tuning_reloads_with_auto_model(matrix, runs_dir):
