@@ -1,7 +1,9 @@
 """The decoder families people fine-tune (issue 16), as tiny random-weight builds from transformers' config classes:
 each trains SFT with LoRA through the real engine under its own chat template, and its checkpoint reloaded with
-plain transformers + PEFT gives the eval loss the engine measured at its last step (the same logits); Mistral in
-full, Llama in 4-bit (QLoRA) and DPO on Qwen3 beside. The encoders and GPT-2 are in test_families.py."""
+plain transformers + PEFT, and through compare's loader, gives the eval loss the engine measured at its last step
+(the same logits); Mistral in full, Llama in 4-bit (QLoRA) and DPO on Qwen3 beside; Phi-3 naming its shipped code
+launches without trust_remote_code, a type only shipped code defines is refused before a run. The encoders and
+GPT-2 are in test_families.py."""
 from __future__ import annotations
 
 import json
