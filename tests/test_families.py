@@ -145,3 +145,7 @@ def test_base_model_trains_with_chatml_and_its_checkpoint_carries_it(runs_dir, g
 
     used = load_tokenizer(resolve_ref(str(ckpt), runs_dir))
     assert used.chat_template == NAMED["chatml"][0] and len(used) == len(tok)
+    from engine.checkpoints.generate import load_pair
+
+    side, _ = load_pair(resolve_ref(str(ckpt), runs_dir), resolve_ref(str(gpt2), runs_dir))  # grown, as trained
+    assert torch.equal(side.model.get_input_embeddings().weight[im_end], model.get_input_embeddings().weight[im_end])

@@ -36,6 +36,20 @@ def test_hub_ids_pass_to_the_engine(value, tmp_path, monkeypatch):
     assert model_check(value)["hub_id"] and model_check(value)["problem"] is None
 
 
+def test_shipped_code_needs_trust_only_for_a_type_transformers_lacks(tmp_path):
+    """Phi-3-mini's config.json names its own modeling_phi3.py; transformers loads its own phi3 classes unless
+    trust_remote_code is on, so that model needs no trust. An unknown model_type does."""
+    shipped = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+    for name, mtype in (("phi3", "phi3"), ("custom", "tunebench_custom_lm")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": mtype, "auto_map": shipped}))
+    known, custom = model_check(str(tmp_path / "phi3")), model_check(str(tmp_path / "custom"))
+    assert known["ships_code"] and not known["needs_remote_code"]
+    assert custom["ships_code"] and custom["needs_remote_code"]
+    problems = check(cfg_with(**{"model.name_or_path": str(tmp_path / "custom")}), prepare).problems
+    assert "model.trust_remote_code" in {p.path for p in problems}
+
+
 def test_problems_name_the_key_and_the_fix(tmp_path, chat_jsonl):
     remote = tmp_path / "remote"
     remote.mkdir()

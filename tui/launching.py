@@ -57,8 +57,10 @@ def check_model(name: str, trust_remote_code: bool) -> tuple[bool, str]:
     if not info["exists"]:
         return True, f"{name}: not a local path; treated as a hub id (downloaded by the engine, needs network)"
     arch = ", ".join(info.get("architectures") or []) or info.get("model_type") or "unknown architecture"
-    if info.get("needs_remote_code"):
+    if info.get("ships_code") and trust_remote_code:  # transformers then runs it, even for a type it knows
         return True, f"{name}: {arch}; runs the model's own code (trust_remote_code is on)"
+    if info.get("ships_code"):
+        return True, f"{name}: {arch}; transformers' own {info.get('model_type')} classes (its shipped code is not run)"
     return True, f"{name}: {arch}; no remote code needed"
 
 

@@ -74,7 +74,7 @@ def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> 
     """The checkpoint as a Hugging Face directory in `dest` (merged, the adapter alone, or full weights)."""
     import torch
 
-    from engine.checkpoints.generate import load_tokenizer
+    from engine.checkpoints.generate import fit_saved_vocab, load_tokenizer, saved_vocab
 
     torch_dtype = getattr(torch, dtype_name)
     auto_class = _auto_class(ref)
@@ -83,9 +83,7 @@ def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> 
 
         phase(f"loading the base model {ref.base_model}")
         base, quant = _load_base(ref, torch_dtype, auto_class)
-        rows = saved_vocab(ref.path)
-        if rows and rows != base.get_input_embeddings().weight.shape[0]:
-            base.resize_token_embeddings(rows)  # the adapter saved embeddings of a resized vocabulary
+        fit_saved_vocab(base, ref.path)  # the adapter saved embeddings of a resized vocabulary
         phase("merging the adapter into the base weights")
         model = PeftModel.from_pretrained(base, ref.path).merge_and_unload()
         if getattr(model.config, "quantization_config", None) is not None:
@@ -118,20 +116,6 @@ def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> 
             info["tokenizer"] = "the checkpoint's (its vocabulary was resized)"
     tok.save_pretrained(dest)
     return info
-
-
-def saved_vocab(adapter_dir: str) -> int | None:
-    """Rows of the embedding an adapter saved whole (modules_to_save after a vocabulary resize), else None."""
-    from safetensors import safe_open
-
-    f = Path(adapter_dir) / "adapter_model.safetensors"
-    if not f.exists():
-        return None
-    with safe_open(str(f), "pt") as st:
-        for k in st.keys():
-            if "embed_tokens" in k and "lora_" not in k:
-                return int(st.get_slice(k).get_shape()[0])
-    return None
 
 
 def _verify_hf(ref: ModelRef, dest: Path, info: dict) -> dict:

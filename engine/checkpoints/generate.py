@@ -106,7 +106,37 @@ def _load_weights(ref: ModelRef, device: str, path: str | None = None):
     if labels:  # the base gets a head of the run's size; the adapter checkpoint carries its trained weights
         extra = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
                      label2id={n: i for i, n in enumerate(labels)}, ignore_mismatched_sizes=True)
-    return modeling.load_model(cfg, resolved, _auto_class(ref), **extra)
+    model = modeling.load_model(cfg, resolved, _auto_class(ref), **extra)
+    if ref.adapter and path is None:
+        fit_saved_vocab(model, ref.path)
+    return model
+
+
+def saved_vocab(adapter_dir: str, embedding: str | None = None) -> int | None:
+    """Rows of the input embedding an adapter saved whole (modules_to_save after data.chat_template added tokens),
+    else None. `embedding` is the model's module name for it (model.embed_tokens, transformer.wte); without one,
+    the usual names."""
+    from safetensors import safe_open
+
+    f = Path(adapter_dir) / "adapter_model.safetensors"
+    if not f.exists():
+        return None
+    names = (embedding,) if embedding else ("embed_tokens", "wte", "word_embeddings")
+    with safe_open(str(f), "pt") as st:
+        for k in st.keys():
+            if "lora_" not in k and any(f".{n}." in k for n in names):
+                return int(st.get_slice(k).get_shape()[0])
+    return None
+
+
+def fit_saved_vocab(model, adapter_dir: str) -> None:
+    """Grow the base's embeddings to the vocabulary the adapter saved, as training grew them: without it
+    PeftModel.from_pretrained fails on the size of every checkpoint trained with a template that added tokens."""
+    emb = model.get_input_embeddings()
+    name = next((n for n, m in model.named_modules() if m is emb), None)
+    rows = saved_vocab(adapter_dir, name)
+    if rows and rows != emb.weight.shape[0]:
+        model.resize_token_embeddings(rows)
 
 
 def run_labels(ref: ModelRef) -> list[str] | None:
@@ -164,6 +194,8 @@ def can_share(a: ModelRef, b: ModelRef) -> bool:
             return False  # prompt-learning adapters cannot be switched off layer by layer
         if not r.adapter and not _same(r.path, r.base_model):
             return False  # full fine-tuned weights are a model of their own
+    if any(r.adapter and saved_vocab(r.path) for r in (a, b)):
+        return False  # embeddings saved whole (a resized vocabulary) are no LoRA layer the switch turns off
     quant = {r.meta.get("quantization", "none") for r in (a, b) if r.adapter}
     return len(quant) <= 1 and (a.adapter or b.adapter)
 

@@ -6,7 +6,8 @@ which is why the workbench runs `preflight` in its helper process. What the CLI 
 the same messages:
 
 - the model: a value that looks like a path (absolute, ./, ../, ~, or more than one /) is a path and must be a
-  directory with config.json, never a hub id; a model that ships code (auto_map) needs model.trust_remote_code;
+  directory with config.json, never a hub id; a model that ships code (auto_map) needs model.trust_remote_code,
+  unless transformers has its own classes for its model_type (then it loads those, as transformers does);
 - data.general_eval: a local file (or glob, directory) whose rows read as SFT data, never any other string;
 - the data: every row of data.train / data.eval reads and converts for the method (engine.data.prepare);
 - the architecture: the model's config.json model_type against transformers' auto-class tables (read as text from
@@ -62,9 +63,18 @@ def model_check(path: str) -> dict:
     if not isinstance(cfg, dict):
         out["problem"] = f"{cfg_path}: not a JSON object"
         return out
-    out.update(model_type=cfg.get("model_type"), architectures=cfg.get("architectures") or [],
-               needs_remote_code=bool(cfg.get("auto_map")), problem=None)
+    mtype = cfg.get("model_type")
+    # transformers loads a model type it knows with its own classes unless trust_remote_code is on, whatever the
+    # auto_map names (Phi-3-mini's config.json names the modeling_phi3.py it ships): only an unknown type needs it
+    out.update(model_type=mtype, architectures=cfg.get("architectures") or [], ships_code=bool(cfg.get("auto_map")),
+               needs_remote_code=bool(cfg.get("auto_map")) and not native_type(mtype), problem=None)
     return out
+
+
+def native_type(model_type) -> bool:
+    """Whether the installed transformers has its own classes for `model_type` (a causal LM, seq2seq or
+    sequence-classification model); False when its tables cannot be read."""
+    return isinstance(model_type, str) and any(model_type in names for names in auto_tables().values())
 
 
 def model_problems(cfg: Config) -> list[Problem]:
