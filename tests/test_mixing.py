@@ -101,12 +101,11 @@ def test_a_resumed_run_draws_the_same_rows(tiny_model, files):
     ({"order": "easy_first"}, "sft", "data.order", "not available"),
     ({"order": "column:"}, "sft", "data.order", "column:NAME"),
     ({"train": ["a.jsonl:3", "b.jsonl:1"], "packing": True}, "sft", "data.train", "packing"),
-    ({"train": ["a.jsonl:3", "b.jsonl:1"]}, "grpo", "data.train", "grpo"),
-    ({"order": "length"}, "dpo", "data.order", "sft only"),
+    ({"order": "length"}, "classification", "data.order", "group_by_length"),
 ])
 def test_mixing_keys_are_refused_where_they_cannot_work(data, method, key, words):
     raw = {"method": method, "model": {"name_or_path": "m"}, "data": {"train": "a.jsonl", **data},
-           "rl": {"reward_file": __file__}}
+           "rl": {"reward_file": __file__}, "training": {"group_by_length": method == "classification"}}
     _, problems = cfgmod.validate(raw)
     hits = [p for p in problems if p.path == key]
     assert hits and words in str(hits[0]), problems

@@ -294,14 +294,11 @@ def mixing_rules(cfg: dict) -> list[Problem]:
         if not on:
             continue
         what = "mixing sources" if name == "data.train" else "an order other than shuffle"
-        if method in ("grpo", "rloo"):
-            problems.append(Problem(name, f"{what} is not available for method {method} (its sampler repeats each "
-                                    "prompt num_generations times)", "list plain paths, or data.order: shuffle"))
-        elif d["packing"]:
+        if d["packing"] and method == "sft":
             problems.append(Problem(name, f"{what} does not work with data.packing (packing regroups the rows)",
                                     "set data.packing: false", related=("data.packing",)))
-    for name, on in (("data.train", mixing), ("data.order", ordered)):
-        if on and method not in ("sft", "grpo", "rloo"):  # sft: rows reach the trainer as tokens, any format
-            problems.append(Problem(name, f"data mixing and data.order are implemented for method sft only so far, "
-                                    f"not {method}", "list plain paths (concatenated) and data.order: shuffle"))
+        elif cfg["training"]["group_by_length"]:  # both choose the batches' rows: one sampler only
+            problems.append(Problem(name, f"{what} does not work with training.group_by_length (it groups the rows "
+                                    "by length in its own order)", "set training.group_by_length: false",
+                                    related=("training.group_by_length",)))
     return problems

@@ -10,8 +10,27 @@ from engine.data.prepare import prepare
 
 
 def take_rows(cfg: Config, job: dict, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
-    """prepare(cfg), recording the data report in the engine's job (and its warnings as notes for the events)."""
-    train, evals, info = prepare(cfg, tokenizer)
+    """prepare(cfg), recording the data report in the engine's job (and its warnings as notes for the events).
+    A mixture's or data.order's sampler plan goes to job["sampling"] (install_sampler puts it in the trainer)."""
+    from engine.data import mixrows
+
+    # data mixing or data.order: the sources one by one, and the sampler's plan
+    train, evals, info = prepare(cfg, tokenizer, mixrows.prepare_pairs if mixrows.applies(cfg) else None)
+    job["sampling"] = info.pop("sampling", None)
     job.update({k: v for k, v in info.items() if k != "warnings"}, eval_rows=len(evals))
     job.setdefault("notes", []).extend(info.get("warnings") or [])
     return train, evals, info
+
+
+def install_sampler(trainer, job: dict, repeat: dict | None = None):
+    """The mixture / curriculum sampler in the built trainer, when the data asked for one (None otherwise).
+    Length keys are the tokens of each row as the trainer tokenised it (engine.training.sampling)."""
+    plan = job.get("sampling")
+    if not plan:
+        return None
+    from engine.training import sampling
+
+    keys = plan["keys"]
+    if plan["order"] == "length":
+        keys = sampling.token_lengths(trainer.train_dataset, trainer.processing_class)
+    return sampling.install(trainer, plan, keys, repeat)
