@@ -161,6 +161,7 @@ class Part:
     dir: Path
     meta: dict
     cached: bool
+    key: str = ""  # its cache key (scores of its rows are cached under it: engine.training.scoring)
 
     def shards(self) -> list[dict]:
         return self.meta["shards"]
@@ -192,6 +193,7 @@ class Prepared:
     info: dict
     held: list[Path] = field(default_factory=list)  # uncached builds, removed when the process ends
     sampling: dict | None = None  # the mixture / curriculum sampler's plan (mixture.plan); None: the trainer's own
+    train_keys: list[str] = field(default_factory=list)  # the train parts' cache keys, in train_files' order
 
 
 def _key_doc(cfg: Config, d: dict, ident: list, fingerprint: str, fmt: str | None) -> dict:
@@ -216,7 +218,7 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
     if use_cache:
         entry, found = cache.lookup(key)
         if entry is not None:
-            return Part(name, entry, found, True)
+            return Part(name, entry, found, True, key)
         if found and progress:
             progress(phase="cache", note=f"the cached {name} data was damaged ({found}); preparing it again")
     tmp = cache.staging(key)
@@ -241,11 +243,11 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
     if use_cache:
         final = cache.publish(tmp, key, meta)
         if final != tmp:
-            return Part(name, final, cache.lookup(key)[1] or meta, False)
+            return Part(name, final, cache.lookup(key)[1] or meta, False, key)
     else:
         cache.write_meta(tmp, meta)
     atexit.register(shutil.rmtree, tmp, True)  # not kept: the files live as long as this process reads them
-    return Part(name, tmp, meta, False)
+    return Part(name, tmp, meta, False, key)
 
 
 def _selection(part: Part, main: tuple | None) -> tuple[list[str], list[int] | None, "array"]:
@@ -373,7 +375,8 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
         where = "data.eval" if d.get("eval") else "data.eval_fraction"
         info["warnings"].append(f"{where}: {shared} of {len(eval_hash)} eval rows also appear in train (duplicates); "
                                 "the eval loss will look better than it is")
-    return Prepared(train_files, eval_files, train_index, eval_index, info, sampling=sampling)
+    return Prepared(train_files, eval_files, train_index, eval_index, info, sampling=sampling,
+                    train_keys=[parts[i].key for i in range(n_src)])
 
 
 def _truncation(d: dict, parts: list[Part]) -> dict:
