@@ -164,3 +164,24 @@ def test_a_real_grpo_run_on_a_mixture(mix, tmp_path):
     data = next(e for e in ev["data"] if "mixture" in e)
     assert [s["drawn"] for s in data["mixture"]["sources"]] == [60, 20]
     assert {s["step"] for s in ev.get("sample", [])} <= {1, 2} and ev["summary"]
+
+
+def test_a_resumed_dpo_run_draws_the_same_rows(mix):
+    """A new trainer (as a resumed engine builds) skips the batches already trained and gets the rest of the
+    same epoch, as sft's does (tests/test_mixing.py): the draw is a pure function of (seed, epoch)."""
+    from accelerate import skip_first_batches
+
+    cfg = mixed_config(mix, "dpo", order="length", curriculum_epochs=1)
+
+    def batches(trainer, epoch, skip=0):
+        dl = trainer.get_train_dataloader()
+        if skip:
+            dl = skip_first_batches(dl, skip)
+        dl.set_epoch(epoch)
+        return [b["input_ids"].tolist() for b in dl]
+
+    first, _ = build(cfg)
+    full = batches(first, 1)
+    again, _ = build(cfg)
+    assert len(full) == 20 and batches(again, 1, skip=7) == full[7:]  # 80 rows a 4-row batch
+    assert batches(again, 0) != full
