@@ -161,7 +161,7 @@ class Part:
     dir: Path
     meta: dict
     cached: bool
-    key: str = ""  # its cache key (scores of its rows are cached under it: engine.training.scoring)
+    key: str = ""  # its cache key (scores of its rows are cached under it: engine.training.scoring); "" uncached
 
     def shards(self) -> list[dict]:
         return self.meta["shards"]
@@ -247,7 +247,7 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
     else:
         cache.write_meta(tmp, meta)
     atexit.register(shutil.rmtree, tmp, True)  # not kept: the files live as long as this process reads them
-    return Part(name, tmp, meta, False, key)
+    return Part(name, tmp, meta, False, key if use_cache else "")  # no key: a hub id's rows may change
 
 
 def _selection(part: Part, main: tuple | None) -> tuple[list[str], list[int] | None, "array"]:

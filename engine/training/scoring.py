@@ -100,7 +100,8 @@ def scores(trainer, rows, prepared_keys: list[str] | None, cfg: Config, resolved
     import numpy as np
 
     t0 = time.monotonic()
-    key = score_key(prepared_keys, cfg, resolved) if prepared_keys and cfg.data.cache else None
+    # an uncached part (a hub id, data.cache false) has no key: its rows, and so its scores, are not kept
+    key = score_key(prepared_keys, cfg, resolved) if prepared_keys and all(prepared_keys) and cfg.data.cache else None
     if key:
         entry, found = cache.lookup(key)
         if entry is not None:
