@@ -103,17 +103,22 @@ def test_grpo_keeps_trls_repeat_structure_over_the_mixture(mix):
     a, b = mix["prompt"]
     cfg = config(mix["llama"], a, method="grpo", data={"train": [f"{a}:3", f"{b}:1"], "order": "column:difficulty"},
                  rl={"reward_file": str(mix["rewards"]), "reward_functions": ["reward"], "num_generations": 4,
-                     "max_completion_length": 4})
+                     "max_completion_length": 4}, training={"batch_size": 8, "grad_accum": 2})
     trainer, job = build(cfg)
     sampler = trainer._get_train_sampler()
     order = sampler.indices(0).tolist()
     flat = list(sampler)
     g, chunk = trainer.num_generations, trainer.args.generation_batch_size // trainer.num_generations
     reps = trainer.num_iterations * trainer.args.steps_per_generation
+    assert (chunk, reps) == (4, 2)  # 16 completions a generation (8 x 2 accumulated), reused for 2 steps
     assert len(flat) == len(sampler) == (80 // chunk) * chunk * g * reps
     # each prompt num_generations times in a row, each chunk of prompts repeated, the prompts in the drawn order
     expect = [i for c in range(80 // chunk) for _ in range(reps) for i in order[c * chunk:(c + 1) * chunk] for _ in range(g)]
     assert flat == expect
+    from trl.trainer.utils import RepeatSampler  # TRL's own structure, unshuffled, over the drawn sequence
+
+    trl = RepeatSampler(order, mini_repeat_count=g, batch_size=chunk, repeat_count=reps, shuffle=False)
+    assert flat == [order[j] for j in trl]
     texts = [trainer.train_dataset[i]["prompt"] for i in order]
     assert Counter("apple" in t for t in texts) == {True: 60, False: 20}
     levels = [next(k for k, w in enumerate(LEVELS) if w in t) for t in texts]
