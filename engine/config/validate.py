@@ -303,7 +303,7 @@ def mixing_rules(cfg: dict) -> list[Problem]:
         if d["packing"] and method == "sft":
             problems.append(Problem(name, f"{what} does not work with data.packing (packing regroups the rows)",
                                     "set data.packing: false", related=("data.packing",)))
-        elif cfg["training"]["group_by_length"]:  # both choose the batches' rows: one sampler only
+        elif cfg["training"]["group_by_length"] and method == "classification":  # its sampler, where it is used
             problems.append(Problem(name, f"{what} does not work with training.group_by_length (it groups the rows "
                                     "by length in its own order)", "set training.group_by_length: false",
                                     related=("training.group_by_length",)))
