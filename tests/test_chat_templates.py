@@ -125,3 +125,40 @@ def test_a_trailing_end_of_conversation_token_is_not_a_mismatch(chatml_tok):
     ids, mask = templates.assistant_mask(tok, MULTI)
     trained = tok.decode([t for t, m in zip(ids, mask) if m])
     assert "first answer" in trained and "second answer" in trained and "<|user|>" not in trained
+
+
+def test_compare_scores_every_assistant_turn_as_training_masks_it(tiny_model, chatml_tok):
+    """Compare's eval loss on a multi-turn ChatML row (a template without generation markers) scores both
+    assistant turns, the tokens training trains: checked against the hand-rendered row and the model's own loss."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.checkpoints import generate
+    from engine.data.encode import IGNORE, SFTEncoder
+
+    text, trained = hand_chatml(MULTI)
+    ids, scored = generate._target_ids(chatml_tok, {"messages": MULTI}, 1024)
+    assert ids == chatml_tok(text, add_special_tokens=False)["input_ids"]
+    assert chatml_tok.decode([t for t, s in zip(ids, scored) if s]) == "".join(trained)  # both turns, not the last
+    enc = SFTEncoder(chatml_tok).encode({"messages": MULTI})
+    assert scored == [v != IGNORE for v in enc["labels"]]  # what training trains on this row
+    # The hand mask: each trained string's characters in the hand-rendered text.
+    offsets = chatml_tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    spans, at = [], 0
+    for t in trained:
+        at = text.index(t, at)
+        spans.append((at, at + len(t)))
+        at += len(t)
+    hand = [any(a <= s < b for a, b in spans) for s, _ in offsets]
+    assert hand == scored
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.resize_token_embeddings(len(chatml_tok))
+    model.eval()
+    side = generate.Side("a", None, model, chatml_tok)
+    got = generate.eval_loss(side, [{"messages": MULTI}])
+    x = torch.tensor([ids])
+    labels = torch.tensor([[t if h else IGNORE for t, h in zip(ids, hand)]])
+    with torch.no_grad():
+        want = float(model(input_ids=x, labels=labels).loss)
+    assert got["eval_tokens"] == sum(hand[1:]) and got["eval_loss"] == pytest.approx(want, abs=1e-5)

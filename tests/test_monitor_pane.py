@@ -270,3 +270,40 @@ def test_attach_to_an_unknown_run_is_one_clear_line(runs_dir):
     r = tunebench("attach", "no-such-run", runs_dir=runs_dir)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "no-such-run: no such run" in r.stderr and "tunebench runs" in r.stderr
+
+
+def test_eval_metrics_show_a_row_each_and_follow_new_evals(runs_dir):
+    """Any metric of the eval events (sft's rouge1/bleu, a classifier's accuracy) gets a row with a sparkline and its
+    last value; a live eval extends it; at 80x24 they share one line, the loss and memory charts still on screen."""
+    run = make_run(runs_dir, state="running", pid=os.getpid(), max_steps=400, step=300)
+    write_steps(run, 1, 300, evals=(100, 200, 300))
+    w = EventWriter(run.events_path)
+    for step, r1 in ((100, 0.2), (200, 0.5), (300, 0.4)):
+        w.write("eval", step=step, loss=1.0, runtime=0.2, rouge1=r1, bleu=100 * r1 / 2, accuracy=r1 + 0.1)
+    w.close()
+    plain = make_run(runs_dir, max_steps=10, step=10)
+    write_steps(plain, 1, 10, evals=(10,))
+
+    async def body():
+        app = TuneBench(runs_dir=runs_dir, run=run.path)
+        async with app.run_test(size=(140, 44)) as pilot:
+            mon = await pane(app, pilot, "monitor")
+            await until(pilot, lambda: "rouge1" in text_of(app, "#mon-evals"))
+            rows = text_of(app, "#mon-evals").splitlines()
+            assert [r.split()[1] for r in rows] == ["rouge1", "bleu", "accuracy"]  # asked-for metrics first
+            assert "0.400 @ step 300" in rows[0] and "best 0.500 @ 200" in rows[0]  # the last is not the best
+            assert "▂▅▄" in rows[0] and "20.0 @ step 300" in rows[1]  # ROUGE on 0..1; BLEU on 0..100
+            assert "runtime" not in text_of(app, "#mon-evals")  # bookkeeping is not a metric
+            with open(run.events_path, "a") as f:  # the engine evaluates again
+                f.write(json.dumps({"seq": 10**6, "time": time.time(), "kind": "eval", "step": 350, "loss": 0.9,
+                                    "rouge1": 0.9, "bleu": 45.0, "accuracy": 0.95}) + "\n")
+            await until(pilot, lambda: "0.900 @ step 350" in text_of(app, "#mon-evals"), timeout=30)
+            await pilot.resize_terminal(80, 24)
+            await until(pilot, lambda: mon.has_class("-compact") and "\n" not in text_of(app, "#mon-evals"))
+            line = text_of(app, "#mon-evals")
+            assert line.startswith("eval rouge1 0.900") and "bleu 45.0" in line
+            assert app.query_one("#chart-loss").size.height >= 8 and app.query_one("#chart-mem").size.height >= 5
+            mon.open_run(plain.path)  # a run without eval metrics has no empty row
+            await until(pilot, lambda: mon.attach_s is not None and not app.query_one("#mon-evals").display)
+
+    asyncio.run(body())

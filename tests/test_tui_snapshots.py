@@ -112,8 +112,9 @@ def write_events(run: Run, events: list[dict]) -> None:
             f.write(json.dumps({"seq": seq, **e}, separators=(",", ":")) + "\n")
 
 
-def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, **status) -> Run:
-    """A finished run with a falling loss, evals, checkpoints and (NVML-shaped) GPU telemetry every 10 steps."""
+def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, scores: bool = False, **status) -> Run:
+    """A finished run with a falling loss, evals, checkpoints and (NVML-shaped) GPU telemetry every 10 steps;
+    `scores`: its evals carry eval.metrics' scores (rising ROUGE-1, BLEU, exact match) as sft writes them."""
     from engine import config as cfgmod
 
     run = fixed_run(name, state="completed", step=steps, max_steps=steps, last_loss=0.21, started=T0,
@@ -131,7 +132,9 @@ def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, *
                        "learning_rate": 1e-3 * (1 - step / steps), "grad_norm": 1 + (step % 7) / 7,
                        "tokens_per_s": 900.0 + step % 5, "num_tokens": 512 * step})
         if step % 100 == 0:
-            events.append({"time": t, "kind": "eval", "step": step, "loss": 0.15 + 3 / (1 + speed * step / 15)})
+            events.append({"time": t, "kind": "eval", "step": step, "loss": 0.15 + 3 / (1 + speed * step / 15),
+                           **({"exact_match": step / 1000, "rouge1": 0.2 + step / 600, "bleu": 5 + step / 12}
+                              if scores else {})})
         if step % 150 == 0:
             events.append({"time": t, "kind": "checkpoint", "step": step, "path": f"checkpoints/checkpoint-{step}"})
         if step % 10 == 0:
@@ -149,8 +152,9 @@ def trained(name: str, steps: int = 300, gpu: bool = True, speed: float = 1.0, *
 
 @pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
 def test_monitor_pane(snap_compare, steady, size):
-    """The loss chart and the memory chart both on screen, at 80x24 too; the header in a few lines."""
-    run = trained("20250301-101500-sft-numbers-a1b2")
+    """The loss chart and the memory chart both on screen, at 80x24 too; the header in a few lines; the eval
+    metrics a row each (one line at 80x24)."""
+    run = trained("20250301-101500-sft-numbers-a1b2", scores=True)
     app = appmod.TuneBench(runs_dir="runs", workdir=".", run=str(run.path))
 
     async def drawn(pilot):
@@ -221,13 +225,18 @@ def recorded_comparison():
     metrics = {"a": {"eval_loss": 0.1812, "perplexity": 1.199, "gen_tokens_per_s": 812.4},
                "b": {"eval_loss": 0.9103, "perplexity": 2.485, "gen_tokens_per_s": 799.0},
                "eval": "eval split of 20250301-101500-sft-numbers-a1b2 (8 rows)", "device": "cpu"}
+    from engine.checkpoints.answer_scores import score_answers  # both answers against the references
+
+    metrics["answers"] = {**score_answers(rows, prompts, ["exact_match", "rouge1"]), "chosen_by": "eval.metrics"}
+    models = {"a": {"run_eval": {"step": 400, "loss": 0.1812, "exact_match": 0.75, "rouge1": 0.91}},
+              "b": {"run_eval": None}}
 
     async def stream():
         yield {"type": "data", "event": "phase", "text": "prompts: the eval split of A's run"}
         yield {"type": "data", "event": "prompts", "prompts": prompts}
         for i, row in enumerate(rows):
             yield {"type": "data", "event": "row", "i": i, "row": row}
-        yield {"type": "done", "result": {"prompts": rows, "metrics": metrics}}
+        yield {"type": "done", "result": {"prompts": rows, "metrics": metrics, "models": models}}
 
     return stream
 

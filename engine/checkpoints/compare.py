@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from engine.checkpoints import generate
+from engine.checkpoints import answer_scores, generate
 from engine.checkpoints.prompts import default_prompts, run_split, sft_view
 from engine.checkpoints.refs import ModelRef
 
@@ -19,6 +19,8 @@ def run_comparison(a: ModelRef, b: ModelRef, prompts: list[dict] | None, dec, *,
 
     Returns {"prompts": [{prompt, a, b, ...}], "metrics": {...}, "models": {...}}. `eval_rows` default to
     the eval split of A's (else B's) run; classification runs get accuracy and macro F1 instead of text.
+    Prompts with a `reference` answer get both answers scored (metrics["answers"], each row's "scores"), and
+    each model carries its run's eval metrics at its step (models[side]["run_eval"]; engine.checkpoints.answer_scores).
     """
     phase = on_phase or (lambda text: None)
     classify = a.method in ("classification", "reward") or b.method in ("classification", "reward")
@@ -45,6 +47,10 @@ def run_comparison(a: ModelRef, b: ModelRef, prompts: list[dict] | None, dec, *,
                 toks = sum(r[f"{name}_tokens"] for r in results)
                 secs = sum(r[f"{name}_seconds"] for r in results)
                 out_metrics[name] = {"gen_tokens": toks, "gen_tokens_per_s": round(toks / secs, 2) if secs else None}
+            names, whose = answer_scores.metric_names(a, b)
+            scored = answer_scores.score_answers(results, prompts, names)
+            if scored:
+                out_metrics["answers"] = {**scored, "chosen_by": whose}
         if metrics and eval_rows:
             rows = eval_rows[:max_eval]
             phase(f"scoring both on {len(rows)} eval rows")
@@ -59,4 +65,6 @@ def run_comparison(a: ModelRef, b: ModelRef, prompts: list[dict] | None, dec, *,
             out_metrics["eval"] = eval_source or "no eval split: pass --eval FILE for eval loss and perplexity"
     finally:
         generate.unload(side_a, side_b)
-    return {"prompts": results, "metrics": out_metrics, "models": {"a": a.describe(), "b": b.describe()}}
+    models = {side: {**ref.describe(), "run_eval": answer_scores.run_eval_at(ref)}  # the run's own eval at that step
+              for side, ref in (("a", a), ("b", b))}
+    return {"prompts": results, "metrics": out_metrics, "models": models}

@@ -346,30 +346,18 @@ def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token
 
 # -- scores --------------------------------------------------------------------------------------------
 def _target_ids(tok, row: dict, max_length: int) -> tuple[list[int], list[bool]]:
-    """Token ids of an eval row and which of them are scored (assistant / completion tokens, or all for text)."""
-    if "messages" in row:
-        msgs = row["messages"]
-        template = tok.chat_template or ""
-        if "{% generation %}" in template or "{%- generation %}" in template:
-            enc = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-            ids, mask = list(enc["input_ids"]), [bool(m) for m in enc["assistant_masks"]]
-        else:  # no markers: score the last assistant turn, as the SFT fallback trains it
-            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
-            if last is None:
-                return [], []
-            prefix = tok.apply_chat_template(msgs[:last], add_generation_prompt=True, tokenize=False)
-            full = tok.apply_chat_template(msgs[:last + 1], tokenize=False)
-            p = tok(prefix, add_special_tokens=False)["input_ids"]
-            ids = tok(full, add_special_tokens=False)["input_ids"]
-            mask = [i >= len(p) for i in range(len(ids))]
-    elif "completion" in row:
-        p = tok(row["prompt"])["input_ids"]
-        c = tok(row["completion"] + (tok.eos_token or ""), add_special_tokens=False)["input_ids"]
-        ids, mask = p + c, [False] * len(p) + [True] * len(c)
-    else:
-        ids = tok(row["text"])["input_ids"]
-        mask = [True] * len(ids)
-    return ids[:max_length], mask[:max_length]
+    """Token ids of an eval row and which of them are scored: the tokens sft training trains on that row (every
+    assistant turn of a conversation, by the template's generation markers or by rendering conversation prefixes;
+    the completion and its EOS; every token of text and its EOS), from engine.data.encode, the one definition.
+    The score is of data.loss_on: completion (the default); a run trained with `all` is still scored on answers."""
+    from engine.data.encode import SFTEncoder, Unusable
+
+    try:
+        ids, mask = SFTEncoder(tok).tokenize(row)
+    except Unusable as e:  # e.g. conversations and a tokenizer without a chat template
+        raise ValueError(f"cannot score an eval row: {e.detail}") from None
+    scored = [True] * len(ids) if mask is None else [bool(m) for m in mask]
+    return ids[:max_length], scored[:max_length]
 
 
 def eval_loss(side: Side, rows: list[dict], max_length: int = 1024) -> dict:

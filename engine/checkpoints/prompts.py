@@ -105,10 +105,25 @@ def default_prompts(a: ModelRef, b: ModelRef, limit: int = 8) -> tuple[list[dict
                     + "; ".join(dict.fromkeys(why)))
 
 def split_prompt(row: dict) -> dict | None:
-    """The prompt of an eval row (a string prompt stays raw text: the run trained on it without a template)."""
+    """The prompt of an eval row (a string prompt stays raw text: the run trained on it without a template), with
+    the row's answer as `reference` when it has one (compare scores both sides against it)."""
     if isinstance(row.get("prompt"), str):
-        return {"text": row["prompt"]}
-    try:
-        return prompt_of(row)
-    except DataError:
-        return None
+        prompt = {"text": row["prompt"]}
+    else:
+        try:
+            prompt = prompt_of(row)
+        except DataError:
+            return None
+    ref = reference_of(row)
+    return {**prompt, "reference": ref} if ref else prompt
+
+
+def reference_of(row: dict) -> str | None:
+    """The answer an sft row trains on: a string completion, or the final assistant turn after the last user turn."""
+    if isinstance(row.get("completion"), str):
+        return row["completion"]
+    msgs = row.get("messages") if isinstance(row.get("messages"), list) else row.get("completion")
+    if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+        content = msgs[-1].get("content")
+        return content if isinstance(content, str) else None
+    return None

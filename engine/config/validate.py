@@ -237,6 +237,10 @@ def method_rules(cfg: dict) -> list[Problem]:
     if acc and world_size(cfg["hardware"]) > 1 and not Path(acc).is_file():
         problems.append(Problem("hardware.accelerate_config", f"{acc} is not a file",
                                 "a relative path is read from where you run tunebench"))
+    if method == "classification" and (d["chat_template"] or "auto").strip() != "auto":  # its rows are never rendered
+        problems.append(Problem("data.chat_template", "method classification reads text and a label and never "
+                                f"applies a chat template ({d['chat_template']!r} would be ignored)",
+                                "remove it (or set auto)"))
     if d["general_eval"] and method in ("reward", "classification"):
         problems.append(Problem("data.general_eval", f"the forgetting watch needs a language model; not for method {method}"))
     if (t["freeze"] or t["unfreeze_every"]) and a["kind"] != "none":

@@ -5,15 +5,21 @@ Light: no tokenizer, no ML stack; the preflight (engine.planning) and the workbe
 to a loaded tokenizer (adding the tokens it lacks) is engine.data.templates' job.
 
 A value is `auto` (the tokenizer's own template), a name below, `from:<model dir>` (another local tokenizer's
-template) or the path of a Jinja file. Every named template renders `add_generation_prompt` and each turn is a
-prefix of the next rendering, so every assistant turn can be masked by rendering conversation prefixes.
+template) or the path of a Jinja file, a path by its shape (engine.rundir.paths.template_file: a / or a .jinja,
+.j2, .txt suffix), so a file named like a template never changes what a name means; a relative path is read from
+the working directory, as data.train is, and run creation records it absolute (engine.rundir.paths). Every named
+template renders `add_generation_prompt` and each turn is a prefix of the next rendering, so every assistant turn
+can be masked by rendering conversation prefixes.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.rundir.paths import template_file
 
 AUTO = "auto"
 
@@ -71,7 +77,7 @@ _TOKEN_LIKE = re.compile(r"<\|[A-Za-z0-9_]+\|>|<(?:start|end)_of_turn>")
 
 
 class TemplateError(ValueError):
-    """A data.chat_template value that names no usable template (the message names the value and the fix)."""
+    """A data.chat_template value that names no usable template (the message names the key, the value and the fix)."""
 
 
 @dataclass(frozen=True)
@@ -123,9 +129,15 @@ def _specials_in(template: str, model_dir: Path | None = None) -> tuple[str, ...
     return tuple(sorted(found))
 
 
+def _at(value: str, base: str | Path | None) -> Path:
+    """The absolute path a (possibly relative) value names, read from `base` or the working directory."""
+    p = Path(value).expanduser()
+    return Path(os.path.abspath(p if p.is_absolute() else Path(base or os.getcwd()) / p))
+
+
 def resolve(value: str | None, base: str | Path | None = None) -> Chosen:
     """What a data.chat_template value means; TemplateError when it names nothing usable. `base` is the directory
-    relative paths are read from (the config's), else the working directory."""
+    relative paths are read from, else the working directory (where tunebench runs, as for data.train)."""
     value = (value or AUTO).strip()
     if value == AUTO:
         return Chosen(AUTO, "the tokenizer's chat template", None)
@@ -133,7 +145,7 @@ def resolve(value: str | None, base: str | Path | None = None) -> Chosen:
         template, special, eot = NAMED[value]
         return Chosen(value, value, template, special, eot)
     if value.startswith("from:"):
-        d = Path(value[5:]).expanduser()
+        d = _at(value[5:], base)
         if not d.is_dir():
             raise TemplateError(f"data.chat_template: {value!r}: {d} is not a directory; give from:<local model "
                                 "directory> whose tokenizer has a chat template")
@@ -142,18 +154,21 @@ def resolve(value: str | None, base: str | Path | None = None) -> Chosen:
             raise TemplateError(f"data.chat_template: {value!r}: {d} has no chat template (no chat_template.jinja, "
                                 f"no chat_template in tokenizer_config.json); {FIX}")
         return Chosen(value, value, template, _specials_in(template, d))
-    p = Path(value).expanduser()
-    if base is not None and not p.is_absolute():
-        p = Path(base) / p
-    if p.is_file():
+    p = _at(value, base)
+    if template_file(value):
+        if not p.is_file():
+            tried = "" if Path(value).expanduser().is_absolute() else (
+                f" ({p} tried: a relative path is read from the directory tunebench runs in)")
+            raise TemplateError(f"data.chat_template: {value!r}: no such file{tried}; {FIX}")
         try:
             template = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise TemplateError(f"data.chat_template: {value!r}: unreadable: {e}") from None
+            raise TemplateError(f"data.chat_template: {value!r}: unreadable: {e}; give a UTF-8 Jinja file") from None
         if "messages" not in template:
             raise TemplateError(f"data.chat_template: {p} does not read as a chat template (it never uses "
                                 "`messages`); give a Jinja file that loops over messages")
         return Chosen(value, str(p), template, _specials_in(template))
-    if value.endswith((".jinja", ".j2", ".txt")) or "/" in value:
-        raise TemplateError(f"data.chat_template: {value!r}: no such file; {FIX}")
+    if p.is_file():  # a bare name is a template's name: the file is meant by its path
+        raise TemplateError(f"data.chat_template: {value!r} is not a known template; to use the file {p} give its "
+                            f"path, ./{value}")
     raise TemplateError(f"data.chat_template: {value!r} is not a known template; {FIX}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from engine.config import Config
 from engine.data.errors import DataError, ProblemLog, summarize
-from engine.data.prepare import _shape, data_options, label_names
+from engine.data.prepare import _shape, conversational, data_options, label_names
 from engine.data.scan import KEEP, Pass, held_count, odd_shapes, one_pass, procs_for, shape_log
 
 
@@ -79,7 +79,8 @@ def check(cfg: Config, progress=None, sample: int = 0, raise_invalid: bool = Tru
     n_eval = sum(p.rows - sum(p.shapes.get(s, 0) for s in odd) for p in passes[1:])
     labels = Counter(train.labels) if method == "classification" else None
     held = held_count(n_train, d.get("eval_fraction", 0) or 0, labels) if not d.get("eval") else 0
-    info.update(train_rows=n_train - held, eval_rows=n_eval + held, warnings=[], shape=[list(x) for x in main or ()])
+    info.update(train_rows=n_train - held, eval_rows=n_eval + held, warnings=[], conversational=conversational(main),
+                shape=[list(x) for x in main or ()])
     out = Checked(info, log, passes, n_train + n_eval, main)
     if log:
         info["dropped"] = log.dropped()
@@ -90,7 +91,7 @@ def check(cfg: Config, progress=None, sample: int = 0, raise_invalid: bool = Tru
     return out
 
 
-CHECK_VERSION = 2  # 2: info carries the main row shape (a mixture's sources are compared by it)
+CHECK_VERSION = 3  # 2: info["conversational"]; 3: info["shape"], the main row shape (a mixture's sources are compared by it)
 NOT_IN_CHECK = ("max_length", "truncation", "min_completion_tokens", "loss_on", "packing", "cache", "num_proc",
                 "general_eval", "skip_invalid")  # keys the tokenizer-free check does not depend on
 
@@ -148,6 +149,7 @@ def mixture_check(cfg: Config, progress=None) -> dict:
     info["source_rows"] = sum(x["source_rows"] for x in infos)
     info["train_rows"] = sum(x["train_rows"] for x in infos)
     info["warnings"] = [w for x in infos for w in x.get("warnings") or []]
+    info["conversational"] = any(x.get("conversational") for x in infos)  # a template renders any source's
     sizes = [x["train_rows"] for x in infos]
     drawn = mixture.counts(sizes, srcs, d.get("general_mix") or 0)
     info["mixture"] = mixture.describe(srcs, sizes, drawn, d.get("order") or "shuffle", d.get("curriculum_epochs") or 0)

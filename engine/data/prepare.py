@@ -49,6 +49,12 @@ def _shape(row: dict) -> tuple:
     return tuple((k, "messages" if isinstance(row[k], list) else "string") for k in SHAPE_KEYS if k in row)
 
 
+def conversational(shape: tuple | None) -> bool | None:
+    """Whether rows of this shape are conversations (a message list anywhere), which a chat template renders; None
+    when there is no row to say. info["conversational"] of the check and of prepare."""
+    return None if shape is None else any(kind == "messages" for _, kind in shape)
+
+
 def shape_detail(mine: tuple, main: tuple) -> str:
     said = ", ".join(f"{k} as {kind}" for k, kind in main)
     return f"this row has {', '.join(f'{k} as {kind}' for k, kind in mine)}; most rows have {said}"
@@ -183,6 +189,8 @@ def prepare_pairs(cfg: Config, tokenizer=None):
         n_raw += n_eval_raw
     info: dict = {"format": fmt, "method": method, "source_rows": n_raw}
     _, shape_bad = shape_problems(train + evals)  # judged together: train and eval become one kind of table
+    main = Counter(_shape(row) for _, row in train + evals).most_common(1)
+    info["conversational"] = conversational(main[0][0] if main else None)
     if shape_bad:
         problems += shape_bad
         bad = {p.location for p in shape_bad}

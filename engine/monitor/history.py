@@ -25,6 +25,7 @@ from engine.monitor.decoding import (
     to_lines,
 )
 from engine.monitor.series import Series, numeric, present
+from engine.rundir.evalkeys import BOOKKEEPING, order_key
 from engine.rundir.events import EventTail
 
 CHUNK = 4 << 20     # bytes decoded per read when attaching: bounds the transient memory of a big history
@@ -106,6 +107,11 @@ class RunData:
             self.version += 1
             self.v_train += 1
             self.v_tele += 1
+
+    def eval_metrics(self) -> dict[str, list[tuple]]:
+        """The eval events' metrics (engine.rundir.evalkeys: rouge1, bleu, accuracy, ...; not the loss) as (step, value)
+        points, in display order (caller holds the lock)."""
+        return {k: self.eval[k].points() for k in sorted(set(self.eval) - BOOKKEEPING, key=order_key)}
 
     def pref_keys(self) -> list[str]:
         return sorted(k for k in self.train if k.startswith(PREF_PREFIXES))

@@ -11,8 +11,8 @@ the same messages:
 - the data: every row of data.train / data.eval reads and converts for the method (engine.data.prepare);
 - the architecture: the model's config.json model_type against transformers' auto-class tables (read as text from
   the installed transformers, never imported): a method the architecture cannot train is refused naming those it can;
-- the chat template: data.chat_template names a usable template, and conversations with `auto` need a model whose
-  tokenizer has one (else the fix is data.chat_template).
+- the chat template: data.chat_template names a usable template that has conversations to render, and
+  conversations with `auto` need a model whose tokenizer has one (else the fix is data.chat_template).
 """
 from __future__ import annotations
 
@@ -156,12 +156,19 @@ def architecture_problems(cfg: Config) -> list[Problem]:
                     "with a sequence-classification head", related=("model.name_or_path",))]
 
 
-def template_problems(cfg: Config, fmt: str | None) -> list[Problem]:
-    """data.chat_template must name a usable template; conversations with `auto` need the model's own."""
+def template_problems(cfg: Config, info: dict) -> list[Problem]:
+    """data.chat_template must name a usable template, and one that renders something: a chosen template with no
+    conversation to render (every row plain strings, no data.general_eval) would be ignored, so it is refused;
+    conversations with `auto` need the model's own. (Method classification is refused by the config rules.)"""
+    fmt = info.get("format")
     try:
         chosen = chat_templates.resolve(cfg.data.chat_template)
     except chat_templates.TemplateError as e:
-        return [Problem("data.chat_template", str(e).split(": ", 1)[1], chat_templates.FIX)]
+        return [Problem("data.chat_template", str(e).split(": ", 1)[1])]  # the message ends with its fix
+    if chosen.template is not None and info.get("conversational") is False and not cfg.data.general_eval:
+        return [Problem("data.chat_template", f"{chosen.value} would be ignored: no row is a conversation (the "
+                        f"{fmt} rows hold plain strings, which {cfg.method} tokenizes as they are)",
+                        "remove it (or set auto), or give the rows as message lists ([{role, content}, ...])")]
     if chosen.template is not None or cfg.method in SEQ_CLS or KIND.get(fmt or "") != "chat":
         return []
     info = model_check(cfg.model.name_or_path) if cfg.model.name_or_path else {}
@@ -216,5 +223,5 @@ def preflight(cfg: Config, read: Read) -> Preflight:
     except DataError as e:
         out.data_error = str(e)
     if not arch:  # a template is no fix for a model the method cannot train
-        out.problems += template_problems(cfg, out.info.get("format"))
+        out.problems += template_problems(cfg, out.info)
     return out

@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-KINDS = ("metrics", "eval", "telemetry", "checkpoint", "log", "state", "summary", "data", "sample", "benchmark")
+KINDS = ("metrics", "eval", "telemetry", "checkpoint", "log", "state", "summary", "data", "sample", "eval_samples",
+         "benchmark")
 
 
 def _repair_tail(path: Path) -> int:

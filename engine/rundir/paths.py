@@ -2,7 +2,9 @@
 
 Light. The CLI and the workbench both create runs through this: a relative `data.train` kept as typed would make
 `tunebench train --resume` from another directory read other files. Hub ids (nothing by that name here) stay as
-they are; a glob keeps its pattern under the absolute directory.
+they are; a glob keeps its pattern under the absolute directory. data.chat_template is a path only by its shape
+(template_file: a name such as chatml never is) or after `from:`; such a path is made absolute even when missing,
+so the refusal names the file that was tried.
 """
 from __future__ import annotations
 
@@ -32,7 +34,30 @@ def _absolute(value, cwd: Path):
     return value  # not here: a hub id, or a path the validation reports
 
 
+TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".txt")
+
+
+def template_file(value: str) -> bool:
+    """Whether a data.chat_template value is the path of a file (by its shape alone: a directory separator, a
+    leading ~ or a template suffix), as engine.data.chat_templates reads it; other values name templates."""
+    return "/" in value or os.sep in value or value.startswith("~") or value.endswith(TEMPLATE_SUFFIXES)
+
+
+def _absolute_template(value, cwd: Path):
+    if not isinstance(value, str):
+        return value
+    if value.startswith("from:"):
+        d = value[5:]
+        return value if not d or os.path.isabs(os.path.expanduser(d)) else "from:" + os.path.abspath(cwd / d)
+    if not template_file(value) or os.path.isabs(os.path.expanduser(value)):
+        return value
+    return os.path.abspath(cwd / os.path.expanduser(value))
+
+
 def absolute_paths(cfg: Config, cwd: str | Path | None = None) -> Config:
-    """`cfg` with every local path among PATH_KEYS absolute against `cwd` (default: the current directory)."""
+    """`cfg` with every local path among PATH_KEYS and data.chat_template's file or `from:` directory absolute
+    against `cwd` (default: the current directory)."""
     cwd = Path(cwd or os.getcwd())
-    return cfg.with_values({k: _absolute(cfg.get(k), cwd) for k in PATH_KEYS})
+    values = {k: _absolute(cfg.get(k), cwd) for k in PATH_KEYS}
+    values["data.chat_template"] = _absolute_template(cfg.get("data.chat_template"), cwd)
+    return cfg.with_values(values)

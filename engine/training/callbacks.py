@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from engine.config import Config
 from engine.rundir import controls
+from engine.rundir.evalkeys import metric_values
 from engine.rundir.runs import META, Run
 from engine.training.distributed import barrier, rank, sync_flags
 
@@ -243,8 +244,9 @@ class RunCallback(TrainerCallback):
         self._mark = now
         metrics = dict(metrics or {})
         self.last_eval = metrics.get("eval_loss")
-        self.events.write("eval", step=state.global_step,
-                          **{k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, (int, float))})
+        values = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.events.write("eval", step=state.global_step, **values)
+        scores = metric_values(values)  # eval.metrics, accuracy, ...: `tunebench status` shows the last ones
         patience = self.cfg.training.early_stopping_patience
         if self.last_eval is not None:
             if self.best_eval is None or self.last_eval < self.best_eval:
@@ -257,7 +259,8 @@ class RunCallback(TrainerCallback):
                         f"{self.best_eval:.4f} for {self.bad_evals} evaluations"))
                     control.should_training_stop = True
                     control.should_save = True
-        self._status(state, force=True)
+        last = {"last_eval_metrics": {"step": state.global_step, **scores}} if scores else {}
+        self._status(state, force=True, **last)
         self._back_to_pause(state, control)
 
     def on_save(self, args, state, control, **kw):

@@ -27,6 +27,7 @@ from engine.data.progress import describe
 from engine.monitor.history import Follower, RunData
 from engine.rundir.runs import ACTIVE, Run
 from tui.fmt import config_line, fmt_bytes, fmt_duration, progress_bar
+from tui.panes.monitor_views import eval_text, memory_view
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.charts import ChartData, LineChart, Marker, Trace, fmt_num
 
@@ -34,7 +35,6 @@ POLL = 0.25          # seconds between reads of events.jsonl while following: th
 CHART_EVERY = 0.5    # seconds between chart redraws while following (a chart costs ~10 ms to draw)
 STATUS_EVERY = 1.0   # seconds between reads of status.json (state, error, liveness of the engine)
 SMOOTHING = (0.0, 0.6, 0.9, 0.97)
-GIB = 1 << 30
 STATE_CLASS = {"running": "ok", "starting": "ok", "completed": "ok", "paused": "warn", "stopping": "warn",
                "stopped": "warn", "failed": "error", "lost": "error"}
 
@@ -59,7 +59,7 @@ class MonitorPane(Widget):
     MonitorPane #mon-error { display: none; color: $error; border: round $error; padding: 0 1; height: auto;
                              max-height: 8; overflow-y: auto; }
     MonitorPane #mon-error.-show { display: block; }
-    MonitorPane #mon-head, MonitorPane #mon-config, MonitorPane #mon-numbers { height: auto; }
+    MonitorPane #mon-head, MonitorPane #mon-config, MonitorPane #mon-numbers, MonitorPane #mon-evals { height: auto; }
     MonitorPane #mon-config { color: $text-muted; }
     MonitorPane #mon-charts { height: 1fr; layout: vertical; }
     MonitorPane #train-box { height: 3fr; min-height: 8; }
@@ -73,7 +73,8 @@ class MonitorPane(Widget):
     MonitorPane #mon-gpu, MonitorPane #mon-log { height: auto; color: $text-muted; }
     MonitorPane #mon-log { max-height: 3; }
     MonitorPane.-compact #mon-config, MonitorPane.-compact #mon-numbers, MonitorPane.-compact #mon-gpu,
-    MonitorPane.-compact #mon-log { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    MonitorPane.-compact #mon-log, MonitorPane.-compact #mon-evals { height: 1; text-wrap: nowrap;
+                                                                     text-overflow: ellipsis; }
     MonitorPane.-compact #mon-charts { layout: horizontal; }
     MonitorPane.-compact #train-box, MonitorPane.-compact #mem-box { width: 1fr; height: 1fr; min-height: 0; }
     MonitorPane.-compact #mem-box { margin-left: 1; }
@@ -136,6 +137,7 @@ class MonitorPane(Widget):
                          "`tunebench attach RUN`.", id="mon-head")
             yield Static("", id="mon-config")
             yield Static("", id="mon-numbers")
+            yield Static("", id="mon-evals")  # eval metrics (rouge1, bleu, accuracy...): a row each, sparklines
             with Container(id="mon-charts"):
                 with Horizontal(id="train-box"):
                     yield LineChart(id="chart-loss")
@@ -151,7 +153,10 @@ class MonitorPane(Widget):
 
     def on_resize(self, event: events.Resize) -> None:
         w, h = self.COMPACT_BELOW
-        self.set_class(event.size.width < w or event.size.height < h, "-compact")
+        compact = event.size.width < w or event.size.height < h
+        if compact != self.has_class("-compact") and self.run is not None:
+            self.call_after_refresh(self._charts, True)  # the eval rows change shape with the layout
+        self.set_class(compact, "-compact")
 
     def focus_first(self) -> None:
         self.query_one("#mon-body").focus()
@@ -277,7 +282,8 @@ class MonitorPane(Widget):
     def _charts(self, force: bool = False) -> None:
         d, now = self.data, time.monotonic()
         with d.lock:
-            versions = {"train": (d.v_train, self.smoothing), "mem": (d.v_tele,)}
+            # the layout is in the key: the eval rows are one line when compact, a row per metric otherwise
+            versions = {"train": (d.v_train, self.smoothing, self.has_class("-compact")), "mem": (d.v_tele,)}
             stale = [g for g, v in versions.items() if self._drawn.get(g) != v]
             if not stale:
                 return
@@ -289,12 +295,16 @@ class MonitorPane(Widget):
             eval_loss = d.eval.get("loss")
             eval_pts = eval_loss.points() if eval_loss is not None else []
             pref = d.pref_keys()
+            scores = d.eval_metrics()
             gpus = list(d.gpu_indices)
             last_t = dict(d.last_telemetry)
         self._charts_at = now
         if "train" in stale:
             self._drawn["train"] = versions["train"]
             self._train_charts(ckpts, eval_pts, pref)
+            box = self.query_one("#mon-evals", Static)
+            box.display = any(scores.values())  # no empty row for a run without eval metrics
+            box.update(eval_text(scores, self.has_class("-compact"), self._style("dim"), self._style("strong")))
         if "mem" in stale:
             self._drawn["mem"] = versions["mem"]
             self._memory(gpus, last_t)
@@ -383,38 +393,9 @@ class MonitorPane(Widget):
             chart.update_data(ChartData("rewards and preference metrics", traces, markers, x_range=x_range))
 
     def _memory(self, gpus: list, last_t: dict) -> None:
-        d, lock = self.data, self.data.lock
-        chart, info = self.query_one("#chart-mem", LineChart), self.query_one("#mon-gpu", Static)
-        gib = lambda v: f"{v / GIB:.1f}G"  # noqa: E731
-        if not gpus:
-            traces = [Trace(label, d.tele[k], c, lock=lock, fmt=gib) for k, label, c in
-                      (("ram_used", "host RAM", 0), ("rss", "run RSS", 2)) if k in d.tele]
-            total = last_t.get("ram_total")
-            chart.update_data(ChartData("memory, no GPU telemetry", traces, y_range=(0, total) if total else None,
-                                        y_fmt=gib, x_fmt=fmt_duration, empty="no telemetry yet"))
-            info.update(f"CPU {fmt_num(last_t.get('cpu_percent'))}% · RSS {fmt_bytes(last_t.get('rss'))} · "
-                        f"RAM {fmt_bytes(last_t.get('ram_used'))} of {fmt_bytes(last_t.get('ram_total'))}"
-                        if last_t else "")
-            return
-        mine = [i for i in gpus if f"gpu{i}.proc_mem" in d.tele] or gpus
-        g = mine[0]
-        # Short labels: the legend of a 40-column chart (80x24, side by side) fits on two rows. used: NVML's
-        # used memory of the GPU; run: the run process's own; reserved / allocated: torch's allocator.
-        traces = [Trace(label, d.tele[k], c, lock=lock, fmt=gib) for k, label, c in (
-            (f"gpu{g}.mem_used", "used", 0), (f"gpu{g}.proc_mem", "run", 2),
-            ("torch_reserved", "reserved", 5), ("torch_allocated", "allocated", 3)) if k in d.tele]
-        total = next((x.get("mem_total") for x in last_t.get("gpus") or [] if x.get("index") == g), None)
-        chart.update_data(ChartData(f"GPU{g} memory", traces, y_range=(0, total) if total else None,
-                                    y_fmt=gib, x_fmt=fmt_duration))
-        parts = []
-        for x in last_t.get("gpus") or []:
-            if x.get("index") in mine:
-                parts.append(f"GPU{x['index']} {x.get('name') or ''}: {fmt_bytes(x.get('mem_used'))} of "
-                             f"{fmt_bytes(x.get('mem_total'))}, run {fmt_bytes(x.get('proc_mem'))}, util "
-                             f"{x.get('util', 'N/A')}%, {fmt_num(x.get('power_w'))} W, {x.get('temp_c', 'N/A')}°C")
-        peak = last_t.get("torch_peak")
-        parts.append(f"torch peak so far {fmt_bytes(peak)}" if peak is not None else "torch peak N/A")
-        info.update("  ·  ".join(parts))
+        chart, info = memory_view(self.data, gpus, last_t)
+        self.query_one("#chart-mem", LineChart).update_data(chart)
+        self.query_one("#mon-gpu", Static).update(info)
 
     # -- controls -----------------------------------------------------------------------------------
     def _live(self, what: str) -> bool:

@@ -19,8 +19,25 @@ from textual.widgets import Button, Footer, Label, Static
 
 from engine.checkpoints.display import printable, prompt_text, word_diff
 from engine.checkpoints.votes import BlindOrder, VoteBook, default_path
+from engine.rundir.evalkeys import fmt_metric
 
 DIFF_STYLE = "bold $text-warning on $warning-muted"  # theme variables: the words where A and B differ
+
+
+def task_lines(answers: dict | None, models: dict) -> list[str]:
+    """Both answers scored against the references, and each checkpoint's eval metrics at its step (its run's)."""
+    def fmt(scores: dict) -> str:
+        return ", ".join(f"{k} {fmt_metric(k, v)}" for k, v in scores.items()) or "-"
+
+    lines = []
+    if answers:
+        lines.append(f"vs reference ({answers['rows']} prompts): A {fmt(answers['a'])}   B {fmt(answers['b'])}")
+    runs = {side: (models.get(side) or {}).get("run_eval") for side in ("a", "b")}
+    if any(runs.values()):
+        lines.append("run eval: " + "   ".join(
+            f"{side.upper()} @ step {r['step']}: {fmt({k: v for k, v in r.items() if k != 'step'})}" if r
+            else f"{side.upper()}: none" for side, r in runs.items()))
+    return lines
 
 
 def diff_content(segments: list[tuple[str, bool]]) -> Content:
@@ -177,6 +194,10 @@ class CompareScreen(Screen):
             box_l.border_title, box_r.border_title = f"A {self.labels['a']}", f"B {self.labels['b']}"
         same = texts["a"] == texts["b"] and i in self.rows
         box_l.border_subtitle = box_r.border_subtitle = "identical" if same else ""
+        scores = (self.rows.get(i) or {}).get("scores")
+        if scores and not self.blind:  # this answer against the reference (blind: scores would steer the vote)
+            box_l.border_subtitle, box_r.border_subtitle = (("identical · " if same else "") + ", ".join(
+                f"{k} {fmt_metric(k, v)}" for k, v in scores[side].items()) for side in (left, right))
         self.paint_metrics()
 
     def paint_metrics(self) -> None:
@@ -201,6 +222,7 @@ class CompareScreen(Screen):
                     bits.append(f"{s['gen_tokens_per_s']:.1f} tok/s")
                 parts.append(f"{side.upper()}: " + (", ".join(bits) or "-"))
             lines += ["   ".join(parts), f"{m.get('eval', '')} · on {m.get('device')}"]
+            lines += task_lines(m.get("answers"), (self.result or {}).get("models") or {})
         self.query_one("#compare-metrics", Static).update(Content("\n".join(lines)))
 
     # -- actions ----------------------------------------------------------------------------------

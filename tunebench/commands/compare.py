@@ -86,7 +86,8 @@ def run(args) -> int:
 
         console = Console()
         console.print(f"A: {a.label}\nB: {b.label}\n")
-        on_row = lambda i, row: print_row(console, i, row, word_diff)  # noqa: E731 - each prompt as it completes
+        refs = [p.get("reference") for p in prompts or []]
+        on_row = lambda i, row: print_row(console, i, row, word_diff, refs[i] if i < len(refs) else None)  # noqa: E731
     result = run_comparison(a, b, prompts, dec, device=device, eval_rows=eval_rows, eval_source=source,
                             max_eval=args.max_eval, metrics=not args.no_metrics, on_phase=phase, on_row=on_row)
     if args.json:
@@ -96,7 +97,7 @@ def run(args) -> int:
     return 0
 
 
-def print_row(console, i: int, row: dict, word_diff) -> None:
+def print_row(console, i: int, row: dict, word_diff, reference: str | None = None) -> None:
     """One prompt with both answers, the words that differ in bold and underlined."""
     from rich.text import Text
 
@@ -111,6 +112,8 @@ def print_row(console, i: int, row: dict, word_diff) -> None:
         console.print(line)
     if row["a"] == row["b"]:
         console.print(Text("  (identical)", style="dim"))
+    if reference:  # scored against it once every prompt is answered (the table after the last prompt)
+        console.print(Text(f"  reference: {printable(reference)}", style="dim"))
 
 
 def print_metrics(console, result: dict) -> None:
@@ -129,5 +132,36 @@ def print_metrics(console, result: dict) -> None:
         if va is not None or vb is not None:
             table.add_row(key, "N/A" if va is None else f"{va:.4f}", "N/A" if vb is None else f"{vb:.4f}")
     console.print(table)
+    print_task_metrics(console, result)
     console.print(f"decoding: {'sampled' if m['decoding']['sample'] else 'greedy'}, seed {m['decoding']['seed']}, "
                   f"on {m['device']}" + (", one base model shared by A and B" if m.get("shared_base") else ""))
+
+
+def print_task_metrics(console, result: dict) -> None:
+    """Both answers scored against the prompts' references, and each checkpoint's own eval metrics at its step
+    (from its run's eval events), as one table: the step each side's figures come from heads its column."""
+    from rich.table import Table
+
+    from engine.rundir.evalkeys import fmt_metric
+
+    answers = result["metrics"].get("answers")
+    runs = {side: (result["models"][side].get("run_eval") or {}) for side in ("a", "b")}
+    if not answers and not any(runs.values()):
+        return
+    table = Table()
+    table.add_column("task metric")
+    for side in ("a", "b"):
+        step = runs[side].get("step")
+        table.add_column(side.upper() + (f" (run eval @ {step})" if step is not None else ""), justify="right")
+    if answers:
+        for k in answers["metrics"]:
+            table.add_row(f"{k} vs reference ({answers['rows']} prompts)",
+                          fmt_metric(k, answers["a"].get(k)), fmt_metric(k, answers["b"].get(k)))
+    keys = list(dict.fromkeys(k for side in ("a", "b") for k in runs[side] if k != "step"))
+    for k in keys:
+        va, vb = runs["a"].get(k), runs["b"].get(k)
+        table.add_row(f"{k} at the run's eval", "-" if va is None else fmt_metric(k, va),
+                      "-" if vb is None else fmt_metric(k, vb))
+    console.print(table)
+    if answers:
+        console.print(f"answers scored with {', '.join(answers['metrics'])} ({answers['chosen_by']})")

@@ -7,6 +7,7 @@ import time
 
 from engine.config.text import printable
 from engine.rundir import slurm
+from engine.rundir.evalkeys import fmt_metric, metric_values
 from engine.rundir.runs import ACTIVE, CONTROLS, LIVE, WAITING, list_runs, placement, resolve_run, runs_dir_from
 from tunebench.errors import CliError
 
@@ -103,6 +104,10 @@ def cmd_status(args) -> int:
         from engine.data.progress import describe
 
         print(f"{'data':16} {describe(full['data'])}")
+    scores = full.get("last_eval_metrics")
+    if isinstance(scores, dict) and len(scores) > 1:  # eval.metrics, accuracy...: the last evaluation's
+        shown = "  ".join(f"{k} {fmt_metric(k, v)}" for k, v in metric_values(scores).items())
+        print(f"{'eval metrics':16} {shown} (step {scores.get('step', '?')})")
     for key in ("started", "ended"):
         if full.get(key):
             print(f"{key:16} {_when(full[key])}")

@@ -43,16 +43,19 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     from trl import RewardConfig, RewardTrainer
 
     train_rows, eval_rows, info = take_rows(cfg, job)
-    tok = modeling.load_tokenizer(cfg)
+    tok = modeling.load_tokenizer(cfg, job)  # with data.chat_template: TRL renders conversational pairs with it
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token
     set_seed(cfg.training.seed)  # the new head's initial weights: the same every run of this config
     model = load_reward_backbone(cfg, resolved)
+    # tokens data.chat_template added: without the resize their ids index past the embedding table
+    embeddings = modeling.fit_vocabulary(model, tok, job)
     model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token
     max_len = cfg.data.max_length
     args = RewardConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)), max_length=max_len)
     trainer = RewardTrainer(model=model, args=args, train_dataset=to_dataset(pretokenize(train_rows, tok, max_len)),
                             eval_dataset=to_dataset(pretokenize(eval_rows, tok, max_len)), processing_class=tok,
-                            peft_config=modeling.peft_config(cfg, "SEQ_CLS", model), callbacks=callbacks)
+                            peft_config=modeling.peft_config(cfg, "SEQ_CLS", model, extra_modules=embeddings),
+                            callbacks=callbacks)
     install_sampler(trainer, job)  # data mixing / data.order
     return trainer

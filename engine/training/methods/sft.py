@@ -91,4 +91,8 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
             if progress:
                 progress(phase="scored", **job["scoring"])
         install(trainer, plan, keys)
+    from engine.training.methods.answers import watch
+
+    # eval_ds, not trainer.eval_dataset: with packing TRL packs the latter, and a packed row has no one prompt
+    watch(trainer, cfg, callbacks, eval_ds, info.get("format"))  # eval.metrics: answers scored at each evaluation
     return trainer
