@@ -98,7 +98,7 @@ def test_a_resumed_run_draws_the_same_rows(tiny_model, files):
 @pytest.mark.parametrize("data, method, key, words", [
     ({"train": [{"path": "a.jsonl", "weight": -1}]}, "sft", "data.train", "positive"),
     ({"train": [{"file": "a.jsonl"}]}, "sft", "data.train", "path"),
-    ({"order": "easy_first"}, "dpo", "data.order", "easy_first"),
+    ({"order": "easy_first"}, "reward", "data.order", "easy_first"),
     ({"order": "column:"}, "sft", "data.order", "column:NAME"),
     ({"train": ["a.jsonl:3", "b.jsonl:1"], "packing": True}, "sft", "data.train", "packing"),
     ({"order": "length"}, "classification", "data.order", "group_by_length"),

@@ -190,3 +190,40 @@ def test_a_resumed_dpo_run_draws_the_same_rows(mix):
     again, _ = build(cfg)
     assert len(full) == 20 and batches(again, 1, skip=7) == full[7:]  # 80 rows a 4-row batch
     assert batches(again, 0) != full
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_easy_first_for_pairs_orders_by_the_answers_base_loss(method, mix, tmp_path, monkeypatch):
+    """dpo scores the chosen answer given its prompt, kto the completion: lowest base-model loss first, the
+    scores cached under the tokenised rows' content (a second build reads them)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    words = ["apple", "river stone", "cloud green seven", "light", "table table table table"]
+    if method == "dpo":
+        rows = [{"prompt": f"say {w}: ", "chosen": f"{words[(i + 2) % 5]} {i}", "rejected": "no"}
+                for i, w in enumerate(words * 6)]
+    else:
+        rows = [{"prompt": f"say {w}: ", "completion": f"{words[(i + 2) % 5]} {i}", "label": bool(i % 2)}
+                for i, w in enumerate(words * 6)]
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    cfg = config(mix["llama"], data, method=method, data={"order": "easy_first", "curriculum_epochs": 1})
+    trainer, job = build(cfg)
+    assert job["scoring"]["cached"] is False and job["scoring"]["rows"] == 30
+    model = AutoModelForCausalLM.from_pretrained(mix["llama"], dtype=torch.float32).eval()
+    ds = trainer.train_dataset
+    answer = "chosen_ids" if method == "dpo" else "completion_ids"
+
+    def loss(i):  # transformers' causal-LM loss on the answer's tokens, the prompt masked, cut at max_length (32)
+        p, a = ds[i]["prompt_ids"], ds[i][answer]  # from the start, as TRL's collator cuts (keep_start)
+        ids, labels = (p + a)[:32], ([-100] * len(p) + a)[:32]
+        with torch.no_grad():
+            return float(model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss)
+
+    sampler = trainer._get_train_sampler()
+    first = [loss(i) for i in sampler.indices(0)]
+    assert len(first) == 30 and all(b >= a - 1e-4 for a, b in zip(first, first[1:])) and first[-1] > first[0]
+    assert [loss(i) for i in sampler.indices(1)] != sorted(first)  # shuffled after curriculum_epochs
+    again, job2 = build(cfg)
+    assert job2["scoring"]["cached"] is True and list(again._get_train_sampler().indices(0)) == list(sampler.indices(0))

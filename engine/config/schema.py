@@ -118,7 +118,7 @@ class Data(Section):
                              min=0, max=0.9)
     general_mix_data: str | None = key(None, "General data mixed in by data.general_mix (default: data.general_eval's file).")
     order: str = key("shuffle", "Row order: shuffle, length (shortest first), column:NAME (the column ascending) or "
-                     "easy_first (sft: lowest base-model loss first, scored once and cached), for the first "
+                     "easy_first (sft, dpo, kto: lowest base-model loss first, scored once and cached), for the first "
                      "curriculum_epochs epochs, shuffled after.")
     curriculum_epochs: int = key(0, "Epochs data.order holds before the order returns to shuffled; 0 = every epoch.",
                                  min=0, max=HUGE)

@@ -294,10 +294,10 @@ def mixing_rules(cfg: dict) -> list[Problem]:
     if d["general_mix_data"] and not d["general_mix"]:
         problems.append(Problem("data.general_mix_data", "is only read with data.general_mix above 0",
                                 "set data.general_mix (e.g. 0.1) or leave it empty"))
-    if d["order"] == "easy_first" and method != "sft":
+    if d["order"] == "easy_first" and method not in ("sft", "dpo", "kto"):
         why = {"classification": "the base model's new head is untrained, its loss says nothing of a row",
                "reward": "a reward model has no token loss", "grpo": "prompts have no trained tokens",
-               "rloo": "prompts have no trained tokens"}.get(method, "scoring is implemented for sft rows only so far")
+               "rloo": "prompts have no trained tokens"}.get(method, "not implemented for it")
         problems.append(Problem("data.order", f"easy_first scores rows by the base model's token loss: not for method "
                                 f"{method} ({why})", "use length or column:NAME"))
     for name, on in (("data.train", mixing), ("data.order", ordered)):

@@ -125,3 +125,41 @@ def _record(values, cached: bool, seconds: float) -> dict:
     q = (lambda p: round(float(np.quantile(finite, p)), 4)) if finite.size else (lambda p: None)
     return {"scored": "base model mean token loss", "rows": int(values.size), "cached": cached,
             "seconds": round(seconds, 2), "min": q(0), "median": q(0.5), "max": q(1)}
+
+
+def answer_rows(ds, max_length: int):
+    """dpo/kto rows as TRL tokenised them, as {input_ids, labels}: the prompt, then the answer that trains towards
+    (dpo: chosen; kto: the completion), labels on the answer only, cut to max_length from the start (TRL's
+    keep_start); rows in the dataset's order."""
+    from datasets import Dataset
+
+    answer = "chosen_ids" if "chosen_ids" in ds.column_names else "completion_ids"
+    cols = ds.select_columns(["prompt_ids", answer]).with_format(None)
+    ids, labels = [], []
+    for p, a in zip(cols["prompt_ids"], cols[answer]):
+        ids.append((p + a)[:max_length])
+        labels.append(([-100] * len(p) + a)[:max_length])
+    return Dataset.from_dict({"input_ids": ids, "labels": labels})
+
+
+def content_key(ds) -> str:
+    """A hash of a tokenised dataset's content (every column's Arrow buffers, in the dataset's row order): the
+    rows dpo/kto score are tokenised by TRL in memory and have no prepared-data key of their own."""
+    import hashlib
+
+    h = hashlib.sha256()
+    table = ds.with_format("arrow")[:]
+    for name in sorted(table.column_names):
+        h.update(name.encode())
+        for chunk in table.column(name).chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(buf)
+    return h.hexdigest()[:32]
+
+
+def pair_scores(trainer, cfg: Config, resolved: dict, progress=None, should_stop=None):
+    """easy_first for dpo/kto: scores() over answer_rows of the trainer's tokenised training rows, cached under
+    their content hash (with the model's identity and the settings)."""
+    rows = answer_rows(trainer.train_dataset, cfg.data.max_length)
+    return scores(trainer, lambda: rows, [content_key(rows)], cfg, resolved, progress, should_stop)

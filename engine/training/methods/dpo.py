@@ -25,5 +25,5 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     trainer = DPOTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
                          processing_class=tok, peft_config=modeling.peft_config(cfg, extra_modules=embeddings),
                          callbacks=callbacks)
-    install_sampler(trainer, job)  # data mixing / data.order
+    install_sampler(trainer, job, cfg=cfg, resolved=resolved, callbacks=callbacks)  # data mixing / data.order
     return trainer

@@ -22,9 +22,11 @@ def take_rows(cfg: Config, job: dict, tokenizer=None) -> tuple[list[dict], list[
     return train, evals, info
 
 
-def install_sampler(trainer, job: dict, repeat: dict | None = None):
+def install_sampler(trainer, job: dict, repeat: dict | None = None, cfg: Config | None = None,
+                    resolved: dict | None = None, callbacks: list | None = None):
     """The mixture / curriculum sampler in the built trainer, when the data asked for one (None otherwise).
-    Length keys are the tokens of each row as the trainer tokenised it (engine.training.sampling)."""
+    Length keys are the tokens of each row as the trainer tokenised it (engine.training.sampling); easy_first
+    keys (dpo, kto: cfg, resolved and the callbacks needed) the base model's loss on each row's answer."""
     plan = job.get("sampling")
     if not plan:
         return None
@@ -33,4 +35,12 @@ def install_sampler(trainer, job: dict, repeat: dict | None = None):
     keys = plan["keys"]
     if plan["order"] == "length":
         keys = sampling.token_lengths(trainer.train_dataset, trainer.processing_class)
+    elif plan["order"] == "easy_first":
+        from engine.training import scoring
+        from engine.training.methods.sft import reporter
+
+        progress, should_stop = reporter(callbacks or [])
+        keys, job["scoring"] = scoring.pair_scores(trainer, cfg, resolved, progress, should_stop)
+        if progress:
+            progress(phase="scored", **job["scoring"])
     return sampling.install(trainer, plan, keys, repeat)
