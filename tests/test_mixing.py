@@ -98,15 +98,14 @@ def test_a_resumed_run_draws_the_same_rows(tiny_model, files):
 @pytest.mark.parametrize("data, method, key, words", [
     ({"train": [{"path": "a.jsonl", "weight": -1}]}, "sft", "data.train", "positive"),
     ({"train": [{"file": "a.jsonl"}]}, "sft", "data.train", "path"),
-    ({"order": "easy_first"}, "sft", "data.order", "not available"),
+    ({"order": "easy_first"}, "reward", "data.order", "easy_first"),
     ({"order": "column:"}, "sft", "data.order", "column:NAME"),
     ({"train": ["a.jsonl:3", "b.jsonl:1"], "packing": True}, "sft", "data.train", "packing"),
-    ({"train": ["a.jsonl:3", "b.jsonl:1"]}, "grpo", "data.train", "grpo"),
-    ({"order": "length"}, "dpo", "data.order", "sft only"),
+    ({"order": "length"}, "classification", "data.order", "group_by_length"),
 ])
 def test_mixing_keys_are_refused_where_they_cannot_work(data, method, key, words):
     raw = {"method": method, "model": {"name_or_path": "m"}, "data": {"train": "a.jsonl", **data},
-           "rl": {"reward_file": __file__}}
+           "rl": {"reward_file": __file__}, "training": {"group_by_length": method == "classification"}}
     _, problems = cfgmod.validate(raw)
     hits = [p for p in problems if p.path == key]
     assert hits and words in str(hits[0]), problems
@@ -128,3 +127,36 @@ def test_preflight_reads_every_source_and_names_the_one_that_fails(files, tmp_pa
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"nothing": 1}])
     with pytest.raises(DataError, match="data.train source 2"):
         streamed_reader()(cfg.replace(data={"train": [f"{files['a']}:3", f"{bad}:1"]}))
+
+
+def test_easy_first_orders_by_the_base_models_loss_and_reuses_its_scores(tiny_model, files, tmp_path, monkeypatch):
+    """A real run scores every row (data events of phase score), the scores land in the cache; a second build
+    reads them back, and its first epoch is ascending in losses this test computes on its own."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.methods_support import train
+
+    monkeypatch.setenv("TUNEBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = config(tiny_model, files["b"], data={"order": "easy_first", "curriculum_epochs": 1, "eval_fraction": 0.1},
+                 training={"max_steps": 2})
+    run, ev = train(tmp_path / "runs", cfg)
+    phases = [e.get("phase") for e in ev["data"]]
+    assert "score" in phases and "scored" in phases, phases
+    report = next(e for e in ev["data"] if "order" in e)
+    assert report["order"] == "easy_first" and report["scoring"]["cached"] is False and report["scoring"]["rows"] == 200
+    trainer, job = build(cfg)
+    assert job["scoring"]["cached"] is True and job["scoring"]["rows"] == 200  # every prepared row, eval ones too
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ds = trainer.train_dataset
+
+    def loss(i):  # transformers' own causal-LM loss: the mean over the shifted trained tokens
+        with torch.no_grad():
+            return float(model(input_ids=torch.tensor([ds[i]["input_ids"]]), labels=torch.tensor([ds[i]["labels"]])).loss)
+
+    sampler = trainer._get_train_sampler()
+    first = [loss(i) for i in sampler.indices(0)]
+    assert len(first) == 180 and all(b >= a - 1e-4 for a, b in zip(first, first[1:]))  # easy (low loss) first
+    assert first[-1] - first[0] > 0.05  # the rows do differ, so the order says something
+    later = [loss(i) for i in sampler.indices(1)]
+    assert later != sorted(later)  # after curriculum_epochs, shuffled

@@ -130,3 +130,36 @@ async def test_alpaca_rows_read_instruction_input_output(tmp_path, runs_dir, mon
         labels = [str(c.label) for c in table.columns.values()]
         assert labels[2:] == ["instruction", "input", "output"]
         assert cells(table)[0][2:] == ["q0", "", "a0"]
+
+
+def write_mix_sources(d):
+    """A chat task (12 rows) and plain general text (36 rows): a 3:1 mixture draws 36 and 12 of them an epoch."""
+    (d / "task.jsonl").write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"say {i}"},
+                                                                   {"role": "assistant", "content": f"{i} {i}"}]}) + "\n"
+                                          for i in range(12)))
+    (d / "general.jsonl").write_text("".join(json.dumps({"text": f"plain words {i}"}) + "\n" for i in range(36)))
+
+
+@pytest.mark.asyncio
+async def test_the_configured_mixture_source_by_source(tmp_path, runs_dir, monkeypatch):
+    """data.train with weights in Hyperparameters: the pane lists each source's rows, weight, rows an epoch, share
+    and format, read by the helper process; a plain data.train hides the section again."""
+    monkeypatch.chdir(tmp_path)
+    write_mix_sources(tmp_path)
+    app = TuneBench(runs_dir=runs_dir, workdir=tmp_path, preset=str(PROJECT_PRESETS / "sft-lora-small.yaml"))
+    async with app.run_test(size=(150, 45)) as pilot:
+        hp = await app.ensure_pane("hyperparams")
+        hp.apply({"data.train": ["task.jsonl:3", "general.jsonl:1"], "data.order": "length",
+                  "data.curriculum_epochs": 1, "data.eval_fraction": 0.0})
+        await pilot.press("2")
+        pane = await app.ensure_pane("dataset")
+        await until(pilot, lambda: pane.mixture is not None, timeout=120, what="the mixture read by the helper")
+        assert [(s["rows"], s["drawn"], s["weight"]) for s in pane.mixture["sources"]] == [(12, 36, 3.0), (36, 12, 1.0)]
+        shown = text(app, "#ds-mix")
+        assert pane.query_one("#ds-mix").display and "48 rows an epoch, order length (1 epoch, then shuffled)" in shown
+        assert "task.jsonl messages" in shown and "w 3  12 rows → 36 (75%)" in shown
+        assert "general.jsonl text" in shown and "w 1  36 rows → 12 (25%)" in shown
+        hp.apply({"data.train": "task.jsonl", "data.order": "shuffle"})
+        await pilot.press("3", "2")  # shown again: the pane reads the Hyperparameters anew
+        await until(pilot, lambda: not pane.query_one("#ds-mix").display, what="the section hidden")
+        assert pane.mixture is None

@@ -305,3 +305,28 @@ async def _sweep_shown(pilot):
 def test_sweeps_pane(snap_compare, steady, size):
     fixed_sweep()
     assert snap_compare(appmod.TuneBench(runs_dir="runs", workdir="."), terminal_size=size, run_before=_sweep_shown)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=list(SIZES))
+def test_dataset_pane_with_a_mixture(snap_compare, steady, size):
+    """data.train mixes a chat task 3:1 with plain text: the side column lists the sources above the rows'
+    report, at 80x24 too."""
+    from tests.test_tui_dataset import write_mix_sources
+
+    write_mix_sources(Path("."))
+    app = appmod.TuneBench(runs_dir="runs", workdir=".", dataset="task.jsonl")  # no model: no tokenizer to load
+
+    async def inspected(pilot):
+        hp = await app.ensure_pane("hyperparams")
+        hp.apply({"data.train": ["task.jsonl:3", "general.jsonl:1"], "data.order": "length",
+                  "data.curriculum_epochs": 1, "data.eval_fraction": 0.0})
+        pane = await app.ensure_pane("dataset")
+        pane.query_one("#ds-rows").focus()  # the app opened on this pane with its path field focused
+        await pilot.press("3", "2")  # to the form and back, as a person changing data.train would
+        await until(pilot, lambda: pane.report is not None and pane.mixture is not None
+                    and "row 1 of" in str(pane.query_one("#ds-render").render()), timeout=120, what="the inspection")
+        await until(pilot, lambda: not app.query_one("#spinner").jobs, what="the spinner off")
+        pane.query_one("#ds-rows").focus()  # not the path input: its blinking cursor would differ per run
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=inspected)

@@ -117,8 +117,9 @@ class Data(Section):
                              "data.general_eval) against forgetting; the task rows keep their count; 0 = off.",
                              min=0, max=0.9)
     general_mix_data: str | None = key(None, "General data mixed in by data.general_mix (default: data.general_eval's file).")
-    order: str = key("shuffle", "Row order: shuffle, length (shortest first) or column:NAME (the column ascending), "
-                     "for the first curriculum_epochs epochs, shuffled after.")
+    order: str = key("shuffle", "Row order: shuffle, length (shortest first), column:NAME (the column ascending) or "
+                     "easy_first (sft, dpo, kto: lowest base-model loss first, scored once and cached), for the first "
+                     "curriculum_epochs epochs, shuffled after.")
     curriculum_epochs: int = key(0, "Epochs data.order holds before the order returns to shuffled; 0 = every epoch.",
                                  min=0, max=HUGE)
     loss_on: str = key("completion", "Which tokens train: completion (every assistant turn / the completion) or all.",

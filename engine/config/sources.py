@@ -53,13 +53,10 @@ def parse_order(order: str) -> tuple[str, str | None]:
 
 def order_problem(order: str) -> str | None:
     kind, name = parse_order(order)
-    if kind == "easy_first":
-        return ("easy_first (rows scored by the base model's loss) is not available yet; "
-                "use length or column:NAME")
     if kind == "column" and not name:
         return "column needs a name: column:NAME (e.g. column:difficulty)"
-    if kind not in ("shuffle", "length", "column") or (name and kind != "column"):
-        return f"{order!r} is not one of shuffle, length, column:NAME"
+    if kind not in ("shuffle", "length", "column", "easy_first") or (name and kind != "column"):
+        return f"{order!r} is not one of shuffle, length, column:NAME, easy_first"
     return None
 
 

@@ -294,18 +294,21 @@ def mixing_rules(cfg: dict) -> list[Problem]:
     if d["general_mix_data"] and not d["general_mix"]:
         problems.append(Problem("data.general_mix_data", "is only read with data.general_mix above 0",
                                 "set data.general_mix (e.g. 0.1) or leave it empty"))
+    if d["order"] == "easy_first" and method not in ("sft", "dpo", "kto"):
+        why = {"classification": "the base model's new head is untrained, its loss says nothing of a row",
+               "reward": "a reward model has no token loss", "grpo": "prompts have no trained tokens",
+               "rloo": "prompts have no trained tokens"}.get(method, "not implemented for it")
+        problems.append(Problem("data.order", f"easy_first scores rows by the base model's token loss: not for method "
+                                f"{method} ({why})", "use length or column:NAME"))
     for name, on in (("data.train", mixing), ("data.order", ordered)):
         if not on:
             continue
         what = "mixing sources" if name == "data.train" else "an order other than shuffle"
-        if method in ("grpo", "rloo"):
-            problems.append(Problem(name, f"{what} is not available for method {method} (its sampler repeats each "
-                                    "prompt num_generations times)", "list plain paths, or data.order: shuffle"))
-        elif d["packing"]:
+        if d["packing"] and method == "sft":
             problems.append(Problem(name, f"{what} does not work with data.packing (packing regroups the rows)",
                                     "set data.packing: false", related=("data.packing",)))
-    for name, on in (("data.train", mixing), ("data.order", ordered)):
-        if on and method not in ("sft", "grpo", "rloo"):  # sft: rows reach the trainer as tokens, any format
-            problems.append(Problem(name, f"data mixing and data.order are implemented for method sft only so far, "
-                                    f"not {method}", "list plain paths (concatenated) and data.order: shuffle"))
+        elif cfg["training"]["group_by_length"] and method == "classification":  # its sampler, where it is used
+            problems.append(Problem(name, f"{what} does not work with training.group_by_length (it groups the rows "
+                                    "by length in its own order)", "set training.group_by_length: false",
+                                    related=("training.group_by_length",)))
     return problems

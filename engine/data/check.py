@@ -79,7 +79,8 @@ def check(cfg: Config, progress=None, sample: int = 0, raise_invalid: bool = Tru
     n_eval = sum(p.rows - sum(p.shapes.get(s, 0) for s in odd) for p in passes[1:])
     labels = Counter(train.labels) if method == "classification" else None
     held = held_count(n_train, d.get("eval_fraction", 0) or 0, labels) if not d.get("eval") else 0
-    info.update(train_rows=n_train - held, eval_rows=n_eval + held, warnings=[], conversational=conversational(main))
+    info.update(train_rows=n_train - held, eval_rows=n_eval + held, warnings=[], conversational=conversational(main),
+                shape=[list(x) for x in main or ()])
     out = Checked(info, log, passes, n_train + n_eval, main)
     if log:
         info["dropped"] = log.dropped()
@@ -90,7 +91,7 @@ def check(cfg: Config, progress=None, sample: int = 0, raise_invalid: bool = Tru
     return out
 
 
-CHECK_VERSION = 2  # 2: info["conversational"]
+CHECK_VERSION = 3  # 2: info["conversational"]; 3: info["shape"], the main row shape (a mixture's sources are compared by it)
 NOT_IN_CHECK = ("max_length", "truncation", "min_completion_tokens", "loss_on", "packing", "cache", "num_proc",
                 "general_eval", "skip_invalid")  # keys the tokenizer-free check does not depend on
 
@@ -140,6 +141,10 @@ def mixture_check(cfg: Config, progress=None) -> dict:
         except DataError as e:
             role = "data.general_mix's general data" if s.general else f"data.train source {i + 1}"
             raise DataError(f"{role} ({s.path}): {e}") from None
+    labels = [f"{'general data' if s.general else f'source {i + 1}'} {s.path}" for i, s in enumerate(srcs)]
+    clash = mixture.format_clash(cfg.method, labels, [x["format"] for x in infos], [x.get("shape") for x in infos])
+    if clash:
+        raise DataError(f"data.train: {clash}")
     info = dict(infos[0])
     info["source_rows"] = sum(x["source_rows"] for x in infos)
     info["train_rows"] = sum(x["train_rows"] for x in infos)

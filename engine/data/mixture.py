@@ -143,3 +143,54 @@ def describe(srcs: list[Source], sizes: list[int], drawn: list[int], order: str,
     return {"sources": [{"path": s.path, "weight": s.weight, "general": s.general, "rows": n, "drawn": k,
                          "share": round(k / total, 4)} for s, n, k in zip(srcs, sizes, drawn)],
             "epoch_rows": sum(drawn), "order": order, "curriculum_epochs": curriculum_epochs}
+
+
+def plan(d: dict, mix, src, keys, n_src: int, seed: int) -> dict | None:
+    """What the trainer's sampler needs (engine.training.sampling): the positions of each source's rows in the
+    train dataset (src[i]: the source of row i), the rows each gives an epoch, the order and its keys (None:
+    computed by the method from its tokenised rows). None for plain data in shuffled order (the trainer's own
+    sampler)."""
+    import numpy as np
+
+    from engine.data.errors import DataError
+
+    order = d.get("order") or "shuffle"
+    if mix is None and order == "shuffle":
+        return None
+    srcs = mix or [Source(str(d["train"]), 1.0)]
+    src = np.asarray(src)
+    groups = [np.nonzero(src == i)[0] for i in range(n_src)]
+    sizes = [len(g) for g in groups]
+    for s, n in zip(srcs, sizes):
+        if not n:
+            raise DataError(f"{s.path}: no usable training row in this source of the mixture (data.train)")
+    per_source = counts(sizes, srcs, d.get("general_mix") or 0)
+    cur = d.get("curriculum_epochs") or 0
+    return {"groups": groups, "per_source": per_source, "keys": keys, "order": order, "seed": seed,
+            "curriculum_epochs": cur,
+            "describe": {"order": order, "curriculum_epochs": cur,
+                         **({"mixture": describe(srcs, sizes, per_source, order, cur)} if mix else {})}}
+
+
+def shape_text(shape) -> str:
+    """A row shape ((key, "string" | "messages"), ...) as words: "prompt, chosen, rejected as text"."""
+    kinds: dict = {}
+    for key, kind in shape:
+        kinds.setdefault("conversations" if kind == "messages" else "text", []).append(key)
+    return "; ".join(f"{', '.join(keys)} as {kind}" for kind, keys in kinds.items()) or "no columns"
+
+
+def format_clash(method: str, labels: list[str], formats: list[str], shapes: list) -> str | None:
+    """Why the sources of a mixture cannot make one table for `method` (None when they can).
+
+    sft rows reach the trainer as tokens, so any formats mix there. The other methods hand their rows to the
+    trainer as one table: every source's rows must have the same columns, each text or conversation alike."""
+    if method == "sft":
+        return None
+    seen = {tuple(map(tuple, s)) for s in shapes if s}
+    if len(seen) <= 1:
+        return None
+    listed = "; ".join(f"{label}: format {fmt} ({shape_text(s)})" for label, fmt, s in zip(labels, formats, shapes))
+    return (f"the sources of the mixture do not share a format for method {method}, so their rows cannot make "
+            f"one table: {listed}. Convert them to one format (all plain-text or all conversation prompts and "
+            "answers), or train on them separately")

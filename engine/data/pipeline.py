@@ -161,6 +161,7 @@ class Part:
     dir: Path
     meta: dict
     cached: bool
+    key: str = ""  # its cache key (scores of its rows are cached under it: engine.training.scoring); "" uncached
 
     def shards(self) -> list[dict]:
         return self.meta["shards"]
@@ -191,7 +192,8 @@ class Prepared:
     eval_index: list[int] | None
     info: dict
     held: list[Path] = field(default_factory=list)  # uncached builds, removed when the process ends
-    sampling: dict | None = None  # the mixture / curriculum sampler's plan (_sampling); None: the trainer's own
+    sampling: dict | None = None  # the mixture / curriculum sampler's plan (mixture.plan); None: the trainer's own
+    train_keys: list[str] = field(default_factory=list)  # the train parts' cache keys, in train_files' order
 
 
 def _key_doc(cfg: Config, d: dict, ident: list, fingerprint: str, fmt: str | None) -> dict:
@@ -216,7 +218,7 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
     if use_cache:
         entry, found = cache.lookup(key)
         if entry is not None:
-            return Part(name, entry, found, True)
+            return Part(name, entry, found, True, key)
         if found and progress:
             progress(phase="cache", note=f"the cached {name} data was damaged ({found}); preparing it again")
     tmp = cache.staging(key)
@@ -241,11 +243,11 @@ def _build(name: str, spec, cfg: Config, d: dict, tok, encoder, fingerprint: str
     if use_cache:
         final = cache.publish(tmp, key, meta)
         if final != tmp:
-            return Part(name, final, cache.lookup(key)[1] or meta, False)
+            return Part(name, final, cache.lookup(key)[1] or meta, False, key)
     else:
         cache.write_meta(tmp, meta)
     atexit.register(shutil.rmtree, tmp, True)  # not kept: the files live as long as this process reads them
-    return Part(name, tmp, meta, False)
+    return Part(name, tmp, meta, False, key if use_cache else "")  # no key: a hub id's rows may change
 
 
 def _selection(part: Part, main: tuple | None) -> tuple[list[str], list[int] | None, "array"]:
@@ -350,7 +352,7 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
         eval_files, eval_index, eval_hash = train_files, base[mask].tolist(), train_hash[mask]
         train_index, train_hash, src = base[~mask].tolist(), train_hash[~mask], src[~mask]
         keys = keys[~mask] if keys is not None else None
-    sampling = _sampling(d, mix, src, keys, n_src, cfg.training.seed)
+    sampling = mixture.plan(d, mix, src, keys, n_src, cfg.training.seed)
     info = {"format": passes[0].fmt, "method": cfg.method, "source_rows": source_rows, "train_rows": len(train_hash),
             "eval_rows": 0 if eval_hash is None else len(eval_hash), "warnings": [],
             "truncation": _truncation(d, parts), "cache": {p.name: p.cached for p in parts},
@@ -373,30 +375,8 @@ def prepare_sft(cfg: Config, tok, progress=None, should_stop=None) -> Prepared:
         where = "data.eval" if d.get("eval") else "data.eval_fraction"
         info["warnings"].append(f"{where}: {shared} of {len(eval_hash)} eval rows also appear in train (duplicates); "
                                 "the eval loss will look better than it is")
-    return Prepared(train_files, eval_files, train_index, eval_index, info, sampling=sampling)
-
-
-def _sampling(d: dict, mix, src, keys, n_src: int, seed: int) -> dict | None:
-    """What the trainer's sampler needs (engine.training.sampling): the positions of each source's rows in the
-    train dataset, the rows each gives an epoch, the order and its keys (None: token lengths, read by the
-    trainer from the Arrow files). None for plain data in shuffled order (the trainer's own sampler)."""
-    import numpy as np
-
-    order = d.get("order") or "shuffle"
-    if mix is None and order == "shuffle":
-        return None
-    srcs = mix or [mixture.Source(str(d["train"]), 1.0)]
-    groups = [np.nonzero(src == i)[0] for i in range(n_src)]
-    sizes = [len(g) for g in groups]
-    for s, n in zip(srcs, sizes):
-        if not n:
-            raise DataError(f"{s.path}: no usable training row in this source of the mixture (data.train)")
-    per_source = mixture.counts(sizes, srcs, d.get("general_mix") or 0)
-    return {"groups": groups, "per_source": per_source, "keys": keys, "order": order, "seed": seed,
-            "curriculum_epochs": d.get("curriculum_epochs") or 0,
-            "describe": {"order": order, "curriculum_epochs": d.get("curriculum_epochs") or 0,
-                         **({"mixture": mixture.describe(srcs, sizes, per_source, order,
-                                                         d.get("curriculum_epochs") or 0)} if mix else {})}}
+    return Prepared(train_files, eval_files, train_index, eval_index, info, sampling=sampling,
+                    train_keys=[parts[i].key for i in range(n_src)])
 
 
 def _truncation(d: dict, parts: list[Part]) -> dict:

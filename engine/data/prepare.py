@@ -144,7 +144,11 @@ def overlap(train: list[dict], evals: list[dict]) -> int:
 
 def load_pairs(spec, d: dict, method: str, fmt: str | None = None):
     """Read and convert one data spec; returns (pairs, problems, format, raw row count)."""
-    raw = load(spec, split=d.get("split"), subset=d.get("subset"))
+    return pairs_of(load(spec, split=d.get("split"), subset=d.get("subset")), d, method, fmt)
+
+
+def pairs_of(raw: list[Row], d: dict, method: str, fmt: str | None = None):
+    """load_pairs on rows already read (engine.data.mixrows keeps them for their data.order column)."""
     columns = formats.parse_columns(d.get("columns"))
     if fmt is None:
         fmt = d.get("format", "auto")
@@ -214,7 +218,7 @@ def prepare_pairs(cfg: Config, tokenizer=None):
     return train, evals, info, problems
 
 
-def prepare(cfg: Config, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
+def prepare(cfg: Config, tokenizer=None, pairs=None) -> tuple[list[dict], list[dict], dict]:
     """Train rows, eval rows and info for cfg.method; raises InvalidRows unless data.skip_invalid.
 
     With a tokenizer, data.truncation is applied as the trainer will (engine.data.tokens.apply_truncation):
@@ -223,8 +227,10 @@ def prepare(cfg: Config, tokenizer=None) -> tuple[list[dict], list[dict], dict]:
     eval_rows, source_rows, labels (classification), dropped ({count, by_reason, first}), truncation and
     warnings (e.g. eval rows that also appear in train). The sft engine prepares its rows with
     engine.data.pipeline instead (tokenised, in parallel, cached); this is the in-memory path of the rest.
+    `pairs`: prepare_pairs' stand-in (engine.data.mixrows.prepare_pairs for a mixture or data.order, whose info
+    carries the sampler's plan as "sampling").
     """
-    train, evals, info, problems = prepare_pairs(cfg, tokenizer)
+    train, evals, info, problems = (pairs or prepare_pairs)(cfg, tokenizer)
     d = cfg.data
     if problems and not d.skip_invalid:
         raise InvalidRows(problems, info["source_rows"])

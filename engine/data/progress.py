@@ -15,4 +15,12 @@ def describe(e: dict) -> str:
     if phase == "ready":
         how = "from the cache" if e.get("cached") else "prepared"
         return f"data ready: {e.get('rows', 0):,} rows {how} in {e.get('seconds', 0):.1f} s"
+    if phase == "score":
+        total = f" / {e['rows_total']:,}" if e.get("rows_total") else ""
+        return (f"scoring rows (data.order easy_first): {e.get('rows_done', 0):,}{total} rows, "
+                f"{e.get('rows_per_s') or 0:,.0f} rows/s")
+    if phase == "scored":
+        how = "from the cache" if e.get("cached") else "scored"
+        return (f"rows ordered easy first: {e.get('rows', 0):,} base-model losses {how} in {e.get('seconds', 0):.1f} s "
+                f"(median {e.get('median')})")
     return f"data: {e.get('note', phase)}"

@@ -4,8 +4,15 @@ Imported by the helper process only (engine.helper.server.OP_MODULES); heavy imp
 """
 from __future__ import annotations
 
+import threading
+
 from engine.helper.server import OpError, cached, op
 from engine.planning.preflight import model_check, preflight
+
+# engine.data.scan keeps its pass in module globals (the job the forked workers read, the stop flag): two passes
+# at once in this process (each request runs on its own thread) would mix their rows. The ops that read every
+# row of a data set (inspect, preflight, the mixture, the data shape, a big file's rows) take turns.
+SCAN_LOCK = threading.Lock()
 
 
 @op("model_check")
@@ -19,7 +26,8 @@ def _data_shape(args, emit):
     from engine.config import Config
     from engine.data.measure import look_at_data
 
-    rows, per_row, note = look_at_data(Config.from_dict(args["config"]))
+    with SCAN_LOCK:
+        rows, per_row, note = look_at_data(Config.from_dict(args["config"]))
     return {"rows": rows, "tokens_per_row": per_row, "note": note}
 
 
@@ -30,7 +38,8 @@ def _preflight(args, emit):
     from engine.config import Config
     from engine.data.check import streamed_reader
 
-    return preflight(Config.from_dict(args["config"]), streamed_reader()).to_dict()
+    with SCAN_LOCK:
+        return preflight(Config.from_dict(args["config"]), streamed_reader()).to_dict()
 
 
 def tokenizer(path: str):
@@ -104,8 +113,9 @@ def _inspect(args, emit):
     emit(stage="tokenizer" if args.get("model") else "rows")
     tok = measurer_tokenizer(args.get("model"), bool(args.get("trust_remote_code")), args.get("chat_template"))
     emit(stage="rows")
-    return report(args["spec"], tokenizer=tok, sample=int(args.get("sample") or 5000), cfg=cfg,
-                  loss_on=cfg.data.loss_on)
+    with SCAN_LOCK:
+        return report(args["spec"], tokenizer=tok, sample=int(args.get("sample") or 5000), cfg=cfg,
+                      loss_on=cfg.data.loss_on)
 
 
 WHOLE_BYTES = 64 << 20  # data up to this size is held in the helper for paging; larger data is streamed
@@ -148,7 +158,11 @@ def _render_row(args, emit):
     else:  # a big file is never held: its valid rows are counted by the streaming check, the one shown is sought
         from engine.data.check import check
 
-        checked = cached(("checked", *key), lambda: check(cfg, raise_invalid=False))
+        def checked_rows():
+            with SCAN_LOCK:
+                return check(cfg, raise_invalid=False)
+
+        checked = cached(("checked", *key), checked_rows)
         if not checked.valid:
             raise OpError("no valid rows to show")
         count = checked.valid
@@ -169,3 +183,19 @@ def _render_row(args, emit):
     out.update(text=tok.decode(enc["ids"]), tokens=len(enc["ids"]), trained=sum(enc["mask"]),
                segments=_segments(tok, enc["ids"], enc["mask"], cfg.data.max_length))
     return out
+
+
+@op("mixture")
+def _mixture(args, emit):
+    """A config's data mixture source by source (engine.data.check.mixture_check, what `inspect` shows): rows,
+    weight, rows drawn an epoch, share and format of each source; the order. Every row of each source is read
+    (remembered in the cache, so a second look answers at once)."""
+    from engine.config import Config
+    from engine.data.check import mixture_check
+    from engine.data.errors import DataError
+
+    try:
+        with SCAN_LOCK:
+            return mixture_check(Config.from_dict(args["config"]))["mixture"]
+    except DataError as e:
+        raise OpError(str(e)) from None

@@ -307,7 +307,7 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
             events.write("log", level="warning", message=note)
         events.write("data", **{k: v for k, v in job.items() if k in (
             "format", "train_rows", "eval_rows", "source_rows", "labels", "dropped", "truncation", "cache", "prepare_s",
-            "mixture", "order", "curriculum_epochs", "chat_template")})
+            "mixture", "order", "curriculum_epochs", "scoring", "chat_template")})
         done = job.get("chat_template") or {}
         if done.get("chat_template", "auto") != "auto":
             resized = done.get("resized_embeddings")

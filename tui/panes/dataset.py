@@ -22,6 +22,7 @@ from textual.widgets import Button, DataTable, DirectoryTree, Input, OptionList,
 from textual.widgets.option_list import Option
 
 from engine.config import SCHEMA
+from engine.data import mixture
 from engine.data.errors import DataError
 from engine.data.preview import preview
 from tui.helper_client import HelperError
@@ -101,6 +102,22 @@ def histogram_markup(stats: dict, max_length: int, estimated: bool) -> str:
     return "\n".join(lines)
 
 
+def mixture_markup(mix: dict) -> str:
+    """The configured mixture, two lines a source (the side column is 34 wide at 80 columns)."""
+    order = mix.get("order") or "shuffle"
+    if order != "shuffle":
+        n = mix.get("curriculum_epochs") or 0
+        order += f" ({n} epoch{'s' * (n != 1)}, then shuffled)" if n else " (every epoch)"
+    lines = [f"[b]{mix['epoch_rows']:,}[/] rows an epoch, order {escape(order)}"]
+    formats = mix.get("formats") or [None] * len(mix["sources"])
+    for s, fmt in zip(mix["sources"], formats):
+        name = Path(str(s["path"])).name + (" (general)" if s.get("general") else "")
+        lines.append(f"[b]{escape(name)}[/]" + (f" [$text-muted]{escape(fmt)}[/]" if fmt else ""))
+        weight = f"share {s['weight']:g}" if s.get("general") else f"w {s['weight']:g}"
+        lines.append(f"  {weight}  {s['rows']:,} rows → {s['drawn']:,} ({s['share']:.0%})")
+    return "\n".join(lines)
+
+
 def segments_markup(segments: list[dict]) -> str:
     out = []
     for s in segments:
@@ -132,6 +149,8 @@ class DatasetPane(Widget):
         self.report: dict | None = None
         self.invalid_locations: set[str] = set()
         self.columns: list[str] = []
+        self.mixture: dict | None = None  # the configured mixture as the helper read it (None: not a mixture)
+        self._mixture_key: str | None = None  # the data section it was read for
 
     def compose(self) -> ComposeResult:
         formats = ["auto"] + [c for c in SCHEMA["data"]["format"].choices if c != "auto"]
@@ -151,6 +170,8 @@ class DatasetPane(Widget):
                 yield DirectoryTree(".", id="ds-tree")
                 yield DataTable(id="ds-rows", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="ds-side"):
+                yield Static("mixture (data.train)", classes="section-title", id="ds-mix-title")
+                yield Static("", id="ds-mix")
                 yield Static("invalid rows", classes="section-title")
                 yield OptionList(id="ds-invalid")
                 yield Static("token lengths", classes="section-title")
@@ -161,6 +182,7 @@ class DatasetPane(Widget):
     def on_mount(self) -> None:
         self.query_one("#ds-tree").display = False
         self.query_one("#ds-invalid").display = False
+        self.show_mixture_box(False)
         if self.app.initial_dataset:
             self.query_one("#ds-path", Input).value = str(self.app.initial_dataset)
             self.open_initial(str(self.app.initial_dataset))
@@ -174,6 +196,7 @@ class DatasetPane(Widget):
     def focus_first(self) -> None:
         # The rows, never the path field: keys typed next (1-6, n, p) act on the workbench, not into a field.
         self.query_one("#ds-rows").focus()
+        self.read_mixture()  # the Hyperparameters may have changed since the pane was last shown
 
     def action_type_path(self) -> None:
         self.query_one("#ds-path", Input).focus()
@@ -305,6 +328,42 @@ class DatasetPane(Widget):
     def action_inspect(self) -> None:
         if self.path:
             self.inspect(self.helper_args())
+        self.read_mixture()
+
+    # -- the configured mixture (helper) ----------------------------------------------------------
+    def show_mixture_box(self, on: bool) -> None:
+        self.query_one("#ds-mix-title").display = on
+        self.query_one("#ds-mix").display = on
+
+    @work(exclusive=True, group="ds-mixture", exit_on_error=False)
+    async def read_mixture(self) -> None:
+        """When the Hyperparameters' data.train mixes sources (weights, data.general_mix), each source's rows,
+        weight, rows an epoch, share and format, read by the helper (it reads every row; the workbench never
+        imports the data stack). Asked again only when the data section or the method changed."""
+        hp = self.app.pane("hyperparams")
+        if hp is None:
+            return
+        cfg, problems = hp.current()
+        key = json.dumps([cfg.get("method"), cfg.get("data")], sort_keys=True, default=str)
+        if key == self._mixture_key:
+            return
+        self._mixture_key = key
+        if not mixture.is_mixture(cfg["data"]) or any(p.path.startswith("data.") for p in problems):
+            self.mixture = None
+            self.show_mixture_box(False)
+            return
+        box = self.query_one("#ds-mix", Static)
+        try:
+            mix = await self.app.helper_request("reading the mixture's sources", "mixture", config=cfg)
+        except HelperError as e:
+            self.mixture = None
+            self._mixture_key = None  # a fixed file is read again next time
+            box.update(f"[$error]{escape(str(e))}[/]")
+            self.show_mixture_box(True)
+            return
+        self.mixture = mix
+        box.update(mixture_markup(mix))
+        self.show_mixture_box(True)
 
     def clear_report(self, hist: str) -> None:
         """Forget the last file's inspection: its invalid rows, counts, rendered row and status line."""

@@ -286,7 +286,7 @@ def follow(r: Run, offset: int = 0) -> int:
                         bar.update(task, info=e["state"])
                     elif kind == "data" and e.get("phase"):
                         line = describe(e)
-                        if e["phase"] == "prepare":
+                        if e["phase"] in ("prepare", "score"):
                             bar.update(task, info=line)
                         else:
                             bar.console.print(line)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
-from engine.training.methods.rows import take_rows
+from engine.training.methods.rows import install_sampler, take_rows
 from engine.training.metrics import classification_scores
 
 
@@ -85,6 +85,8 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
         kw["train_sampling_strategy"] = "group_by_length"
     # non-padding tokens from the attention mask: one .item() a step, a CPU-GPU sync on a GPU (as TRL's count)
     args = TrainingArguments(**kw, eval_on_start=bool(eval_rows), include_num_input_tokens_seen="non_padding")
-    return Trainer(model=model, args=args, train_dataset=encode(train_rows), eval_dataset=encode(eval_rows),
-                   processing_class=tok, data_collator=DataCollatorWithPadding(tok),
-                   compute_metrics=compute_metrics, callbacks=[TokensSeen(), Confusion(), *callbacks])
+    trainer = Trainer(model=model, args=args, train_dataset=encode(train_rows), eval_dataset=encode(eval_rows),
+                      processing_class=tok, data_collator=DataCollatorWithPadding(tok),
+                      compute_metrics=compute_metrics, callbacks=[TokensSeen(), Confusion(), *callbacks])
+    install_sampler(trainer, job)  # data mixing / data.order (validation refuses them with group_by_length)
+    return trainer

@@ -8,7 +8,7 @@ from __future__ import annotations
 from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
-from engine.training.methods.rows import take_rows
+from engine.training.methods.rows import install_sampler, take_rows
 
 
 def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
@@ -22,5 +22,8 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     p = cfg.preference
     args = DPOConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)),
                      max_length=cfg.data.max_length, beta=p.beta, loss_type=list(p.loss_type))
-    return DPOTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
-                      processing_class=tok, peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=callbacks)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=to_dataset(train_rows), eval_dataset=to_dataset(eval_rows),
+                         processing_class=tok, peft_config=modeling.peft_config(cfg, extra_modules=embeddings),
+                         callbacks=callbacks)
+    install_sampler(trainer, job, cfg=cfg, resolved=resolved, callbacks=callbacks)  # data mixing / data.order
+    return trainer

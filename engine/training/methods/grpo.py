@@ -11,7 +11,7 @@ from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
 from engine.training.methods.rewards import reward_sources, sample_callback
-from engine.training.methods.rows import take_rows
+from engine.training.methods.rows import install_sampler, take_rows
 
 
 def rl_kwargs(cfg: Config) -> dict:
@@ -36,6 +36,10 @@ def build_online(cfg: Config, resolved: dict, job: dict, callbacks: list, traine
                           peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=([samples] if samples else []) + callbacks)
     if samples is not None:
         samples.trainer = trainer
+    if job.get("sampling"):  # data mixing / data.order: the prompt sequence, under TRL's repeat structure
+        from engine.training.sampling import grpo_repeat
+
+        install_sampler(trainer, job, grpo_repeat(trainer))
     return trainer
 
 

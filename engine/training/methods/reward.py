@@ -9,7 +9,7 @@ from __future__ import annotations
 from engine.config import Config
 from engine.training import modeling
 from engine.training.methods.common import to_dataset, training_kwargs
-from engine.training.methods.rows import take_rows
+from engine.training.methods.rows import install_sampler, take_rows
 
 
 def pretokenize(rows: list[dict], tok, max_length: int) -> list[dict]:
@@ -53,7 +53,9 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     model.config.pad_token_id = tok.pad_token_id  # the head reads the last non-pad token
     max_len = cfg.data.max_length
     args = RewardConfig(**training_kwargs(cfg, resolved, job["trainer_dir"], bool(eval_rows)), max_length=max_len)
-    return RewardTrainer(model=model, args=args, train_dataset=to_dataset(pretokenize(train_rows, tok, max_len)),
-                         eval_dataset=to_dataset(pretokenize(eval_rows, tok, max_len)), processing_class=tok,
-                         peft_config=modeling.peft_config(cfg, "SEQ_CLS", model, extra_modules=embeddings),
-                         callbacks=callbacks)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=to_dataset(pretokenize(train_rows, tok, max_len)),
+                            eval_dataset=to_dataset(pretokenize(eval_rows, tok, max_len)), processing_class=tok,
+                            peft_config=modeling.peft_config(cfg, "SEQ_CLS", model, extra_modules=embeddings),
+                            callbacks=callbacks)
+    install_sampler(trainer, job)  # data mixing / data.order
+    return trainer

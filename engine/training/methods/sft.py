@@ -36,7 +36,7 @@ def reporter(callbacks: list):
         fields.pop("final", None)
         cb.events.write("data", **fields)
         now = time.monotonic()
-        if now - last[0] >= STATUS_EVERY or fields.get("phase") != "prepare":
+        if now - last[0] >= STATUS_EVERY or fields.get("phase") not in ("prepare", "score"):
             last[0] = now
             cb.run.write_status(data=fields)
 
@@ -82,6 +82,14 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
             keys = pc.list_value_length(train_ds.data.column("input_ids")).to_numpy()
             if prep.train_index is not None:
                 keys = keys[prep.train_index]
+        elif plan["order"] == "easy_first":  # one no-grad pass of the base model, or its cached scores
+            from engine.training import scoring
+
+            every, job["scoring"] = scoring.scores(trainer, lambda: from_files(prep.train_files), prep.train_keys, cfg,
+                                                   resolved, progress, should_stop)
+            keys = every[prep.train_index] if prep.train_index is not None else every
+            if progress:
+                progress(phase="scored", **job["scoring"])
         install(trainer, plan, keys)
     from engine.training.methods.answers import watch
 
