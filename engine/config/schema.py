@@ -10,15 +10,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("sft", "dpo", "kto", "reward", "grpo", "rloo", "classification")
+METHODS = ("sft", "seq2seq", "dpo", "kto", "reward", "grpo", "rloo", "classification")
 ADAPTERS = ("none", "lora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
 # TRL 1.16's loss names (DPOConfig.loss_type, KTOConfig.loss_type).
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
-# Adapter kinds each method can train (peft task types differ: prompt/prefix tuning need a causal LM).
-METHOD_ADAPTERS = {"sft": ADAPTERS, "dpo": ADAPTERS[:4], "kto": ADAPTERS[:4], "reward": ADAPTERS[:4],
-                   "grpo": ADAPTERS[:4], "rloo": ADAPTERS[:4], "classification": ADAPTERS}
+# Adapter kinds each method can train (peft task types differ: prompt/prefix tuning need a causal LM; seq2seq's
+# SEQ_2_SEQ_LM task takes LoRA, DoRA and IA3 on the encoder's and the decoder's linears).
+METHOD_ADAPTERS = {"sft": ADAPTERS, "seq2seq": ADAPTERS[:4], "dpo": ADAPTERS[:4], "kto": ADAPTERS[:4],
+                   "reward": ADAPTERS[:4], "grpo": ADAPTERS[:4], "rloo": ADAPTERS[:4], "classification": ADAPTERS}
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio", "mlflow")
 FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "kto",
            "classification", "prompt")
@@ -170,7 +171,7 @@ class Training(Section):
                                 "embeddings lowest; ~0.8-0.95 helps keep general ability (full or adapter tuning); 1 = off.",
                                 min=0.01, max=1)
     label_smoothing: float = key(0.0, "Share of each target's probability spread over the other classes/tokens (sft, "
-                                 "classification); helps noisy labels and overconfidence; costs a forward pass a step in sft.",
+                                 "seq2seq, classification); helps noisy labels and overconfidence; costs a forward pass a step in sft.",
                                  min=0, max=0.5)
     neftune_noise_alpha: float = key(0.0, "NEFTune: noise on the input embeddings while training (sft; the paper uses 5); "
                                      "helps instruction tuning on small data generalise; 0 = off.", min=0, max=1000)
@@ -257,7 +258,8 @@ class Config:
     """A whole validated run configuration. Build it with engine.config.load_config or parse; read it by
     attribute (`cfg.data.max_length`); change it with replace(), which returns a new Config."""
 
-    method: str = key("sft", "Training method: sft (supervised), dpo, kto, reward, grpo, rloo, classification.",
+    method: str = key("sft", "Training method: sft (supervised, causal LM), seq2seq (encoder-decoder: T5, BART), dpo, kto, "
+                      "reward, grpo, rloo, classification.",
                       choices=METHODS)
     name: str = key("", "Optional label for the run; it becomes part of the run id.")
     model: Model = section(Model)

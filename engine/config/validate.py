@@ -241,8 +241,9 @@ def method_rules(cfg: dict) -> list[Problem]:
         problems.append(Problem("data.chat_template", "method classification reads text and a label and never "
                                 f"applies a chat template ({d['chat_template']!r} would be ignored)",
                                 "remove it (or set auto)"))
-    if d["general_eval"] and method in ("reward", "classification"):
-        problems.append(Problem("data.general_eval", f"the forgetting watch needs a language model; not for method {method}"))
+    if d["general_eval"] and method in ("reward", "classification", "seq2seq"):
+        problems.append(Problem("data.general_eval", f"the forgetting watch needs a language model; not for method {method}"
+                                + (" (it measures a causal LM's loss on general text)" if method == "seq2seq" else "")))
     if (t["freeze"] or t["unfreeze_every"]) and a["kind"] != "none":
         problems.append(Problem("training.freeze", "freezing layers is for full fine-tuning (adapter.kind: none)",
                                 "an adapter already keeps the base weights frozen"))
@@ -251,7 +252,7 @@ def method_rules(cfg: dict) -> list[Problem]:
     if t["unfreeze_every"] and world_size(cfg["hardware"]) > 1:
         problems.append(Problem("training.unfreeze_every", "gradual unfreezing is single-process only (DDP fixes the "
                                 "trained set at start)", "set hardware.num_processes: 1 or drop it"))
-    problems += practice_rules(cfg) + mixing_rules(cfg)
+    problems += practice_rules(cfg) + mixing_rules(cfg) + seq2seq_rules(cfg)
     losses = cfg["preference"]["loss_type"]
     if method == "kto" and len(losses) > 1:
         problems.append(Problem("preference.loss_type", "KTO takes one loss type (kto or apo_zero_unpaired)"))
@@ -272,8 +273,8 @@ def practice_rules(cfg: dict) -> list[Problem]:
     if t["layer_lr_decay"] != 1 and kind in ("prompt_tuning", "prefix_tuning"):
         problems.append(Problem("training.layer_lr_decay", f"{kind} trains virtual tokens, not layers: no layer to decay",
                                 "set it to 1, or use adapter.kind none, lora, dora or ia3"))
-    if t["label_smoothing"] and method not in ("sft", "classification"):
-        problems.append(Problem("training.label_smoothing", f"only for method sft or classification, not {method} "
+    if t["label_smoothing"] and method not in ("sft", "seq2seq", "classification"):
+        problems.append(Problem("training.label_smoothing", f"only for method sft, seq2seq or classification, not {method} "
                                 "(its trainer computes a loss of its own)", "set it to 0"))
     if t["neftune_noise_alpha"] and method != "sft":
         problems.append(Problem("training.neftune_noise_alpha", f"only for method sft, not {method} "
@@ -311,4 +312,19 @@ def mixing_rules(cfg: dict) -> list[Problem]:
             problems.append(Problem(name, f"{what} does not work with training.group_by_length (it groups the rows "
                                     "by length in its own order)", "set training.group_by_length: false",
                                     related=("training.group_by_length",)))
+    return problems
+
+
+def seq2seq_rules(cfg: dict) -> list[Problem]:
+    """method seq2seq: the source is the encoder's input and only the target is predicted, with no chat template."""
+    if cfg["method"] != "seq2seq":
+        return []
+    d, problems = cfg["data"], []
+    if d["loss_on"] != "completion":
+        problems.append(Problem("data.loss_on", "seq2seq predicts the target only (the source is the encoder's input, "
+                                "never a prediction)", "set data.loss_on: completion"))
+    if (d["chat_template"] or "auto").strip() != "auto":
+        problems.append(Problem("data.chat_template", "seq2seq renders no chat template: the encoder reads the source "
+                                "text as it is (a conversation's system and user turns joined)",
+                                "leave data.chat_template: auto"))
     return problems

@@ -8,6 +8,8 @@ Light module. Shapes (TRL 1.16 / transformers):
   grpo, rloo      {"prompt", ...}: the other columns are passed to reward functions; a reference answer
                   found in the data (alpaca output, completion, last assistant turn) goes in "reference"
   classification  {"text", "label": int} or {"text", "text_pair", "label"}; label names in info["labels"]
+  seq2seq         {"prompt": str, "completion": str}: the encoder's source text and the decoder's target text; a
+                  conversation gives one exchange (system and user turns joined as the source, the answer as target)
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from engine.data.formats import KIND
 
 ACCEPTS = {
     "sft": ("chat", "completion", "text"),
+    "seq2seq": ("chat", "completion"),
     "dpo": ("preference",),
     "reward": ("preference",),
     "kto": ("kto", "preference"),
@@ -25,6 +28,8 @@ ACCEPTS = {
 }
 WHY = {
     "sft": "sft trains on complete examples (messages, sharegpt, alpaca, prompt_completion or text)",
+    "seq2seq": "seq2seq maps a source text to a target text (prompt_completion, two columns such as "
+               "document/summary or source/target, alpaca, or single-exchange messages)",
     "dpo": "dpo learns from pairs of a chosen and a rejected answer (format preference)",
     "reward": "a reward model learns from pairs of a chosen and a rejected answer (format preference)",
     "kto": "kto needs completions labelled desirable or not (format kto), or preference pairs to unpair",
@@ -76,6 +81,8 @@ def for_method(ex: dict, fmt: str, method: str) -> list[dict]:
             if isinstance(ex["prompt"], list):
                 return [{"messages": ex["prompt"] + ex["chosen"]}]
             return [{"prompt": ex["prompt"], "completion": ex["chosen"]}]
+    if method == "seq2seq":
+        return [_source_target(ex, kind)]
     if method in ("dpo", "reward"):
         if ex["prompt"] is None:  # implicit prompt: both trainers extract the shared start themselves
             return [{"chosen": ex["chosen"], "rejected": ex["rejected"]}]
@@ -127,3 +134,33 @@ def _prompt_row(ex: dict, kind: str, extra: dict) -> dict:
         return row
     row["prompt"] = ex["prompt"]
     return row
+
+
+def _text_of(turns: list[dict]) -> str:
+    return "\n\n".join(t["content"] for t in turns if (t.get("content") or "").strip())
+
+
+def _source_target(ex: dict, kind: str) -> dict:
+    """One exchange as seq2seq's source and target strings; a conversation of several exchanges is refused
+    (an encoder-decoder has no turns to keep apart: which earlier answers belong in the source is the user's call)."""
+    from engine.data.formats import Invalid
+
+    if kind == "completion":
+        prompt, completion = ex["prompt"], ex["completion"]
+        msgs = (prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]) + \
+            (completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}])
+    else:
+        msgs = ex["messages"]
+    head = [m for m in msgs if m["role"] in ("system", "developer")]
+    rest = msgs[len(head):] if msgs[:len(head)] == head else msgs
+    roles = [m["role"] for m in rest]
+    if roles != ["user", "assistant"] or rest[1].get("tool_calls"):
+        raise Invalid("not one exchange", f"seq2seq takes one source and one target; this row has the turns "
+                                          f"{', '.join(m['role'] for m in msgs)} (keep one user turn and its answer, "
+                                          "or use method sft for conversations)")
+    source, target = _text_of(head + rest[:1]), rest[1].get("content") or ""
+    if not source.strip():
+        raise Invalid("empty field", "the source (prompt) is empty: seq2seq needs a text to read")
+    if not target.strip():
+        raise Invalid("empty field", "the target (completion) is empty: nothing to train")
+    return {"prompt": source, "completion": target}

@@ -28,6 +28,10 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "function_call": "assistant", "observation": "tool", "tool": "tool", "function": "tool"}
 PROMPT_ALIASES = ("prompt", "question", "query")  # prompt_completion also reads Q&A sets such as GSM8K
 COMPLETION_ALIASES = ("completion", "answer", "response")
+# method seq2seq also reads two-column data as prompt_completion: summarisation (document/summary, XSum;
+# article/highlights, CNN/DailyMail; dialogue/summary, SAMSum) and source/target, input/output, text/target pairs.
+SOURCE_ALIASES = ("source", "document", "article", "dialogue", "input", "text", "src")
+TARGET_ALIASES = ("target", "summary", "highlights", "output", "tgt")
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "sentence1", "question", "premise")
 PAIR_COLUMNS = {"sentence1": "sentence2", "question": "sentence", "premise": "hypothesis", "text": "text_pair"}
 
@@ -89,6 +93,9 @@ def detect_one(keys: dict, method: str = "sft") -> str | None:
         return "alpaca"
     if _alias(keys, PROMPT_ALIASES) and _alias(keys, COMPLETION_ALIASES):
         return "prompt_completion"
+    if method == "seq2seq" and _alias(keys, PROMPT_ALIASES + SOURCE_ALIASES) and \
+            _alias(keys, COMPLETION_ALIASES + TARGET_ALIASES):
+        return "prompt_completion"  # a two-column pair: the first source and target names found, in alias order
     has_label = "label" in k or "labels" in k
     if has_label and any(c in k for c in TEXT_COLUMNS) and (method == "classification" or "text" not in k):
         return "classification"
@@ -309,7 +316,9 @@ def normalize(d: dict, fmt: str, method: str = "sft") -> dict:
     if fmt == "alpaca":
         return {"messages": alpaca_messages(d), "_extra": _extra(d, {"instruction", "input", "output", "system", "history"})}
     if fmt == "prompt_completion":
-        pk, ck = _alias(d, PROMPT_ALIASES) or "prompt", _alias(d, COMPLETION_ALIASES) or "completion"
+        two = method == "seq2seq"  # the two-column names detect_one reads for seq2seq, after the usual ones
+        pk = _alias(d, PROMPT_ALIASES + (SOURCE_ALIASES if two else ())) or "prompt"
+        ck = _alias(d, COMPLETION_ALIASES + (TARGET_ALIASES if two else ())) or "completion"
         prompt = d.get(pk)
         prompt = need_str(d, pk, allow_empty=True) if not isinstance(prompt, list) else _side(prompt, pk)
         return {"prompt": prompt, "completion": _side(d.get(ck), ck, "user"), "_extra": _extra(d, {pk, "completion"})}  # an `answer` column stays, by name, for reward functions

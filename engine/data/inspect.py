@@ -128,6 +128,7 @@ def _frac(n: int, d: int) -> float | None:
 
 def _token_report(tok, cfg: Config, pairs: list, problems: list) -> dict:
     from engine.data.prepare import Problem
+    from engine.data import seq2seq
     from engine.data.tokens import Measurer, too_long_detail
 
     d, method = cfg.data, cfg.method
@@ -141,7 +142,8 @@ def _token_report(tok, cfg: Config, pairs: list, problems: list) -> dict:
         if "error" in r:
             problems.append(Problem(loc, "chat template error", r["error"]))
         elif r["cut"] == "refused" and method not in ("grpo", "rloo", "classification"):
-            problems.append(Problem(loc, "too long", too_long_detail(r["prompt_length"], max_length)))
+            why = (seq2seq.too_long_detail if method == "seq2seq" else too_long_detail)(r["prompt_length"], max_length)
+            problems.append(Problem(loc, "too long", why))
         else:
             ok.append(r)
             if r["cut"] in ("cut", "dropped") and method not in ("grpo", "rloo", "classification"):
@@ -210,6 +212,9 @@ def fitting_methods(spec, fmt: str = "auto", columns=None, split: str | None = N
         mapping = parse_columns(columns)
         if mapping:
             rows = [Row(remap(r.data, mapping), r.location) if r.data is not None else r for r in rows]
-        fmt = detect(rows)
+        try:
+            fmt = detect(rows)
+        except DataError:  # two columns such as document/summary: only seq2seq reads them as prompt_completion
+            return detect(rows, "seq2seq"), ["seq2seq"]
     kind = KIND[fmt]
     return fmt, [m for m in METHODS if kind in ACCEPTS[m]]

@@ -8,7 +8,7 @@ render per row (Jinja is the cost there, ~0.1 ms a turn).
 """
 from __future__ import annotations
 
-from engine.data import templates
+from engine.data import seq2seq, templates
 from engine.data.encode import IGNORE, SFTEncoder, split_lengths, too_long_detail, truncate
 from engine.data.errors import Problem
 
@@ -83,6 +83,9 @@ class Measurer:
                 self._sft = SFTEncoder(self.tok, self.loss_on, self.plan if "messages" in row else None)
             enc = self._sft.encode(row)
             return {"ids": enc["input_ids"], "mask": [int(v != IGNORE) for v in enc["labels"]]}
+        if m == "seq2seq":  # shown as the source (the encoder's, untrained) then the target (trained)
+            src, tgt = seq2seq.ids(self.tok, [row["prompt"], row["completion"]])
+            return {"ids": src + tgt, "mask": [0] * len(src) + [1] * len(tgt)}
         if m == "classification":
             ids = self.tok(row["text"], row.get("text_pair"))["input_ids"]
             return {"ids": ids, "mask": [0] * len(ids)}  # the label trains, not the tokens
@@ -102,6 +105,8 @@ class Measurer:
     def measure(self, row: dict) -> dict:
         """length, prompt_length (tokens before the first trained one), trained (after data.truncation), ends_eot,
         and `cut`: what the policy does (kept, cut, dropped, refused) with tokens_cut."""
+        if self.method == "seq2seq":  # two sequences, each bounded on its own (engine.data.seq2seq)
+            return seq2seq.measure(self.tok, row, self.max_length, self.truncation)
         enc = self.encode(row)
         ids, mask = enc["ids"], enc["mask"]
         first = next((i for i, v in enumerate(mask) if v), None)
@@ -207,7 +212,8 @@ def apply_truncation(pairs: list[tuple[str, dict]], tok, max_length: int, method
             kept.append((loc, row))
             continue
         if m["cut"] == "refused":
-            problems.append(Problem(loc, "too long", too_long_detail(m["prompt_length"], max_length)))
+            why = (seq2seq.too_long_detail if method == "seq2seq" else too_long_detail)(m["prompt_length"], max_length)
+            problems.append(Problem(loc, "too long", why))
             continue
         if m["cut"] in ("cut", "dropped"):
             counts["rows_" + m["cut"]] += 1

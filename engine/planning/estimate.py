@@ -53,6 +53,7 @@ class Shape:
     experts: int = 1
     experts_active: int = 1
     approximate: bool = False
+    encoder_decoder: bool = False  # T5, BART: `layers` counts the encoder's and the decoder's blocks together
 
     def linears(self) -> list[tuple[str, int, int, int]]:
         """(name, in, out, copies) of one layer's linear modules; copies > 1 for MoE experts."""
@@ -128,8 +129,11 @@ def shape_from_dict(c: dict) -> Shape:
     mt = c.get("model_type", "")
     get = lambda *keys, default=None: next((c[k] for k in keys if c.get(k) is not None), default)  # noqa: E731
     hidden = get("hidden_size", "n_embd", "d_model")
-    layers = get("num_hidden_layers", "n_layer", "num_layers")
-    heads = get("num_attention_heads", "n_head")
+    layers = get("num_hidden_layers", "n_layer", "num_layers", "encoder_layers")
+    heads = get("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads")
+    two = bool(c.get("is_encoder_decoder"))
+    if two and layers:  # both stacks, as decoder blocks (cross-attention uncounted: the estimate says approximate)
+        layers += get("num_decoder_layers", "decoder_layers", default=layers)
     if not (hidden and layers and heads):
         raise EstimateError("config.json lacks hidden_size / num_hidden_layers / num_attention_heads: "
                             "not a decoder-only transformer the estimate knows")
@@ -138,13 +142,14 @@ def shape_from_dict(c: dict) -> Shape:
     return Shape(
         model_type=mt, vocab=get("vocab_size", default=32000), hidden=hidden, layers=layers, heads=heads,
         kv_heads=get("num_key_value_heads", "num_kv_heads", default=heads),
-        head_dim=get("head_dim", default=hidden // heads),
-        intermediate=inter or get("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
+        head_dim=get("head_dim", "d_kv", default=hidden // heads),
+        intermediate=inter or get("intermediate_size", "n_inner", "ffn_dim", "d_ff", "encoder_ffn_dim",
+                                  default=4 * hidden),
         # transformers' own default is tied; Llama-like configs say so explicitly
         tied=bool(c.get("tie_word_embeddings", mt.startswith("gemma") or mt not in KNOWN)),
-        gated=mt not in NON_GATED, qkv_bias=bool(c.get("attention_bias", mt == "qwen2")),
+        gated=("gated" in str(c.get("feed_forward_proj", ""))) if two else mt not in NON_GATED, qkv_bias=bool(c.get("attention_bias", mt == "qwen2")),
         experts=experts, experts_active=get("num_experts_per_tok", default=1) if experts > 1 else 1,
-        approximate=mt not in KNOWN or experts > 1)
+        approximate=mt not in KNOWN or experts > 1 or two, encoder_decoder=two)
 
 
 def model_shape(name_or_path: str) -> Shape:
@@ -320,10 +325,13 @@ def estimate(cfg: Config, *, gpu: gpumod.Gpu | str | None = None, resolved: dict
     notes = []
     if a.kind == "dora" and kind != "full":
         notes.append("DoRA: its weight-norm temporaries are not counted; expect a higher peak")
-    if shape.approximate:
+    if shape.encoder_decoder:
+        notes.append(f"{shape.model_type}: an encoder-decoder, counted as one stack of its encoder and decoder blocks "
+                     "(cross-attention not counted)")
+    elif shape.approximate:
         notes.append(f"model_type {shape.model_type or '?'}: counted as a Llama-style decoder; expect a wider error")
     if cfg.method != "sft":
-        notes.append(f"method {cfg['method']}: activations counted as for SFT on one sequence a row")
+        notes.append(f"method {cfg.method}: activations counted as for SFT on one sequence a row")
     return {
         "model_type": shape.model_type, "kind": kind, "device": p["device"], "gpu": gpu.key if gpu else None,
         "precision": p["precision"], "dtype": p["dtype"], "optimizer": p["optimizer"],

@@ -11,7 +11,8 @@ the same messages:
 - data.general_eval: a local file (or glob, directory) whose rows read as SFT data, never any other string;
 - the data: every row of data.train / data.eval reads and converts for the method (engine.data.prepare);
 - the architecture: the model's config.json model_type against transformers' auto-class tables (read as text from
-  the installed transformers, never imported): a method the architecture cannot train is refused naming those it can;
+  the installed transformers, never imported): a method the architecture cannot train is refused naming those it can
+  (sft on T5 or BART is refused with the fix `method: seq2seq`, never switched to it);
 - the chat template: data.chat_template names a usable template that has conversations to render, and
   conversations with `auto` need a model whose tokenizer has one (else the fix is data.chat_template).
 """
@@ -144,14 +145,17 @@ def methods_for(model_type: str, encoder_decoder: bool) -> list[str] | None:
     out = []
     if model_type in t["causal"] and not encoder_decoder:  # BART's decoder alone is no way to train BART
         out += CAUSAL
+    if model_type in t["seq2seq"] and encoder_decoder:  # the table also lists speech models with text decoders
+        out.append("seq2seq")
     if model_type in t["seq_cls"]:
         out += SEQ_CLS
     return out
 
 
 def architecture_problems(cfg: Config) -> list[Problem]:
-    """A method the model's architecture cannot train (an encoder for sft, T5 for anything here, a causal LM
-    without a sequence-classification class for classification): one problem naming what it can do."""
+    """A method the model's architecture cannot train (an encoder for sft, T5 or BART for sft, a causal LM for
+    seq2seq, a causal LM without a sequence-classification class for classification): one problem naming what it
+    can do."""
     info = model_check(cfg.model.name_or_path) if cfg.model.name_or_path else {}
     mtype = info.get("model_type")
     if info.get("problem") or not info.get("local") or not mtype or info.get("needs_remote_code"):
@@ -161,9 +165,15 @@ def architecture_problems(cfg: Config) -> list[Problem]:
     if can is None or cfg.method in can:
         return []
     what = f"it can train: {', '.join(can)}" if can else "no method here trains it (an encoder-decoder or other architecture)"
+    if "seq2seq" in can and cfg.method in CAUSAL:  # the user chose; the fix names the choice, it is not made for them
+        fix = "set method: seq2seq (an encoder-decoder learns source -> target text through Seq2SeqTrainer)"
+    elif cfg.method == "seq2seq" and "sft" in can:
+        fix = "set method: sft (a decoder-only model learns prompt -> completion as one sequence)"
+    else:
+        fix = f"set method to one of {', '.join(can)}" if can else \
+            "choose a causal LM, an encoder-decoder or an encoder with a sequence-classification head"
     return [Problem("method", f"{cfg.model.name_or_path} is a {mtype} model, which method {cfg.method} cannot train; "
-                    + what, f"set method to one of {', '.join(can)}" if can else "choose a causal LM or an encoder "
-                    "with a sequence-classification head", related=("model.name_or_path",))]
+                    + what, fix, related=("model.name_or_path",))]
 
 
 def template_problems(cfg: Config, info: dict) -> list[Problem]:
@@ -179,7 +189,7 @@ def template_problems(cfg: Config, info: dict) -> list[Problem]:
         return [Problem("data.chat_template", f"{chosen.value} would be ignored: no row is a conversation (the "
                         f"{fmt} rows hold plain strings, which {cfg.method} tokenizes as they are)",
                         "remove it (or set auto), or give the rows as message lists ([{role, content}, ...])")]
-    if chosen.template is not None or cfg.method in SEQ_CLS or KIND.get(fmt or "") != "chat":
+    if chosen.template is not None or cfg.method in SEQ_CLS + ("seq2seq",) or KIND.get(fmt or "") != "chat":
         return []
     info = model_check(cfg.model.name_or_path) if cfg.model.name_or_path else {}
     if (info.get("problem") or not info.get("local") or not (Path(info["path"]) / "tokenizer_config.json").exists()

@@ -49,7 +49,9 @@ def resolve(cfg: Config, machine: Machine) -> Resolved:
     precision = t.precision
     if precision == "auto":
         # bf16 where the GPU supports it (Ampere and newer); fp32 on a CPU, where bf16 autocast ran slower here.
-        precision = ("bf16" if machine.bf16 else "fp16") if device == "cuda" else "fp32"
+        # seq2seq: fp32 where bf16 is missing, never fp16 (T5's activations overflow fp16's range: NaN losses).
+        half = "fp32" if cfg.method == "seq2seq" else "fp16"
+        precision = ("bf16" if machine.bf16 else half) if device == "cuda" else "fp32"
     dtype = m.dtype
     if dtype == "auto":
         # Frozen base weights (adapters) can sit in 16-bit; full fine-tuning keeps fp32 master weights.
