@@ -67,3 +67,36 @@ def build_tiny_seq2seq(out_dir: Path, family: str, corpus: list[str], d_model: i
         raise ValueError(f"family {family!r}: t5 or bart")
     model.save_pretrained(out)
     return out
+
+
+# A summarisation-style task with a deterministic answer: each source is a short report padded with filler
+# sentences; its target names who bought what where, the report's key entities, in a fixed order.
+NAMES = ["anna", "boris", "chen", "dara", "emil", "fatima", "goran", "hana", "ivan", "julia", "karl", "lena"]
+CITIES = ["oslo", "lima", "rome", "kyiv", "cairo", "dubai", "quito", "porto", "riga", "seoul", "tunis", "zagreb"]
+ITEMS = ["apples", "bread", "candles", "lamps", "shoes", "maps", "pens", "rugs", "books", "cups", "hats", "tea"]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+FILLERS = ["the weather was mild and the streets were busy .", "a band played near the old bridge .",
+           "prices had gone up since last year .", "the market opened early that week .",
+           "many people came by train from the north .", "the news did not mention it again .",
+           "it was the third visit this month .", "nobody expected a crowd that large ."]
+
+
+def summary_rows(n: int, seed: int = 0, columns: tuple[str, str] = ("document", "summary")) -> list[dict]:
+    """`n` rows {document, summary} (or the given column names): the summary is the report's key entities."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        name, city, item, day = rng.choice(NAMES), rng.choice(CITIES), rng.choice(ITEMS), rng.choice(DAYS)
+        key = f"{name} from {city} bought {rng.randint(2, 9)} {item} on {day} ."
+        before, after = rng.sample(FILLERS, 2)
+        out.append({columns[0]: f"{before} {key} {after}" if rng.random() < 0.5 else f"{key} {after} {before}",
+                    columns[1]: f"{name} bought {item} in {city}"})
+    return out
+
+
+def summary_corpus() -> list[str]:
+    """Text the tokenizer is trained on: every word the task uses, in its sentences."""
+    rows = summary_rows(400, seed=12345)
+    return [r["document"] for r in rows] + [r["summary"] for r in rows] + FILLERS

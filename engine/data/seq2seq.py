@@ -88,15 +88,18 @@ def encode_rows(tok, rows: list[dict], max_length: int, policy: str, batch: int 
     return out
 
 
-def measure(tok, row: dict, max_length: int, policy: str) -> dict:
+def verdict(e: Encoded, eos: int | None) -> dict:
     """engine.data.tokens.Measurer.measure's answer for a seq2seq row. `length` is the longer side: a row is over
     max_length when either of its sequences is; `prompt_length` is the source's (the encoder reads all of it)."""
-    e = encode_rows(tok, [row], max_length, policy)[0]
-    eos = tok.eos_token_id
     trained = 0 if e.verdict in ("dropped", "refused") else len(e.labels)
     return {"length": max(e.source_tokens, e.target_tokens), "prompt_length": e.source_tokens, "trained": trained,
             "has_target": True, "ends_eot": bool(e.labels) and e.labels[-1] == eos, "cut": e.verdict,
             "tokens_cut": e.tokens_cut}
+
+
+def measure(tok, row: dict, max_length: int, policy: str) -> dict:
+    """verdict() of one row."""
+    return verdict(encode_rows(tok, [row], max_length, policy)[0], tok.eos_token_id)
 
 
 def too_long_detail(source_tokens: int, max_length: int) -> str:

@@ -125,6 +125,9 @@ class Measurer:
 
     def measure_many(self, rows: list[dict]) -> list[dict]:
         """measure() over rows; plain-text rows are tokenized in batches (the fast path for big corpora)."""
+        if self.method == "seq2seq":  # both sides of every row tokenised a batch at a time
+            return [seq2seq.verdict(e, self.tok.eos_token_id)
+                    for e in seq2seq.encode_rows(self.tok, rows, self.max_length, self.truncation)]
         out: list[dict | None] = [None] * len(rows)
         texts = [i for i, r in enumerate(rows) if set(r) == {"text"} and self.method not in ("classification", "sft")]
         for s in range(0, len(texts), BATCH):

@@ -42,6 +42,7 @@ from engine.training import cluster
 from engine.training.distributed import for_rank, rank
 
 METHOD_MODULES = {"sft": "engine.training.methods.sft", "dpo": "engine.training.methods.dpo", "kto": "engine.training.methods.kto",
+                  "seq2seq": "engine.training.methods.seq2seq",
                   "reward": "engine.training.methods.reward", "grpo": "engine.training.methods.grpo", "rloo": "engine.training.methods.rloo",
                   "classification": "engine.training.methods.classification"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.config import Config
 from engine.training import modeling
-from engine.training.methods.common import to_dataset, training_kwargs
+from engine.training.methods.common import to_dataset, tokens_seen, training_kwargs
 from engine.training.methods.rows import install_sampler, take_rows
 from engine.training.metrics import classification_scores
 
@@ -67,14 +67,6 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
                                 "confusion_matrix": out["confusion_matrix"], "labels": labels}
         return {k: v for k, v in out.items() if k != "confusion_matrix"}
 
-    class TokensSeen(TrainerCallback):
-        """transformers' Trainer logs num_input_tokens_seen where TRL logs num_tokens: the run's callback (after
-        this one, the same logs dict) counts tokens and tokens/s from num_tokens, so the summary has them."""
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs is not None and "num_input_tokens_seen" in logs and "num_tokens" not in logs:
-                logs["num_tokens"] = logs["num_input_tokens_seen"]
-
     class Confusion(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             if events is not None and last:
@@ -87,6 +79,6 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     args = TrainingArguments(**kw, eval_on_start=bool(eval_rows), include_num_input_tokens_seen="non_padding")
     trainer = Trainer(model=model, args=args, train_dataset=encode(train_rows), eval_dataset=encode(eval_rows),
                       processing_class=tok, data_collator=DataCollatorWithPadding(tok),
-                      compute_metrics=compute_metrics, callbacks=[TokensSeen(), Confusion(), *callbacks])
+                      compute_metrics=compute_metrics, callbacks=[tokens_seen(), Confusion(), *callbacks])
     install_sampler(trainer, job)  # data mixing / data.order (validation refuses them with group_by_length)
     return trainer

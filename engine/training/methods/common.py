@@ -61,3 +61,17 @@ def from_files(files: list[str], index: list[int] | None = None):
     if index is not None:
         ds = ds.select(index) if len(index) else None
     return ds
+
+
+def tokens_seen():
+    """A callback for transformers' own Trainer (classification, seq2seq): it logs num_input_tokens_seen where TRL
+    logs num_tokens; the run's callback (after this one, the same logs dict) counts tokens and tokens/s from
+    num_tokens, so the summary has them."""
+    from transformers import TrainerCallback
+
+    class TokensSeen(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs is not None and "num_input_tokens_seen" in logs and "num_tokens" not in logs:
+                logs["num_tokens"] = logs["num_input_tokens_seen"]
+
+    return TokensSeen()
