@@ -299,6 +299,10 @@ def run_benchmark(ref: ModelRef, specs: list[TaskSpec], *, device: str = "cpu", 
     if ref.method in ("classification", "reward"):
         raise BenchmarkError(f"{ref.label} is a {ref.method} model (a classification head); lm-eval benchmarks "
                              "score language models")
+    if ref.seq2seq:
+        raise BenchmarkError(f"{ref.label} is an encoder-decoder (seq2seq) model; tunebench eval runs lm-eval on "
+                             "causal language models: score it with eval.metrics in its run (ROUGE, BLEU, ...) or "
+                             "tunebench compare")
     phase(f"loading the data of {len(specs)} task(s)")
     manager = task_manager(specs)
     check_data(specs, manager, offline)

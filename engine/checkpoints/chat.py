@@ -25,6 +25,11 @@ class ChatSession:
         from engine.checkpoints.template import TemplateError
 
         self.conv, self.device = conv, device
+        for ref in (a, b):
+            if ref is not None and ref.seq2seq:  # refused before any weight loads
+                raise LookupError(f"{ref.label}: an encoder-decoder (seq2seq) model maps one source text to one "
+                                  "target and keeps no conversation; compare it on prompts instead (tunebench "
+                                  "compare, or A/B in the Checkpoints pane)")
         t0 = time.perf_counter()
         self.side_a, self.side_b = generate.load_pair(a, b or a, device)
         self.load_s = round(time.perf_counter() - t0, 3)

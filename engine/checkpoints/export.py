@@ -4,7 +4,8 @@ Heavy work (torch, transformers, peft) is imported inside functions. Every forma
 directory beside --out, checked there (read back and compared), and renamed when complete, so a failed or
 unverified export leaves nothing half written; what a format cannot take is refused before anything is
 written. A merged export is plain safetensors + config + tokenizer + chat template: AutoModelForCausalLM
-loads it with neither tunebench nor peft installed. Merging runs on the CPU: it needs no GPU and must not
+(AutoModelForSeq2SeqLM for a seq2seq run's T5 or BART, which only safetensors takes) loads it with neither
+tunebench nor peft installed. Merging runs on the CPU: it needs no GPU and must not
 compete with a training run for one. GGUF goes through llama.cpp's own converter (engine.checkpoints.gguf).
 """
 from __future__ import annotations
@@ -65,9 +66,21 @@ def _load_base(ref: ModelRef, dtype, auto_class):
 
 
 def _auto_class(ref: ModelRef):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification if ref.method in ("classification", "reward") else AutoModelForCausalLM
+    if ref.method in ("classification", "reward"):
+        return AutoModelForSequenceClassification
+    return AutoModelForSeq2SeqLM if ref.seq2seq else AutoModelForCausalLM
+
+
+# Formats that hold decoder-only language models here, and why each cannot take an encoder-decoder (T5, BART).
+NOT_SEQ2SEQ = {
+    "gguf": "the GGUF export is converted and checked as a decoder-only model (llama.cpp runs T5 only, BART not at "
+            "all, and its encoder-decoder path is not what tunebench verifies against)",
+    "gguf-lora": "llama.cpp's LoRA GGUF applies to decoder-only base models",
+    "ollama": "Ollama runs decoder-only models",
+    "vllm": "tunebench's vLLM export serves decoder-only models",
+}
 
 
 def write_hf(ref: ModelRef, dest: Path, merge: bool, dtype_name: str, phase) -> dict:
@@ -237,6 +250,10 @@ def export(ref: ModelRef, out: str | Path, merge: bool = False, dtype: str = "au
 def _plan(ref: ModelRef, fmt: str, quant: str, verify: bool, phase) -> dict:
     """What a format needs, checked before anything is written: the refusals, each naming why."""
     plan: dict = {}
+    if fmt in NOT_SEQ2SEQ and ref.seq2seq:
+        raise gg.ExportError(f"{ref.label}: an encoder-decoder (seq2seq) model, which --format {fmt} cannot hold: "
+                             f"{NOT_SEQ2SEQ[fmt]}; export --format safetensors (--merge for one model directory that "
+                             "AutoModelForSeq2SeqLM loads)")
     if fmt in ("gguf", "gguf-lora", "ollama"):
         gg.need_gguf()
         plan["conv"] = gg.converter(phase)

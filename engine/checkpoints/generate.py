@@ -13,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+from engine.checkpoints import encdec
 from engine.checkpoints.display import prompt_text
 from engine.checkpoints.refs import ModelRef
 from engine.checkpoints.settings import Decoding  # noqa: F401 (generate.Decoding for callers)
@@ -67,6 +68,14 @@ class Side:
     def device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    def prompt_ids(self, prompt: dict) -> list[int]:
+        """A prompt's token ids: the encoder's source for an encoder-decoder, else through the chat template."""
+        return encdec.source_ids(self.tok, prompt) if self.encoder_decoder else encode_prompt(self.tok, prompt)
+
 
 # -- loading ------------------------------------------------------------------------------------------
 def _cfg_for(ref: ModelRef, device: str) -> tuple[Config, dict]:
@@ -91,9 +100,11 @@ def _cfg_for(ref: ModelRef, device: str) -> tuple[Config, dict]:
 
 
 def _auto_class(ref: ModelRef):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification if ref.method in ("classification", "reward") else AutoModelForCausalLM
+    if ref.method in ("classification", "reward"):
+        return AutoModelForSequenceClassification
+    return AutoModelForSeq2SeqLM if ref.seq2seq else AutoModelForCausalLM
 
 
 def _load_weights(ref: ModelRef, device: str, path: str | None = None):
@@ -285,6 +296,12 @@ class Stream:
         self.side, self.dec = side, dec
         self.device = side.device
         self.ids = torch.tensor([prompt_ids], device=self.device)
+        self.source = self.encoded = None
+        if side.encoder_decoder:  # the prompt is the encoder's; the decoder starts from its start token alone
+            model_cfg = side.model.config
+            start = getattr(side.model.generation_config, "decoder_start_token_id", None)
+            start = start if start is not None else model_cfg.decoder_start_token_id
+            self.source, self.ids = self.ids, torch.tensor([[start]], device=self.device)
         self.pending = self.ids  # what the next forward consumes: the prompt, then one token at a time
         self.cache = None
         self.out: list[int] = []
@@ -315,7 +332,13 @@ class Stream:
         t0 = time.perf_counter()
         self.side.activate()
         with torch.no_grad():
-            out = self.side.model(input_ids=self.pending, past_key_values=self.cache, use_cache=True)
+            if self.source is None:
+                out = self.side.model(input_ids=self.pending, past_key_values=self.cache, use_cache=True)
+            else:
+                if self.encoded is None:  # the source is read once, on the live side's weights
+                    self.encoded = self.side.model.get_encoder()(input_ids=self.source)
+                out = self.side.model(encoder_outputs=self.encoded, decoder_input_ids=self.pending,
+                                      past_key_values=self.cache, use_cache=True)
             self.cache = out.past_key_values
             logits = self.procs(self.ids, out.logits[:, -1, :].float())
             if self.dec.sample:
@@ -361,7 +384,7 @@ def generate_pair(a: Side, b: Side, prompts: list[dict], dec: Decoding, on_token
     (full=True: `text` replaces what came before), on_row(index, row) when both answers of a prompt are done."""
     results = []
     for i, prompt in enumerate(prompts):
-        streams = {s.name: Stream(s, encode_prompt(s.tok, prompt), dec, dec.seed + i) for s in (a, b)}
+        streams = {s.name: Stream(s, s.prompt_ids(prompt), dec, dec.seed + i) for s in (a, b)}
         tell = None if on_token is None else (lambda name, text, full, i=i: on_token(i, name, text, full))
         if not interleave(streams, tell, should_stop):
             return results
@@ -396,6 +419,8 @@ def eval_loss(side: Side, rows: list[dict], max_length: int = 1024) -> dict:
     """Mean loss over the scored tokens of `rows` and its perplexity (one row per forward)."""
     import torch
 
+    if side.encoder_decoder:
+        return encdec.eval_loss(side, rows, max_length)
     side.activate()
     total, count = 0.0, 0
     with torch.no_grad():

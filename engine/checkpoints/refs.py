@@ -31,6 +31,18 @@ class ModelRef:
     def method(self) -> str:
         return self.meta.get("method") or (self.run.status().get("method") if self.run else None) or "sft"
 
+    @property
+    def seq2seq(self) -> bool:
+        """An encoder-decoder (T5, BART) that generates text: its run trained it with method seq2seq, or its
+        config.json (the checkpoint's, else the base model's) says is_encoder_decoder."""
+        if self.method in ("seq2seq", "classification", "reward"):
+            return self.method == "seq2seq"
+        for d in (self.path, self.base_model):
+            cfg = _read_json(Path(d) / "config.json") if d else {}
+            if cfg:
+                return bool(cfg.get("is_encoder_decoder"))
+        return False
+
     def describe(self) -> dict:
         return {"label": self.label, "path": self.path, "kind": self.kind, "adapter": self.adapter,
                 "base_model": self.base_model, "run": self.run.id if self.run else None,

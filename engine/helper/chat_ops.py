@@ -61,7 +61,10 @@ def _open(args, emit):
     with _LOCK:
         _close_all()  # one chat's models in memory at a time
         emit(event="phase", text=f"loading {a.label}" + (f" and {b.label}" if b else "") + f" on {args.get('device', 'cpu')}")
-        session = ChatSession(conv, a, b, args.get("device", "cpu"))
+        try:
+            session = ChatSession(conv, a, b, args.get("device", "cpu"))
+        except LookupError as e:  # a model chat cannot take (an encoder-decoder): the reason, not a traceback
+            raise OpError(str(e.args[0])) from None
         sid = secrets.token_hex(4)
         _OPEN[sid] = {"session": session, "runs_dir": runs_dir, "busy": threading.Lock()}
     return {"session": sid, "conversation": conv.to_dict(), "path": conv.path, "labels": conv.labels,
