@@ -57,10 +57,12 @@ def run(family: str, steps: int, eval_steps: int, rows: int, work: Path, extra: 
         raise SystemExit(f"tunebench train failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     run_dir = max(runs_dir.iterdir(), key=lambda p: p.stat().st_mtime)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
-    evals = [{k: e.get(k) for k in ("step", "loss", "rouge1", "rougeL", "generated_rows")}
+    rows = {e["step"]: e["rows"] for e in events if e["kind"] == "eval_samples"}
+    evals = [{**{k: e.get(k) for k in ("step", "loss", "rouge1", "rougeL")}, "generated_rows": rows.get(e["step"])}
              for e in events if e["kind"] == "eval"]
     summary = next(e for e in events if e["kind"] == "summary")
-    samples = [e["message"] for e in events if e["kind"] == "log" and e["message"].startswith("eval generations")]
+    samples = [" | ".join(f"{t['answer']!r} (target {t['reference']!r})" for t in e["samples"])
+               for e in events if e["kind"] == "eval_samples"]
     return {"family": family, "run_dir": str(run_dir), "evals": evals, "steps": summary["step"],
             "params": summary["total_params"], "train_s": summary["train_wall_s"], "wall_s": summary["wall_s"],
             "command_s": round(elapsed, 1), "last_generations": samples[-1] if samples else None}

@@ -185,7 +185,14 @@ def test_trains_and_the_checkpoint_reloads_with_plain_transformers(assets, runs,
     assert [e["step"] for e in ev["eval"]] == [0, 2, 4]  # the baseline at step 0, then every eval_steps
     for e in ev["eval"]:  # ROUGE of generated answers arrives as numbers beside the loss
         assert isinstance(e["loss"], float) and all(isinstance(e[m], float) and 0 <= e[m] <= 1 for m in METRICS)
-        assert e["generated_rows"] == 4
+    from engine.rundir.evalkeys import metric_values
+
+    assert list(metric_values(ev["eval"][-1])) == METRICS  # what the Monitor and status show: the metrics asked for
+    samples = ev["eval_samples"]  # what the scores are made of, one event an evaluation, as sft writes it
+    assert [s["step"] for s in samples] == [0, 2, 4] and all(s["rows"] == 4 for s in samples)
+    eval_rows = [json.loads(x) for x in assets["eval"].read_text().splitlines()]
+    assert [t["reference"] for t in samples[-1]["samples"]] == [r["summary"] for r in eval_rows[:3]]
+    assert samples[-1]["scores"] == {m: ev["eval"][-1][m] for m in METRICS}
     assert ev["data"][-1]["format"] == "prompt_completion" and ev["data"][-1]["eval_rows"] == 8
     assert ev["summary"][-1]["num_tokens"] > 0 and all(m in ev["summary"][-1] for m in METRICS)
     ckpt = run.last_checkpoint()

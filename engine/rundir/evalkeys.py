@@ -11,7 +11,8 @@ from __future__ import annotations
 from engine.config.schema import TEXT_METRICS
 
 BOOKKEEPING = frozenset({"seq", "time", "kind", "step", "loss", "runtime", "samples_per_second", "steps_per_second",
-                         "epoch", "num_tokens", "model_preparation_time", "nonfinite"})
+                         "epoch", "num_tokens", "model_preparation_time", "nonfinite",
+                         "num_input_tokens_seen"})  # transformers' own Trainer (classification, seq2seq) logs it
 
 
 def metric_values(event: dict) -> dict[str, float]:

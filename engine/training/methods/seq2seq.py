@@ -9,9 +9,12 @@ engine.data.prepare with the tokenizer, so data.truncation's refusals name their
 Evaluation computes the loss on every eval row; with eval.metrics it also generates an answer (greedy, at most
 eval.max_new_tokens tokens) for the first eval.max_rows eval rows, the same rows every time, and scores them with
 engine.training.textmetrics against the targets as written in the data. The scores reach the run's `eval` events
-as rouge1, rougeL, ... beside loss, and the run's summary keeps the last ones.
+as rouge1, rougeL, ... beside loss, an `eval_samples` event (as sft's: rows, seconds, scores and the first three
+source / target / answer triples) shows what they are made of, and the run's summary keeps the last scores.
 """
 from __future__ import annotations
+
+import time
 
 from engine.config import Config
 from engine.data import seq2seq as s2s
@@ -19,6 +22,8 @@ from engine.training import modeling
 from engine.training.methods.common import tokens_seen, training_kwargs
 from engine.training.methods.rows import take_rows
 from engine.training.textmetrics import text_scores
+
+SAMPLES, SAMPLE_CHARS = 3, 300  # eval_samples: triples written with each evaluation's scores, each text cut to this
 
 
 def encode(tok, rows: list[dict], cfg: Config) -> tuple[object, int]:
@@ -72,14 +77,15 @@ def trainer_class():
                                              metric_key_prefix)
             if self.metric_names and metric_key_prefix == "eval" and self.eval_dataset is not None:
                 n = min(self.max_rows, len(self.references))
-                # Cost: up to max_new_tokens decoder steps for each batch of the first n eval rows, every evaluation.
+                t0 = time.perf_counter()
+                # Cost: up to max_new_tokens decoder steps for each batch of the first n eval rows, every evaluation
+                # (on several ranks each one answers all n: no collective, the same answers everywhere).
                 preds = generate(self.model, self.processing_class, self.eval_dataset, n, self.max_new_tokens,
                                  self.args.per_device_eval_batch_size)
                 scores = text_scores(preds, self.references[:n], self.metric_names)
                 output.metrics.update({f"eval_{k}": v for k, v in scores.items() if v is not None})
-                output.metrics["eval_generated_rows"] = n
                 if self.on_scores is not None:
-                    self.on_scores(scores, preds[:3], self.references[:3])
+                    self.on_scores(scores, preds, n, time.perf_counter() - t0)
             return output
 
     return Trainer
@@ -111,11 +117,13 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     metrics = tuple(cfg.eval.metrics) if eval_ds is not None else ()
     events = next((c.events for c in callbacks if hasattr(c, "events")), None)
 
-    def on_scores(scores, preds, refs):
+    def on_scores(scores, preds, n, seconds):
         job["summary_extra"] = {k: round(v, 4) for k, v in scores.items() if v is not None}
-        if events is not None:  # what the scores are made of: the first answers beside their targets
-            events.write("log", level="info", message="eval generations: " + " | ".join(
-                f"{p!r} (target {r!r})" for p, r in zip(preds, refs))[:600])
+        if events is not None:  # what the scores are made of, as sft's eval.metrics writes it (methods/answers.py)
+            samples = [{"prompt": r["prompt"][-SAMPLE_CHARS:], "reference": r["completion"][:SAMPLE_CHARS],
+                        "answer": a[:SAMPLE_CHARS]} for r, a in zip(eval_rows[:SAMPLES], preds)]
+            events.write("eval_samples", step=trainer.state.global_step, rows=n, max_new_tokens=cfg.eval.max_new_tokens,
+                         seconds=round(seconds, 3), scores=scores, samples=samples)
 
     args = Seq2SeqTrainingArguments(
         **training_kwargs(cfg, resolved, job["trainer_dir"], eval_ds is not None),
