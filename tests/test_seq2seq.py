@@ -128,6 +128,10 @@ def test_inspect_measures_each_side_as_the_engine_bounds_it(assets, tmp_path):
     assert out["format"] == "prompt_completion" and out["invalid_count"] == 0
     assert out["token_lengths"]["max"] == longest > 16 and out["truncation"]["rows_cut"] == 12
     assert out["ends_with_eot_fraction"] == 1.0  # every target ends with </s> (the model learns to stop)
+    segs = out["example"]["segments"]  # the source as cut (untrained), then the target (trained), each in bounds
+    assert [x["trained"] for x in segs] == [False, True] and not any(x["truncated"] for x in segs)
+    assert len(tok(segs[0]["text"], add_special_tokens=False)["input_ids"]) <= 16
+    assert rows[0]["summary"] in segs[1]["text"] and segs[1]["text"].endswith("</s>")
 
 
 # -- validation and preflight ------------------------------------------------------------------------------------

@@ -177,8 +177,12 @@ def _token_report(tok, cfg: Config, pairs: list, problems: list) -> dict:
     good = next(((loc, row) for (loc, row), r in zip(pairs, results) if "error" not in r), None)
     if good:
         enc = m.encode(good[1])
-        out["example"] = {"location": good[0], "text": tok.decode(enc["ids"]),
-                          "segments": _segments(tok, enc["ids"], enc["mask"], max_length)}
+        segments = _segments(tok, enc["ids"], enc["mask"], max_length)
+        if method == "seq2seq":  # two sequences, each as data.truncation leaves it: what the encoder and decoder get
+            e = seq2seq.encode_rows(tok, [good[1]], max_length, d.truncation)[0]
+            segments = _segments(tok, e.input_ids, [0] * len(e.input_ids), len(e.input_ids) + 1) + \
+                _segments(tok, e.labels, [1] * len(e.labels), len(e.labels) + 1)
+        out["example"] = {"location": good[0], "text": tok.decode(enc["ids"]), "segments": segments}
     return out
 
 
