@@ -179,6 +179,17 @@ def test_seq2seq_on_a_causal_model_is_refused_naming_sft(tiny_model, assets, tmp
     assert "set method: sft" in lines[0]
 
 
+@pytest.mark.asyncio
+async def test_the_workbench_launch_refuses_sft_on_bart_as_the_cli_does(assets, tmp_path, runs_dir):
+    from tests.test_preflight import launch_refused
+
+    data = write_jsonl(tmp_path / "pc.jsonl", summary_rows(8, columns=("prompt", "completion")))
+    shown, notes = await launch_refused(tmp_path, runs_dir, {"model.name_or_path": str(assets["bart"]),
+                                                             "data.train": str(data)})
+    line = "bart model, which method sft cannot train; it can train: seq2seq, classification, reward"
+    assert line in shown and line in notes and "set method: seq2seq" in shown
+
+
 # -- runs -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family,kind", [("t5", "lora"), ("bart", "none"), ("t5", "none"), ("bart", "lora")])
 def test_trains_and_the_checkpoint_reloads_with_plain_transformers(assets, runs, family, kind):
