@@ -232,6 +232,23 @@ def test_trains_and_the_checkpoint_reloads_with_plain_transformers(assets, runs,
     assert out.shape[0] == 1 and 1 < out.shape[1] <= 6
 
 
+def test_a_weighted_mixture_in_length_order_trains(assets, tmp_path):
+    other = write_jsonl(tmp_path / "other.jsonl", summary_rows(16, seed=7, columns=("source", "target")))
+    cfg = config(assets["t5"], assets["train"], method="seq2seq", adapter={"kind": "none"},
+                 data={"train": [f"{assets['train']}:3", f"{other}:1"], "order": "length", "max_length": 48,
+                       "truncation": "right"}, training={"max_steps": 2})
+    _, ev = train(tmp_path / "runs", cfg)
+    data = ev["data"][-1]
+    assert data["mixture"]["sources"][0]["weight"] == 3 and data["order"] == "length", data
+    from engine.training import modeling, sampling
+    from engine.training.methods import seq2seq
+
+    trainer = seq2seq.build(cfg, modeling.resolve(cfg), {"trainer_dir": str(tmp_path / "t")}, [])
+    drawn = trainer._get_train_sampler()  # the trainer draws its rows through the mixture's sampler
+    assert isinstance(drawn, sampling.MixtureSampler) and drawn.size == len(trainer.train_dataset)
+    assert sum(s["drawn"] for s in data["mixture"]["sources"]) == len(list(iter(drawn)))
+
+
 def test_resume_goes_on_from_the_checkpoint(assets, runs):
     from engine.rundir.events import read_events
     from engine.training.worker import run_engine

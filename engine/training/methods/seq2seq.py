@@ -20,7 +20,7 @@ from engine.config import Config
 from engine.data import seq2seq as s2s
 from engine.training import modeling
 from engine.training.methods.common import tokens_seen, training_kwargs
-from engine.training.methods.rows import take_rows
+from engine.training.methods.rows import install_sampler, take_rows
 from engine.training.textmetrics import text_scores
 
 SAMPLES, SAMPLE_CHARS = 3, 300  # eval_samples: triples written with each evaluation's scores, each text cut to this
@@ -137,4 +137,5 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
     trainer.metric_names, trainer.max_rows, trainer.max_new_tokens = metrics, cfg.eval.max_rows, cfg.eval.max_new_tokens
     trainer.references = [r["completion"] for r in eval_rows]
     trainer.on_scores = on_scores
+    install_sampler(trainer, job)  # data mixing / data.order length (source tokens) / column:NAME, as classification
     return trainer
