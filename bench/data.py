@@ -115,20 +115,39 @@ class TreeMemory:
         return seen.values()
 
     def _run(self):
+        t0 = time.monotonic()
         while not self._stop.wait(self.every):
             rss = pss = 0
+            now = []
             for p in self._procs():
                 try:
                     m = p.memory_full_info()
                     rss, pss = rss + m.rss, pss + m.pss
+                    now.append((role(p), m.rss, m.pss))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
+            if rss > self.rss:  # what each process held at the peak: which one to make smaller
+                self.at_peak = (round(time.monotonic() - t0, 1), sorted(now, key=lambda x: -x[1]))
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
 
     def stop(self) -> dict:
         self._stop.set()
         self._t.join()
-        return {"peak_rss": self.rss, "peak_pss": self.pss}
+        return {"peak_rss": self.rss, "peak_pss": self.pss, "at_peak": getattr(self, "at_peak", None)}
+
+
+def role(p: psutil.Process) -> str:
+    """A short name for a process of the tree: the CLI, the engine, a data worker (forked: the engine's command
+    line; spawned: multiprocessing's), the peer."""
+    cmd = " ".join(p.cmdline())
+    if "multiprocessing" in cmd:
+        return "resource tracker" if "resource_tracker" in cmd else "data worker"
+    if "engine.worker" in cmd:
+        parent = p.parent()
+        return "data worker" if parent and "engine.worker" in " ".join(parent.cmdline()) else "engine"
+    if "peer.py" in cmd:
+        return "peer"
+    return "cli" if "tunebench" in cmd else cmd[:40]
 
 
 def run_peer(model: Path, data: Path, work: Path) -> dict:
@@ -187,8 +206,13 @@ hardware: {{device: cpu}}
 
 def fmt(r: dict) -> str:
     extra = f", preflight+launch {r['cli_s']:.1f} s, preparation {r['prepare_s']:.1f} s" if "cli_s" in r else ""
+    peak = ""
+    if r.get("at_peak"):
+        at, procs = r["at_peak"]
+        peak = f"\n      at the peak ({at} s in): " + ", ".join(f"{n} {rss / 2**20:.0f}/{pss / 2**20:.0f}" for n, rss, pss in procs)
+        peak += " MiB (RSS/PSS)"
     return (f"first step {r['first_step_s']:7.1f} s, peak RSS {r['peak_rss'] / 2**30:5.2f} GiB, "
-            f"PSS {r['peak_pss'] / 2**30:5.2f} GiB{extra}")
+            f"PSS {r['peak_pss'] / 2**30:5.2f} GiB{extra}{peak}")
 
 
 def main() -> int:

@@ -3,19 +3,27 @@ validate and convert each row (engine.data.prepare.convert_row), and hand each m
 
 Light module (the sink may tokenise: engine.data.pipeline's does). The base Sink counts row shapes and labels
 and keeps a seeded sample; that is the whole check `tunebench train` runs before a run exists and the row pass
-of `tunebench inspect`. Workers are forked (children share the parent's loaded tokenizer and pages); each
-reads whole shards and sends back small summaries, so memory does not grow with the row count. Invalid rows
-are all counted by reason, the first KEEP of each kept with their location, as engine.data.errors reports them.
+of `tunebench inspect`. Each worker reads whole shards and sends back small summaries, so memory does not grow
+with the row count. A light parent (the CLI's check) forks its workers: they share its few pages and start at
+once. A parent holding the ML stack (the engine: torch, transformers, trl, ~0.5 GiB) spawns them instead, fresh
+interpreters that import only what reading and tokenising need (~70 MiB, ~2 s each, no torch): a forked worker
+would hold the engine's whole image, counted again in its RSS and copied page by page as its collector touches
+it (see START). Invalid rows are all counted by reason, the first KEEP of each kept with their location, as
+engine.data.errors reports them.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing as mp
 import os
+import pickle
 import random
 import signal
+import sys
 import threading
 import time
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,6 +34,9 @@ from engine.data.prepare import _shape, convert_row, encode_labels, shape_detail
 KEEP = 200  # problems kept per reason, and rows named per odd shape (all are counted)
 PROGRESS_EVERY = 1.0  # seconds between progress reports
 TICK = 256  # rows between updates of the shared counters
+# How workers start: "auto" (spawn when the parent has imported a module of HEAVY, else fork), "fork", "spawn".
+START = "auto"
+HEAVY = ("torch", "trl", "peft")
 
 
 def cores() -> int:
@@ -89,7 +100,8 @@ class Sink:
 
 @dataclass
 class Job:
-    """What every worker of one pass needs (inherited through fork, never pickled)."""
+    """What every worker of one pass needs (inherited through fork; pickled once for spawned workers, so a sink
+    and its `extra` must pickle: a tokenizer does, and carries its added tokens and chat template with it)."""
 
     name: str  # "train" or "eval": names the pass in progress reports
     shards: list
@@ -108,13 +120,51 @@ _COUNTERS = None
 _STOP = threading.Event()
 
 
-def _child_init() -> None:
+_BROKEN: BaseException | None = None  # a spawned worker's job that would not unpickle: its first task raises it
+
+
+def start_method(procs: int, shards: int) -> str | None:
+    """How the workers of a pass start: None (no workers: one shard or one process), "fork" or "spawn"."""
+    if procs <= 1 or shards <= 1:
+        return None
+    methods = mp.get_all_start_methods()
+    want = START if START != "auto" else ("spawn" if any(m in sys.modules for m in HEAVY) else "fork")
+    return want if want in methods else ("spawn" if "spawn" in methods else None)
+
+
+@contextlib.contextmanager
+def _light_main(active: bool):
+    """While spawned workers start, __main__ is an empty module: multiprocessing would otherwise import the
+    parent's main module in each one (the engine's, 26 MiB; a user's script without a `__name__` guard would
+    start the pool again from inside the worker, for ever). The job holds nothing of __main__ (it is pickled
+    before this), so the workers need none of it."""
+    if not active:
+        yield
+        return
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __spec__, no __file__: nothing to import
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _child_init(job: bytes | None = None, counters=None) -> None:
+    global _JOB, _COUNTERS, _BROKEN
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the engine's handler only sets a flag: let terminate() work
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already; no thread pools on top
+    if job is not None:  # spawned: the job comes pickled (a tokenizer imports its transformers module, not torch)
+        _COUNTERS = counters
+        try:
+            _JOB = pickle.loads(job)
+        except BaseException as e:  # noqa: BLE001 - raised by the first task: an initializer that raises makes
+            _BROKEN = e  # the pool start a new worker forever, and the parent would wait for ever
 
 
 def _work(index: int) -> dict:
+    if _BROKEN is not None:
+        raise RuntimeError(f"a data worker could not read its job: {type(_BROKEN).__name__}: {_BROKEN}")
     job = _JOB
     sink = job.sink(job, index)
     log = ProblemLog(KEEP)
@@ -138,13 +188,15 @@ def _work(index: int) -> dict:
 
 
 def run(job: Job, procs: int, progress=None, should_stop=None) -> list[dict]:
-    """Every shard of the job through _work, in `procs` forked processes when there is more than one shard;
-    progress(rows_done=, rows_total=, invalid=, rows_per_s=) every PROGRESS_EVERY seconds."""
+    """Every shard of the job through _work, in `procs` processes (start_method) when there is more than one
+    shard; progress(rows_done=, rows_total=, invalid=, rows_per_s=) every PROGRESS_EVERY seconds."""
     global _JOB, _COUNTERS
     n = len(job.shards)
-    parallel = procs > 1 and n > 1 and "fork" in mp.get_all_start_methods()
-    ctx = mp.get_context("fork") if parallel else None
-    _JOB, _COUNTERS = job, (ctx.Array("q", 2 * n, lock=False) if parallel else [0] * (2 * n))
+    start = start_method(procs, n)
+    ctx = mp.get_context(start) if start else None
+    _JOB, _COUNTERS = job, (ctx.Array("q", 2 * n, lock=False) if ctx else [0] * (2 * n))
+    # spawned workers get the job pickled once here (a few hundred KB with a tokenizer; ~10 MB with a 150k one)
+    initargs = (pickle.dumps(job), _COUNTERS) if start == "spawn" else ()
     _STOP.clear()
     total = sum(s.rows_hint for s in job.shards)
     t0, done = time.monotonic(), threading.Event()
@@ -165,10 +217,12 @@ def run(job: Job, procs: int, progress=None, should_stop=None) -> list[dict]:
     watcher = threading.Thread(target=watch, name="data-progress", daemon=True)
     watcher.start()
     try:
-        if not parallel:
+        if ctx is None:
             return [_work(i) for i in range(n)]
-        gc.freeze()  # the workers' collector leaves the engine's objects alone: fewer pages copied on write
-        with ctx.Pool(min(procs, n), initializer=_child_init) as pool:
+        gc.freeze()  # forked workers' collector leaves the parent's objects alone: fewer pages copied on write
+        with _light_main(start == "spawn"):  # the workers start here, in the Pool's constructor
+            pool = ctx.Pool(min(procs, n), initializer=_child_init, initargs=initargs)
+        with pool:
             pending = [pool.apply_async(_work, (i,)) for i in range(n)]
             results = []
             for item in pending:
