@@ -220,8 +220,10 @@ def run(job: Job, procs: int, progress=None, should_stop=None) -> list[dict]:
         if ctx is None:
             return [_work(i) for i in range(n)]
         gc.freeze()  # forked workers' collector leaves the parent's objects alone: fewer pages copied on write
+        before = set(mp.active_children())
         with _light_main(start == "spawn"):  # the workers start here, in the Pool's constructor
             pool = ctx.Pool(min(procs, n), initializer=_child_init, initargs=initargs)
+        workers = set(mp.active_children()) - before
         with pool:
             pending = [pool.apply_async(_work, (i,)) for i in range(n)]
             results = []
@@ -234,6 +236,10 @@ def run(job: Job, procs: int, progress=None, should_stop=None) -> list[dict]:
                         if _STOP.is_set():
                             pool.terminate()
                             raise KeyboardInterrupt from None
+                        dead = next((w for w in workers if w.exitcode is not None), None)
+                        if dead is not None:  # its shard is lost: the pool would start another worker and wait
+                            pool.terminate()  # for that shard for ever
+                            raise DataError(died(dead.exitcode, job.name)) from None
             return results
     finally:
         gc.unfreeze()
@@ -242,6 +248,21 @@ def run(job: Job, procs: int, progress=None, should_stop=None) -> list[dict]:
         if progress:
             report(final=True)
         _JOB = None
+
+
+def died(code: int, name: str) -> str:
+    """Why the pass stopped when one of its workers ended (a kill, the out-of-memory killer, a crash)."""
+    if code == -signal.SIGKILL:
+        why = "was killed (SIGKILL: out of memory? `dmesg` says)"
+    elif code < 0:
+        try:
+            why = f"was stopped by {signal.Signals(-code).name}"
+        except ValueError:
+            why = f"was stopped by signal {-code}"
+    else:
+        why = f"ended with exit code {code}"
+    return (f"a data worker of the {name} pass {why} before its shard was done; nothing was kept. Where memory is "
+            "short, a lower data.num_proc runs fewer workers at once")
 
 
 @dataclass
