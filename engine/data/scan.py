@@ -6,8 +6,8 @@ and keeps a seeded sample; that is the whole check `tunebench train` runs before
 of `tunebench inspect`. Each worker reads whole shards and sends back small summaries, so memory does not grow
 with the row count. A light parent (the CLI's check) forks its workers: they share its few pages and start at
 once. A parent holding the ML stack (the engine: torch, transformers, trl, ~0.5 GiB) spawns them instead, fresh
-interpreters that import only what reading and tokenising need (~70 MiB, ~2 s each, no torch): a forked worker
-would hold the engine's whole image, counted again in its RSS and copied page by page as its collector touches
+interpreters that import only what reading and tokenising need (~90 MiB, ~2 s each, no torch): a forked worker
+would hold the engine's whole image, counted again in its RSS and copied page by page as reference counts touch
 it (see START). Invalid rows are all counted by reason, the first KEEP of each kept with their location, as
 engine.data.errors reports them.
 """
