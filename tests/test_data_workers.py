@@ -80,5 +80,5 @@ def test_a_spawned_worker_that_cannot_read_its_job_fails_the_pass(tmp_path, shar
     f = big_chat(tmp_path / "d.jsonl", 300)
     shards = scan.stream.plan(str(f), procs=2)
     job = Job("train", shards, "messages", "sft", {}, extra={"tokenizer": Unreadable()})
-    with pytest.raises(RuntimeError, match="a data worker could not read its job: ImportError: this job cannot be read"):
+    with pytest.raises(RuntimeError, match="a data worker could not read its job: ImportError: this job cannot"):
         scan.run(job, 2)
