@@ -177,7 +177,7 @@ def test_a_run_with_all_three_records_the_rates_and_reports_plain_eval_loss(tiny
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["method=dpo", "training.label_smoothing=0.1"], "training.label_smoothing: only for method sft or classification"),
+    (["method=dpo", "training.label_smoothing=0.1"], "training.label_smoothing: only for method sft, seq2seq or classification"),
     (["method=kto", "training.neftune_noise_alpha=5"], "training.neftune_noise_alpha: only for method sft"),
     (["adapter.kind=prompt_tuning", "training.layer_lr_decay=0.9"], "training.layer_lr_decay: prompt_tuning"),
     (["training.layer_lr_decay=0"], "training.layer_lr_decay: 0.0 is below the minimum 0.01"),
