@@ -89,7 +89,8 @@ def test_lora_run_scores_generated_answers_at_each_eval(tiny_model, chat_jsonl, 
                  training={"max_steps": 4, "eval_steps": 2, "learning_rate": 3e-3})
     run, ev = train(runs_dir, cfg)
     scored = check_eval_events(ev, 3, 6)
-    assert [e["step"] for e in scored] == [2, 4] and [s["step"] for s in ev["eval_samples"]] == [2, 4]
+    # step 0: the base model's answers (eval_on_start), the starting point the scores rise from
+    assert [e["step"] for e in scored] == [0, 2, 4] and [s["step"] for s in ev["eval_samples"]] == [0, 2, 4]
     status = run.status()
     assert status["last_eval_metrics"]["step"] == 4 and set(METRICS) <= set(status["last_eval_metrics"])
     assert ev["summary"][0]["train_wall_s"] < ev["summary"][0]["wall_s"]  # eval (and its generation) excluded
@@ -105,7 +106,7 @@ def test_full_finetune_text_rows_say_once_there_is_no_reference(tiny_model, runs
     run, ev = train(runs_dir, cfg)
     told = [e["message"] for e in ev["log"] if e["message"].startswith("eval.metrics")]
     assert len(told) == 1 and "plain text" in told[0]  # once, not at every evaluation
-    assert len(ev["eval"]) == 2 and not any("rouge1" in e for e in ev["eval"]) and "eval_samples" not in ev
+    assert len(ev["eval"]) == 3 and not any("rouge1" in e for e in ev["eval"]) and "eval_samples" not in ev
 
 
 def test_an_eval_asked_for_while_paused_scores_at_the_paused_step(tiny_model, chat_jsonl, runs_dir, tmp_path):
@@ -122,9 +123,11 @@ def test_an_eval_asked_for_while_paused_scores_at_the_paused_step(tiny_model, ch
     wait_for(lambda: run.status().get("state") == "paused", what="paused")
     step = run.status()["step"]
     assert tunebench("eval", run.id, runs_dir=runs_dir).returncode == 0
-    ev = wait_for(lambda: [e for e in read_events(run.events_path, ("eval",)) if "rouge1" in e], what="scored eval")
+    ev = wait_for(lambda: [e for e in read_events(run.events_path, ("eval",)) if "rouge1" in e and e["step"]],
+                  what="scored eval")  # step 0's is the start's (eval_on_start)
     assert ev[0]["step"] == step and run.status()["step"] == step and run.state() == "paused"
-    samples = wait_for(lambda: read_events(run.events_path, ("eval_samples",)), what="samples")
+    samples = wait_for(lambda: [e for e in read_events(run.events_path, ("eval_samples",)) if e["step"]],
+                       what="samples")
     assert samples[0]["step"] == step and samples[0]["rows"] == 2
     assert tunebench("stop", run.id, runs_dir=runs_dir).returncode == 0
     wait_for(lambda: run.status().get("state") == "stopped", what="stopped")
@@ -147,4 +150,4 @@ def test_two_rank_ddp_shares_the_rows_and_gathers_every_answer(tiny_model, chat_
     assert run.status()["state"] == "completed"
     by_kind = {k: read_events(run.events_path, (k,)) for k in ("eval", "eval_samples")}
     scored = check_eval_events(by_kind, 3, 4)
-    assert [e["step"] for e in scored] == [2, 4]  # one event per evaluation: rank 0 alone writes
+    assert [e["step"] for e in scored] == [0, 2, 4]  # one event per evaluation: rank 0 alone writes

@@ -69,7 +69,8 @@ class ForgettingWatch(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         self.model = self.model or model
-        self.events.write("eval", step=state.global_step, general_loss=self.loss())
+        if not args.eval_on_start:  # else the trainer's own first evaluation carries it (on_evaluate below)
+            self.events.write("eval", step=state.global_step, general_loss=self.loss())
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if metrics is not None:  # the RunCallback, after this one, writes it into the eval event

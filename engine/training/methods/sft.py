@@ -68,6 +68,9 @@ def build(cfg: Config, resolved: dict, job: dict, callbacks: list):
         dataset_kwargs={"skip_prepare_dataset": not cfg.data.packing},
         assistant_only_loss=False,
         completion_only_loss=False,
+        # eval.metrics' starting point: the base model's answers before any step (as seq2seq and classification);
+        # costs one evaluation more, at the start.
+        eval_on_start=bool(cfg.eval.metrics) and eval_ds is not None,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok,
                          peft_config=modeling.peft_config(cfg, extra_modules=embeddings), callbacks=callbacks)
