@@ -57,7 +57,7 @@ def test_repair_adds_back_a_queued_run_without_entry_and_drops_stale_entries(tmp
 
 def _take(path, barrier, results):
     barrier.wait()
-    with taking(Run(path)) as ours:
+    with taking(Run(path), queued=True) as ours:  # as the scheduler's engines are started (--queued)
         if ours:
             Run(path).write_status(state="starting", pid=os.getpid())
     results.put(bool(ours))
@@ -75,6 +75,10 @@ def test_only_one_engine_takes_a_queued_run(tmp_path):
     got = [results.get(timeout=5) for _ in procs]
     assert got.count(True) == 1, got
     assert run.status()["state"] == "starting" and not Queue(tmp_path).entries()
+    # an engine spawned for the queued run that comes late (another took it, even ran it to the end) touches nothing
+    run.write_status(state="completed")
+    with taking(Run(run.path), queued=True) as ours:
+        assert not ours
     # a run started directly (not queued) is always its engine's
     direct = create_run(tmp_path, CFG)
     with taking(direct) as ours:

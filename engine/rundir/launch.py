@@ -91,8 +91,10 @@ def spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
 
 
 def spawn_engine(run: Run, resume: bool = False) -> subprocess.Popen:
-    """Start the run's engine detached and return at once (the scheduler watches it take the run)."""
-    return spawn(engine_command(run, resume), run.log_path)
+    """Start a queued run's engine detached and return at once (the scheduler watches it take the run).
+    `--queued`: the engine starts the run only by taking its queue entry, so an engine that comes late (another
+    scheduler's took the run, even ran it to the end) touches nothing."""
+    return spawn(engine_command(run, resume, ["--queued"]), run.log_path)
 
 
 def _ours(pid: int, proc: subprocess.Popen) -> bool:

@@ -163,13 +163,14 @@ def enqueue(runs_dir: str | Path, cfg: cfgmod.Config, **extra) -> tuple[Run, int
 
 
 @contextmanager
-def taking(run: Run):
-    """Engine side: yield True when this engine may start `run`. A run whose status is not `queued` was not
-    queued (started directly): True. A queued run is ours only if we remove its entry; the caller writes its
-    `starting` status inside the block, under the queue's lock, so no scheduler sees a queued run without entry
-    in between."""
+def taking(run: Run, queued: bool = False):
+    """Engine side: yield True when this engine may start `run`. A queued run is ours only if we remove its
+    entry; the caller writes its `starting` status inside the block, under the queue's lock, so no scheduler
+    sees a queued run without entry in between. `queued`: the engine was spawned for a queued run (by a
+    scheduler), so a run no longer queued was taken by another engine: False. Otherwise a run whose status is
+    not `queued` was started directly or is resumed: True."""
     status = run.status()
-    if status.get("state") != "queued" or status.get("slurm"):  # Slurm's queue is Slurm's: its job starts it
+    if status.get("slurm") or (status.get("state") != "queued" and not queued):  # Slurm's queue is Slurm's
         yield True
         return
     q = Queue(run.path.parent)

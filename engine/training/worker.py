@@ -218,7 +218,7 @@ def peak_memory() -> dict:
 
 
 def run_engine(run: Run, resume: bool = False, from_step: int | None = None, weights_only: bool = False,
-               overrides: list[str] = ()) -> int:
+               overrides: list[str] = (), queued: bool = False) -> int:
     os.umask(0o077)  # every file and folder the engine (and the libraries it calls) creates is owner-only
     stop_flag = threading.Event()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal going away is not a reason to stop
@@ -230,7 +230,7 @@ def run_engine(run: Run, resume: bool = False, from_step: int | None = None, wei
         lock = take_run(run)
         if isinstance(lock, int):
             return lock
-        with taking(run) as ours:  # a queued run is started only by the engine that takes its queue entry
+        with taking(run, queued) as ours:  # a queued run is started only by the engine that takes its queue entry
             if ours:
                 run.write_status(state="starting", pid=os.getpid(), pid_started=me.create_time(),
                                  host=socket.gethostname(), started=time.time(), ended=None, error=None,
@@ -431,9 +431,11 @@ def main(argv=None) -> int:
                    "optimizer/scheduler (they start fresh)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
                    help="with --resume: a resume-safe setting to change")
+    p.add_argument("--queued", action="store_true", help="started by a scheduler for a queued run: start it only "
+                   "by taking its queue entry")
     a = p.parse_args(argv)
     return run_engine(Run(a.run_dir), resume=a.resume, from_step=a.step, weights_only=a.weights_only,
-                      overrides=a.overrides)
+                      overrides=a.overrides, queued=a.queued)
 
 
 if __name__ == "__main__":
