@@ -157,7 +157,7 @@ def _child_init(job: bytes | None = None, counters=None) -> None:
     if job is not None:  # spawned: the job comes pickled (a tokenizer imports its transformers module, not torch)
         _COUNTERS = counters
         try:
-            _JOB = pickle.loads(job)
+            _JOB = pickle.loads(job)  # trusted pickle: the bytes our own parent pickled, over the pool's pipe
         except BaseException as e:  # noqa: BLE001 - raised by the first task: an initializer that raises makes
             _BROKEN = e  # the pool start a new worker forever, and the parent would wait for ever
 
