@@ -88,3 +88,15 @@ def train(runs_dir: Path, cfg: dict):
     status = run.status()
     assert rc == 0 and status["state"] == "completed", (status.get("error"), run.log_path)
     return run, events
+
+
+def batches(trainer, epoch: int, skip: int = 0) -> list:
+    """The input_ids of every batch the trainer's dataloader gives in `epoch`, after skipping `skip` batches the
+    way a resumed run does (accelerate's skip wrapper, through which set_epoch must still reach the sampler)."""
+    from accelerate import skip_first_batches
+
+    dl = trainer.get_train_dataloader()
+    if skip:
+        dl = skip_first_batches(dl, skip)
+    dl.set_epoch(epoch)
+    return [b["input_ids"].tolist() for b in dl]

@@ -6,7 +6,7 @@ import pytest
 
 from engine import config as cfgmod
 from engine.data import mixture
-from tests.methods_support import config, write_jsonl
+from tests.methods_support import batches, config, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +77,7 @@ def test_column_curriculum_orders_by_the_column_ascending(tiny_model, files):
 def test_a_resumed_run_draws_the_same_rows(tiny_model, files):
     """A new trainer (as a resumed engine builds) skips the batches already trained and gets the rest of the
     same epoch: set_epoch reaches the sampler through accelerate's skip wrapper."""
-    from accelerate import skip_first_batches
-
     cfg = config(tiny_model, files["a"], data={"train": [f"{files['a']}:3", f"{files['b']}:1"], "cache": False})
-
-    def batches(trainer, epoch, skip=0):
-        dl = trainer.get_train_dataloader()
-        if skip:
-            dl = skip_first_batches(dl, skip)
-        dl.set_epoch(epoch)
-        return [b["input_ids"].tolist() for b in dl]
 
     first, _ = build(cfg)
     full = batches(first, 1)

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from engine import config as cfgmod
-from tests.methods_support import build_assets, config, train, write_jsonl
+from tests.methods_support import batches, build_assets, config, train, write_jsonl
 
 LEVELS = ["cloud", "green", "seven", "light", "table"]  # difficulty 0..4 as a word both tiny tokenizers know
 
@@ -174,16 +174,7 @@ def test_a_real_grpo_run_on_a_mixture(mix, tmp_path):
 def test_a_resumed_dpo_run_draws_the_same_rows(mix):
     """A new trainer (as a resumed engine builds) skips the batches already trained and gets the rest of the
     same epoch, as sft's does (tests/test_mixing.py): the draw is a pure function of (seed, epoch)."""
-    from accelerate import skip_first_batches
-
     cfg = mixed_config(mix, "dpo", order="length", curriculum_epochs=1)
-
-    def batches(trainer, epoch, skip=0):
-        dl = trainer.get_train_dataloader()
-        if skip:
-            dl = skip_first_batches(dl, skip)
-        dl.set_epoch(epoch)
-        return [b["input_ids"].tolist() for b in dl]
 
     first, _ = build(cfg)
     full = batches(first, 1)
